@@ -1,0 +1,105 @@
+"""The load stage: zoo names, official state_dicts, .pt2 programs, trusted pickles -> LoadedModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from gsdeploy.errors import InputShapeError, LoadError
+from gsdeploy.load.archs import ARCHS, get_arch
+from gsdeploy.load.checkpoint import extract_state_dict, read_checkpoint, sha256_file
+from gsdeploy.load.exported import load_exported
+from gsdeploy.load.shapes import load_by_shapes
+from gsdeploy.model import LoadedModel
+from gsdeploy.zoo import create_model
+from gsdeploy.zoo.registry import _REGISTRY as ZOO
+
+__all__ = ["load_model", "parse_input_shape", "probe_input_shape", "ARCHS"]
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """'3x32x32' -> (3, 32, 32)."""
+    try:
+        dims = tuple(int(p) for p in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise InputShapeError(f"input shape '{text}' is not of the form CxHxW, e.g. 3x32x32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise InputShapeError(f"input shape '{text}' must have positive sizes, e.g. 3x32x32")
+    return dims
+
+
+def probe_input_shape(module: nn.Module, shape: tuple[int, ...]) -> None:
+    """Run one sample through the model; a shape it cannot take becomes one clear line."""
+    try:
+        with torch.no_grad():
+            module(torch.zeros((1, *shape)))
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputShapeError(f"the model cannot take input shape {'x'.join(map(str, shape))}: {msg}") from None
+
+
+def load_model(source: str, arch: str | None = None, trust: bool = False,
+               input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    path = Path(source)
+    if not path.exists() and source in ZOO and arch is None:
+        loaded = create_model(source)
+    elif not path.exists() and not any(sep in source for sep in "/\\") and "." not in source:
+        raise LoadError(f"'{source}' is neither a file nor a zoo model; `gsdeploy zoo` lists the built-in models")
+    elif path.suffix == ".pt2":
+        from gsdeploy.load.checkpoint import check_readable
+
+        check_readable(path)
+        module, shape = load_exported(path)
+        loaded = LoadedModel(module=module, input_shape=shape or (), name=path.stem, arch="exported-program",
+                             source=str(path), sha256=sha256_file(path))
+    else:
+        loaded = _load_checkpoint(path, arch, trust)
+    if input_shape is not None:
+        loaded.input_shape = tuple(input_shape)
+    if not loaded.input_shape:
+        raise InputShapeError(f"{source}: the input shape is not recorded in the file; pass --input-shape CxHxW")
+    probe_input_shape(loaded.module, loaded.input_shape)
+    return loaded
+
+
+def _load_checkpoint(path: Path, arch: str | None, trust: bool) -> LoadedModel:
+    obj = read_checkpoint(path, trust=trust)
+    sha = sha256_file(path)
+    if isinstance(obj, nn.Module):  # only reachable with --trust
+        if arch is not None:
+            raise LoadError(f"{path} holds a whole module; --arch applies to state_dicts only")
+        shape = _guess_input_shape(obj)
+        return LoadedModel(module=obj.float().eval(), input_shape=shape, name=path.stem, arch=type(obj).__name__,
+                           source=str(path), sha256=sha, notes={"trusted_pickle": True})
+    state = extract_state_dict(obj, path)
+    if arch is None:
+        arch = _detect_arch(state, path)
+    spec = get_arch(arch)
+    template = spec.template(state)
+    module = load_by_shapes(template, state, arch, ignore=set(spec.ignore))
+    return LoadedModel(module=module, input_shape=spec.input_shape, name=path.stem, arch=arch, source=str(path),
+                       sha256=sha, baseline=None, notes={"official_source": spec.source,
+                                                          "baseline_arch": spec.baseline_arch})
+
+
+def _detect_arch(state: dict[str, torch.Tensor], path: Path) -> str:
+    """Pick the one official layout whose keys match exactly; otherwise ask for --arch."""
+    fits = []
+    for name, spec in ARCHS.items():
+        try:
+            load_by_shapes(spec.template(state), state, name, ignore=set(spec.ignore))
+        except Exception:
+            continue
+        fits.append(name)
+    if len(fits) == 1:
+        return fits[0]
+    hint = f" (it fits {', '.join(fits)})" if fits else ""
+    raise LoadError(f"{path} is a state_dict; pass --arch to say which architecture it is{hint}. "
+                    f"Known: {', '.join(sorted(ARCHS))}")
+
+
+def _guess_input_shape(module: nn.Module) -> tuple[int, ...]:
+    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return (first.in_channels, 224, 224) if first is not None else ()

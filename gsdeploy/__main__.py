@@ -1,0 +1,3 @@
+from gsdeploy.cli import main
+
+main()

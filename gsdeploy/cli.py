@@ -1,0 +1,237 @@
+"""The gsdeploy command line: parses, calls a stage, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gsdeploy.errors import GsdeployError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Turn group-sparsity compression of CNNs into real speed on the target, and prove it.")
+out = Console()
+err = Console(stderr=True)
+
+ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="architecture of a state_dict checkpoint (see `gsdeploy zoo --archs`)")]
+ShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="per-sample input shape CxHxW, e.g. 3x32x32")]
+FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs: flops (when MACs drop) | always | never")]
+ThresholdOpt = Annotated[Optional[float], typer.Option("--prune-threshold", help="also remove groups whose L2 norm is at most this")]
+TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whole nn.Module (runs code from the file)")]
+
+
+def _fail(code: int, message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Bad input ends in one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GsdeployError as e:
+            _fail(e.exit_code, str(e))
+        except KeyboardInterrupt:
+            _fail(130, "interrupted")
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if os.environ.get("GSDEPLOY_DEBUG"):
+                raise
+            _fail(1, f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                     "re-run with GSDEPLOY_DEBUG=1 for the traceback")
+
+    return wrapper
+
+
+def _options(fuse: str, prune_threshold: float | None):
+    from gsdeploy.transforms import DeployOptions
+
+    if fuse not in ("flops", "always", "never"):
+        raise GsdeployError(f"--fuse must be flops, always or never, not '{fuse}'")
+    if prune_threshold is not None and prune_threshold < 0:
+        raise GsdeployError("--prune-threshold must be >= 0")
+    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold)
+
+
+def _load(model: str, arch: str | None, input_shape: str | None, trust: bool):
+    from gsdeploy.load import load_model, parse_input_shape
+
+    shape = parse_input_shape(input_shape) if input_shape else None
+    return load_model(model, arch=arch, trust=trust, input_shape=shape)
+
+
+def _m(x: int) -> str:
+    return f"{x / 1e6:.2f}M"
+
+
+@app.command()
+@guarded
+def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official checkpoint layouts for --arch instead")] = False) -> None:
+    """List the built-in models with input shape, MACs and params."""
+    from gsdeploy.bench.flops import count_macs, count_params
+    from gsdeploy.load import ARCHS
+    from gsdeploy.zoo import list_entries
+
+    if archs:
+        t = Table("--arch", "input", "baseline", "description", title="official checkpoint layouts")
+        for a in ARCHS.values():
+            t.add_row(a.name, "x".join(map(str, a.input_shape)), a.baseline_arch or "-", a.description)
+        out.print(t)
+        return
+    t = Table("model", "method", "input", "MACs", "params", "baseline", "description", title="gsdeploy zoo")
+    for e in list_entries():
+        m = e.build()
+        t.add_row(e.name, e.method, "x".join(map(str, e.input_shape)), _m(count_macs(m, e.input_shape)),
+                  _m(count_params(m)), e.baseline or "-", e.description)
+    out.print(t)
+
+
+def _plan_table(result) -> Table:
+    t = Table("site", "action", "layers", "shape", "MACs", "reason", title="deployment plan")
+    for d in result.plan:
+        t.add_row(d.site, d.action, ", ".join(d.layers), f"{d.shape_before} -> {d.shape_after}",
+                  f"{_m(d.macs_before)} -> {_m(d.macs_after)}", d.reason)
+    return t
+
+
+def _summary(result) -> str:
+    v = result.verification
+    text = (f"MACs {_m(result.macs_before)} -> {_m(result.macs_after)} ({result.macs_after / max(result.macs_before, 1):.1%}), "
+            f"params {_m(result.params_before)} -> {_m(result.params_after)}; "
+            f"deployed vs original: max abs {v.max_abs_err:.2e}, max rel {v.max_rel_err:.2e} (tol {v.tolerance:.0e})")
+    if result.threshold_error is not None:
+        te = result.threshold_error
+        text += f"; --prune-threshold changed outputs by max rel {te.max_rel_err:.2e} (max abs {te.max_abs_err:.2e})"
+    return text
+
+
+@app.command()
+@guarded
+def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
+            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
+            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False) -> None:
+    """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason."""
+    from gsdeploy.transforms import deploy
+
+    loaded = _load(model, arch, input_shape, trust)
+    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold))
+    out.print(_plan_table(result))
+    out.print(_summary(result), highlight=False)
+
+
+@app.command()
+@guarded
+def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
+           output: Annotated[Path, typer.Option("--output", "-o", help="artifact to write (.onnx, .engine, .ep)")],
+           engine: Annotated[str, typer.Option("--engine", help="onnx | trt | torch-trt")] = "onnx",
+           arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
+           prune_threshold: ThresholdOpt = None, trust: TrustOpt = False,
+           precision: Annotated[str, typer.Option(help="trt/torch-trt: fp32 | fp16 | int8")] = "fp16",
+           batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32")] = None,
+           min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
+           opt_batch: Annotated[Optional[int], typer.Option("--opt-batch")] = None,
+           max_batch: Annotated[Optional[int], typer.Option("--max-batch")] = None,
+           workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
+           timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache")] = None,
+           dla_core: Annotated[Optional[int], typer.Option("--dla-core")] = None,
+           gpu_fallback: Annotated[bool, typer.Option("--gpu-fallback")] = False,
+           calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs")] = None) -> None:
+    """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
+    from gsdeploy.export.artifact import check_output_path, manifest_path
+    from gsdeploy.transforms import deploy
+
+    if engine not in ("onnx", "trt", "torch-trt"):
+        raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
+    check_output_path(output)
+    if engine != "onnx":
+        from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
+        if engine == "trt":
+            require_tensorrt()
+        else:
+            from gsdeploy.export.torch_tensorrt import require_torch_tensorrt
+            require_torch_tensorrt()
+    loaded = _load(model, arch, input_shape, trust)
+    options = _options(fuse, prune_threshold)
+    result = deploy(loaded.module, loaded.input_shape, options)
+    out.print(_summary(result), highlight=False)
+    if engine == "onnx":
+        from gsdeploy.export.onnx_artifact import write_onnx_artifact
+
+        manifest = write_onnx_artifact(loaded, result, options, output)
+        c = manifest["onnx_vs_original"]
+        out.print(f"ONNX in ONNX Runtime vs original: max abs {c['max_abs_err']:.2e}, max rel {c['max_rel_err']:.2e}",
+                  highlight=False)
+    else:
+        from gsdeploy.export.trt_artifact import write_trt_artifact
+
+        write_trt_artifact(engine, loaded, result, options, output, precision=precision, batch=batch,
+                           min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
+                           timing_cache=timing_cache, dla_core=dla_core, gpu_fallback=gpu_fallback,
+                           calib_data=calib_data)
+    out.print(f"wrote {output} and {manifest_path(output)}", highlight=False)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GsdeployError(f"{what} must be a comma-separated list of integers, not '{text}'") from None
+    if not values or any(v <= 0 for v in values):
+        raise GsdeployError(f"{what} must list positive integers, not '{text}'")
+    return values
+
+
+@app.command()
+@guarded
+def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name or checkpoint; default: the built-in default model")] = None,
+          arch: ArchOpt = None,
+          baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense baseline: zoo name or checkpoint")] = None,
+          baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None,
+          engine: Annotated[str, typer.Option("--engine", help="ort | torch, comma-separated for several")] = "ort",
+          batch: Annotated[str, typer.Option("--batch", help="batch sizes, e.g. 1,32")] = "1,32",
+          output: Annotated[Path, typer.Option("--output", "-o", help="directory for the CSV and Markdown tables")] = Path("results"),
+          input_shape: ShapeOpt = None, fuse: FuseOpt = "flops", prune_threshold: ThresholdOpt = None,
+          trust: TrustOpt = False,
+          threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads (default: all cores)")] = None,
+          warmup_s: Annotated[float, typer.Option("--warmup-s", help="warm-up time per model and batch")] = 0.5,
+          min_iterations: Annotated[int, typer.Option("--min-iterations")] = 50,
+          min_duration_s: Annotated[float, typer.Option("--min-duration-s")] = 2.0,
+          name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None) -> None:
+    """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables."""
+    from gsdeploy.pipeline import BenchRequest, run_bench_job
+    from gsdeploy.zoo import DEFAULT_MODEL
+
+    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ("ort", "torch")]
+    if bad or not engines:
+        raise GsdeployError(f"--engine must be ort and/or torch, not '{engine}'")
+    if warmup_s < 0 or min_iterations < 1 or min_duration_s < 0:
+        raise GsdeployError("--warmup-s and --min-duration-s must be >= 0 and --min-iterations >= 1")
+    request = BenchRequest(
+        model=model or DEFAULT_MODEL, arch=arch, baseline=baseline, baseline_arch=baseline_arch, engines=engines,
+        batches=_int_list(batch, "--batch"), out_dir=output, input_shape=input_shape, fuse=fuse,
+        prune_threshold=prune_threshold, trust=trust, threads=threads, warmup_s=warmup_s,
+        min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
+        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    table, files = run_bench_job(request, options=_options(fuse, prune_threshold))
+    out.print(table)
+    out.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

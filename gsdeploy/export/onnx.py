@@ -1,0 +1,82 @@
+"""ONNX export with a dynamic batch axis, checked in ONNX Runtime against the original module."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.inputs import sample_inputs
+
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET) -> str:
+    """Write `module` to `path`; returns the exporter used.
+
+    The torch.export-based exporter is the supported one from torch 2.9 on; the TorchScript one is
+    the fallback for graphs torch.export cannot capture.
+    """
+    example = (torch.zeros((2, *input_shape)),)
+    module = module.eval()
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), quiet, torch.no_grad():
+            warnings.simplefilter("ignore")
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+        return "torch.export"
+    except Exception as dynamo_error:  # noqa: BLE001 - any capture failure falls back
+        try:
+            with warnings.catch_warnings(), quiet, torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, example, str(path), dynamo=False, opset_version=17,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            return "torchscript"
+        except Exception as e:  # noqa: BLE001
+            raise GsdeployError(f"ONNX export failed: {str(dynamo_error).splitlines()[0][:160]}; "
+                                f"fallback exporter: {str(e).splitlines()[0][:160]}") from None
+
+
+def ort_session(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime is not installed: pip install onnxruntime (CPU) or "
+                                     "onnxruntime-gpu (CUDA), never both") from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+
+
+def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 3),
+               seed: int = 0):
+    """Max abs / rel error of the ONNX model in ORT (CPU) vs the reference, at several batch sizes
+    so that the dynamic batch axis is exercised too."""
+    import onnx
+
+    from gsdeploy.transforms import compare_outputs
+
+    onnx.checker.check_model(str(path))
+    session = ort_session(path)
+    refs, outs = [], []
+    for b in batches:
+        for x in sample_inputs(input_shape, b, seed + b):
+            with torch.no_grad():
+                refs.append(reference(x).detach().numpy().reshape(b, -1))
+            outs.append(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].reshape(b, -1))
+    return compare_outputs(np.concatenate(refs), np.concatenate(outs), tolerance=1e-4)

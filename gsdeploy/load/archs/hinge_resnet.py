@@ -1,0 +1,63 @@
+"""CIFAR ResNet-20/56 (basic blocks, option-A shortcuts) of github ofsoundof/group_sparsity.
+
+Read from model/resnet.py (ResNet, ResBlock, DownSampleA) and model_hinge/hinge_resnet_basic_svd.py
+(Hinge: every body conv becomes Sequential(k x k conv, 1 x 1 conv), body.2 becomes DReLU with
+slope_p/slope_n). Keys: features.0.{0,1} stem conv (bias) + BN; features.{1,2,3}.{b}.body.{0,1,2,3,4};
+classifier. The Hinge model registers a 0-dim buffer `running_grad_ratio` that loaders ignore.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+
+from gsdeploy.errors import ArchMismatchError
+from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.zoo.cifar_resnet import build_cifar_resnet, plain_conv
+from gsdeploy.zoo.layers import hinge_pair
+
+SOURCE = "github ofsoundof/group_sparsity model/resnet.py, model_hinge/hinge_resnet_basic_svd.py"
+
+
+def _classes(state: dict[str, torch.Tensor], arch: str) -> int:
+    w = state.get("classifier.weight")
+    if w is None or w.dim() != 2:
+        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: no 2-D 'classifier.weight'")
+    return int(w.shape[0])
+
+
+def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
+    blocks = {m.group(1, 2) for k in state if (m := re.match(r"features\.(\d)\.(\d+)\.body\.", k))}
+    n = (depth - 2) // 6
+    expected = {(str(s), str(b)) for s in (1, 2, 3) for b in range(n)}
+    if blocks != expected:
+        per_stage = len(blocks) // 3 if blocks else 0
+        found = f"ResNet-{6 * per_stage + 2}" if blocks and len(blocks) % 3 == 0 else f"{len(blocks)} blocks"
+        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: it has {found}, "
+                                f"--arch {arch} needs {3 * n} residual blocks")
+
+
+def _template(depth: int, hinge: bool, arch: str):
+    def build(state: dict[str, torch.Tensor]) -> nn.Module:
+        _check_depth(state, depth, arch)
+
+        def pair(site: str, cin: int, cout: int, stride: int) -> nn.Module:
+            return hinge_pair(cin, cout, cout, 3, stride)
+
+        return build_cifar_resnet(depth, num_classes=_classes(state, arch),
+                                  conv_factory=pair if hinge else plain_conv,
+                                  act="drelu" if hinge else "relu")
+
+    return build
+
+
+for _depth in (20, 56):
+    register_arch(OfficialArch(
+        name=f"resnet{_depth}", template=_template(_depth, False, f"resnet{_depth}"), input_shape=(3, 32, 32),
+        description=f"official dense CIFAR ResNet-{_depth} (option A)", source=SOURCE))
+    register_arch(OfficialArch(
+        name=f"hinge_resnet{_depth}", template=_template(_depth, True, f"hinge_resnet{_depth}"),
+        input_shape=(3, 32, 32), description=f"official Hinge ResNet-{_depth} (SVD pairs + DReLU)",
+        baseline_arch=f"resnet{_depth}", ignore=frozenset({"running_grad_ratio"}), source=SOURCE))

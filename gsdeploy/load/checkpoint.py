@@ -1,0 +1,70 @@
+"""Reading checkpoint files safely: weights_only by default, whole-module pickles only when trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gsdeploy.errors import LoadError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_readable(path: Path) -> None:
+    if not path.exists():
+        raise LoadError(f"no such file: {path}")
+    if path.is_dir():
+        raise LoadError(f"{path} is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path} is empty")
+
+
+def read_checkpoint(path: Path, trust: bool = False) -> Any:
+    """torch.load with weights_only=True; a refused pickle names --trust instead of a traceback."""
+    check_readable(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise LoadError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+        if not trust:
+            raise LoadError(
+                f"{path} holds pickled Python objects (such as a whole nn.Module); unpickling runs code "
+                "from the file, so it is refused. Re-run with --trust only if you trust where it came from"
+            ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise LoadError(f"{path} is not a readable PyTorch checkpoint (truncated or another format: {_first_line(e)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a trusted pickle can fail in arbitrary ways (missing classes, ...)
+        raise LoadError(f"{path} could not be unpickled even with --trust: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state_dict or the usual wrappers ({'state_dict': ...}, {'model': ...})."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return {k.removeprefix("module."): v for k, v in tensors.items()}
+    raise LoadError(f"{path} holds no tensors that could be a state_dict (found {type(obj).__name__})")

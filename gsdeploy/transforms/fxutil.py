@@ -1,0 +1,149 @@
+"""Small helpers over torch.fx graphs shared by the passes: module lookup, shapes, MACs, names."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    if node.op != "call_module":
+        return None
+    return gm.get_submodule(node.target)
+
+
+def is_module(gm: fx.GraphModule, node: Any, types: type | tuple[type, ...]) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_module" and isinstance(gm.get_submodule(node.target), types)
+
+
+def call_counts(gm: fx.GraphModule) -> Counter:
+    """How many call_module nodes call each submodule: a module called twice cannot be edited for one call."""
+    return Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+
+
+def set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = gm.get_submodule(parent_name) if parent_name else gm
+    setattr(parent, attr, module)
+
+
+def fresh_name(gm: fx.GraphModule, base: str) -> str:
+    """A submodule path not used yet, close to `base`."""
+    base = base.replace(".", "_") if "." in base and not _parent_exists(gm, base) else base
+    name, i = base, 1
+    while _exists(gm, name):
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def _exists(gm: fx.GraphModule, name: str) -> bool:
+    try:
+        gm.get_submodule(name)
+        return True
+    except AttributeError:
+        pass
+    parent, _, attr = name.rpartition(".")
+    try:
+        owner = gm.get_submodule(parent) if parent else gm
+    except AttributeError:
+        return False
+    return hasattr(owner, attr)
+
+
+def _parent_exists(gm: fx.GraphModule, name: str) -> bool:
+    parent = name.rpartition(".")[0]
+    try:
+        gm.get_submodule(parent)
+        return True
+    except AttributeError:
+        return False
+
+
+def remove_unused_modules(gm: fx.GraphModule) -> None:
+    """Drop submodules no node calls any more (after folds and fusions) so params are counted right."""
+    used = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    used_attrs = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    gm.delete_all_unused_submodules()
+    del used, used_attrs
+
+
+def shape_prop(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, torch.Size]:
+    """Shapes of every tensor-valued node for one example input (batch 1)."""
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+    shapes: dict[fx.Node, torch.Size] = {}
+    for n in gm.graph.nodes:
+        meta = n.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape"):
+            shapes[n] = meta.shape
+    return shapes
+
+
+def conv_macs(conv: nn.Conv2d, out_shape: torch.Size | tuple[int, ...]) -> int:
+    kh, kw = conv.kernel_size
+    hw = int(out_shape[-1]) * int(out_shape[-2])
+    return conv.out_channels * (conv.in_channels // conv.groups) * kh * kw * hw
+
+
+def linear_macs(lin: nn.Linear, out_shape: torch.Size | tuple[int, ...] | None = None) -> int:
+    rows = 1
+    if out_shape is not None and len(out_shape) > 2:
+        for d in out_shape[1:-1]:
+            rows *= int(d)
+    return lin.in_features * lin.out_features * rows
+
+
+def layer_macs(m: nn.Module, out_shape) -> int:
+    if isinstance(m, nn.Conv2d):
+        return conv_macs(m, out_shape)
+    if isinstance(m, nn.Linear):
+        return linear_macs(m, out_shape)
+    return 0
+
+
+def describe(m: nn.Module) -> str:
+    """'3x3 16->7', '3x3/g4 16->16', 'linear 512->10' — for plans a person reads."""
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        g = f"/g{m.groups}" if m.groups > 1 else ""
+        s = f"/s{m.stride[0]}" if m.stride != (1, 1) else ""
+        return f"{kh}x{kw}{g}{s} {m.in_channels}->{m.out_channels}"
+    if isinstance(m, nn.Linear):
+        return f"linear {m.in_features}->{m.out_features}"
+    if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+        return f"BN {m.num_features}"
+    return type(m).__name__
+
+
+def fmt_macs(x: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return str(int(x))
+
+
+def common_prefix(names: list[str]) -> str:
+    """'features.1.0.body.0' from 'features.1.0.body.0.0' and 'features.1.0.body.0.1'."""
+    parts = [n.split(".") for n in names]
+    out: list[str] = []
+    for segs in zip(*parts):
+        if all(s == segs[0] for s in segs):
+            out.append(segs[0])
+        else:
+            break
+    return ".".join(out) if out else names[0]
+
+
+def tensor_args(node: fx.Node) -> Iterator[fx.Node]:
+    for a in node.all_input_nodes:
+        yield a
+
+
+def only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None

@@ -1,0 +1,67 @@
+"""The data a deploy produces: per-site decisions, options, verification, the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep")
+FUSE_MODES = ("flops", "always", "never")
+
+
+@dataclass
+class Decision:
+    site: str  # short name of the place, e.g. "features.1.0.body.0"
+    action: str  # one of ACTIONS
+    layers: list[str]  # module names involved
+    shape_before: str  # human readable, e.g. "3x3 16->7 + 1x1 7->16"
+    shape_after: str  # e.g. "3x3 16->16"
+    macs_before: int  # MACs per sample of the layers involved
+    macs_after: int
+    reason: str  # why; for fuse/keep "by FLOPs: 1.2M -> 2.3M" (or the mode that forced it)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; expected one of {ACTIONS}")
+
+
+@dataclass
+class DeployOptions:
+    fuse: str = "flops"  # "flops" | "always" | "never"
+    prune_threshold: float | None = None
+    tolerance: float = 1e-5  # max relative error allowed (see verify)
+    verify_batches: int = 2  # random input batches used by verify
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fuse not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {FUSE_MODES}, got {self.fuse!r}")
+        if self.prune_threshold is not None and self.prune_threshold < 0:
+            raise ValueError(f"prune_threshold must be >= 0, got {self.prune_threshold}")
+
+
+@dataclass
+class Verification:
+    max_abs_err: float
+    max_rel_err: float  # max|y - y_ref| / max|y_ref|   (relative to output scale)
+    tolerance: float
+    passed: bool
+
+    def describe(self) -> str:
+        return (f"max relative error {self.max_rel_err:.1e} "
+                f"{'within' if self.passed else 'exceeds'} tolerance {self.tolerance:.0e} "
+                f"(max abs {self.max_abs_err:.1e})")
+
+
+@dataclass
+class DeployResult:
+    module: torch.nn.Module  # the deployed torch.fx.GraphModule, eval mode, fp32
+    plan: list[Decision]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    verification: Verification  # deployed vs reference
+    threshold_error: Verification | None = None  # only with prune_threshold: thresholded vs original
+    notes: list[str] = field(default_factory=list)
