@@ -11,14 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gsdeploy.errors import GsdeployError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn group-sparsity compression of CNNs into real speed on the target, and prove it.")
-out = Console()
-err = Console(stderr=True)
+# Pipes and test runners get wide tables instead of rich's 80-column default, so names never truncate.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="architecture of a state_dict checkpoint (see `gsdeploy zoo --archs`)")]
 ShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="per-sample input shape CxHxW, e.g. 3x32x32")]
@@ -28,7 +30,7 @@ TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whol
 
 
 def _fail(code: int, message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -30,10 +30,22 @@ class MeasureConfig:
     min_iterations: int = 50  # timed runs per runner, at least
     min_duration_s: float = 2.0  # summed timed run time per runner, at least
     block: int = 30  # runs per turn before switching to the next runner
-    pause_s: float = 0.01  # idle gap between turns, long enough for spinning threads to park
+    pause_s: float = 0.01  # minimum idle gap between turns
+    # After the minimum gap, keep waiting (up to this long) while the process still burns
+    # CPU: the runner that just finished has threads spinning for work that will not come.
+    # Measured here: an ORT 1.32 session's intra-op worker spins 30-70 ms after its last
+    # run, so a fixed 10 ms pause left it competing with the next runner for the first ~15
+    # runs of every turn (medians +50 %, p90 up to 10x). Waiting for the CPU to go quiet adapts to any
+    # engine's spin policy (ORT, OpenMP in torch) and costs nothing on a GPU.
+    settle_max_s: float = 0.25
     # A turn also ends after this much run time, so a slow model (ResNet-50 at batch 64)
     # does not hold the machine for 30 × 1 s while the other one waits.
     block_max_s: float = 0.5
+    # A turn goes on past `block` runs until it has lasted this long, so the settle wait
+    # (30-70 ms after an ORT turn) stays small next to the turn even when one run takes
+    # microseconds: 30 runs of a 20 µs model would otherwise spend 98 % of the wall time
+    # waiting. 0 makes turns exactly `block` runs.
+    block_min_s: float = 0.1
     # Untimed runs at the start of each turn when several runners alternate: the first run
     # after a switch wakes the runner's parked threads and refills its caches, a cost that
     # a back-to-back loop never pays; dropping it makes the samples comparable to one.
@@ -44,8 +56,10 @@ class MeasureConfig:
             raise ValueError("warmup_s, min_duration_s and pause_s must be >= 0")
         if self.min_iterations < 1 or self.block < 1:
             raise ValueError("min_iterations and block must be >= 1")
-        if self.block_max_s <= 0:
-            raise ValueError("block_max_s must be > 0")
+        if self.settle_max_s < 0:
+            raise ValueError("settle_max_s must be >= 0")
+        if self.block_max_s <= 0 or self.block_min_s < 0:
+            raise ValueError("block_max_s must be > 0 and block_min_s >= 0")
         if self.block_warmup_runs < 0:
             raise ValueError("block_warmup_runs must be >= 0")
 
@@ -64,6 +78,30 @@ def _clock(runner: RunnerLike) -> Callable[[], float]:
         return perf() - t0
 
     return host_clock
+
+
+# Quiet = the process used under this share of one core during a probe slice. The slice
+# must span a few scheduler ticks: Linux often accounts process CPU time per tick (4 ms at
+# 250 Hz), so a 2 ms probe reads 0 or 2 cores at random while a thread spins.
+_QUIET_CPU_SHARE = 0.1
+_PROBE_S = 0.01
+
+
+def settle(min_s: float, max_s: float) -> float:
+    """Sleep `min_s`, then until this process stops using CPU or `max_s` (total) has passed.
+
+    Returns the seconds waited. Process CPU time covers every thread of the process, so it
+    sees engine worker threads spinning in the background without knowing the engine.
+    """
+    t0 = time.perf_counter()
+    if min_s > 0:
+        time.sleep(min_s)
+    while time.perf_counter() - t0 < max_s:
+        c0, w0 = time.process_time(), time.perf_counter()
+        time.sleep(_PROBE_S)
+        if time.process_time() - c0 < _QUIET_CPU_SHARE * (time.perf_counter() - w0):
+            break
+    return time.perf_counter() - t0
 
 
 def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: MeasureConfig | None = None,
@@ -102,6 +140,19 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
     for n in names:
         runners[n].prepare(batch)
 
+    # If the process never goes quiet (an engine configured to spin forever, e.g. OpenMP
+    # with OMP_WAIT_POLICY=active), waiting for it is pointless: after a few capped waits
+    # fall back to the fixed pause.
+    capped_in_a_row = [0]
+
+    def between_turns() -> None:
+        if capped_in_a_row[0] >= 3:
+            time.sleep(cfg.pause_s)
+            return
+        waited = settle(cfg.pause_s, cfg.settle_max_s)
+        hit_cap = cfg.settle_max_s > 0 and waited >= cfg.settle_max_s
+        capped_in_a_row[0] = capped_in_a_row[0] + 1 if hit_cap else 0
+
     # The collector pausing mid-series would add a spike to whichever runner is unlucky;
     # collect once now and keep it off while timing (timeit does the same).
     gc.collect()
@@ -118,7 +169,7 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
                 break
             for i, n in enumerate(names):
                 if i and several:
-                    time.sleep(cfg.pause_s)
+                    between_turns()
                 clock = clocks[n]
                 t_block = 0.0
                 while True:  # at least one run, so even warmup_s=0 initialises lazy state
@@ -128,7 +179,7 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
                 warm[n] += t_block
             report(w * min(min(warm[n] / cfg.warmup_s, 1.0) if cfg.warmup_s else 1.0 for n in names))
             if several:
-                time.sleep(cfg.pause_s)
+                between_turns()
 
         def done(n: str) -> bool:
             return len(samples[n]) >= cfg.min_iterations and spent[n] >= cfg.min_duration_s
@@ -141,7 +192,7 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
         while not all(done(n) for n in names):
             for n in names:
                 if several and not first_turn:
-                    time.sleep(cfg.pause_s)
+                    between_turns()
                 first_turn = False
                 clock = clocks[n]
                 if several:
@@ -149,11 +200,15 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
                         clock()
                 out = samples[n]
                 t_block = 0.0
-                for _ in range(cfg.block):
+                runs = 0
+                while True:
                     t = clock()
                     out.append(t)
                     t_block += t
+                    runs += 1
                     if t_block >= cfg.block_max_s:
+                        break
+                    if runs >= cfg.block and t_block >= cfg.block_min_s:
                         break
                 spent[n] += t_block
             report(w + (1.0 - w) * fraction())

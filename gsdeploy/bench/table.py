@@ -179,12 +179,13 @@ def to_markdown(df: pd.DataFrame) -> str:
     cols = [(h, c, d) for h, c, d in MD_COLUMNS if c in df.columns]
     lines.append("| " + " | ".join(h for h, _, _ in cols) + " |")
     lines.append("|" + "|".join("---" if d == 0 else "---:" for _, _, d in cols) + "|")
-    for _, row in df.iterrows():
+    # to_dict("records") keeps each column's type (iterrows would turn ints into floats).
+    for row in df.to_dict("records"):
         lines.append("| " + " | ".join(_fmt(row[c], d) if d else _fmt(row[c]) for _, c, d in cols) + " |")
-    noisy = df[pd.to_numeric(df.get("latency_cov"), errors="coerce") > NOISY_COV] if "latency_cov" in df else []
-    if len(noisy):
+    n_noisy = int((pd.to_numeric(df["latency_cov"], errors="coerce") > NOISY_COV).sum()) if "latency_cov" in df else 0
+    if n_noisy:
         lines.append("")
-        lines.append(f"Note: {len(noisy)} row(s) have CoV > {NOISY_COV:.1%}; the machine was noisy "
+        lines.append(f"Note: {n_noisy} row(s) have CoV > {NOISY_COV:.1%}; the machine was noisy "
                      "(other load, frequency scaling): repeat before trusting small differences.")
     lines.append("")
     return "\n".join(lines)

@@ -8,7 +8,6 @@ from typing import Any, Iterator
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -66,22 +65,42 @@ def _parent_exists(gm: fx.GraphModule, name: str) -> bool:
 
 def remove_unused_modules(gm: fx.GraphModule) -> None:
     """Drop submodules no node calls any more (after folds and fusions) so params are counted right."""
-    used = {n.target for n in gm.graph.nodes if n.op == "call_module"}
-    used_attrs = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     gm.delete_all_unused_submodules()
-    del used, used_attrs
 
 
-def shape_prop(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, torch.Size]:
-    """Shapes of every tensor-valued node for one example input (batch 1)."""
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph once and remembers each tensor node's shape (lighter than ShapeProp)."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.shapes: dict[fx.Node, torch.Size] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            self.shapes[n] = result.shape
+        return result
+
+
+def shape_prop(gm: fx.GraphModule, example: torch.Tensor, fake_mode: Any = None) -> dict[fx.Node, torch.Size]:
+    """Shapes of every tensor-valued node for one example input (batch 1).
+
+    With a FakeTensorMode the graph runs on fake tensors (no arithmetic; the passes ask for
+    shapes often and a loaded CPU makes real convs slow); a graph fake tensors cannot run
+    falls back to real tensors.
+    """
+    if fake_mode is not None:
+        rec = _ShapeRecorder(gm)
+        try:
+            with torch.no_grad(), fake_mode:
+                rec.run(fake_mode.from_tensor(example))
+            return rec.shapes
+        except Exception:  # noqa: BLE001 - any fake-mode failure: do it for real
+            pass
+    rec = _ShapeRecorder(gm)
     with torch.no_grad():
-        ShapeProp(gm).propagate(example)
-    shapes: dict[fx.Node, torch.Size] = {}
-    for n in gm.graph.nodes:
-        meta = n.meta.get("tensor_meta")
-        if meta is not None and hasattr(meta, "shape"):
-            shapes[n] = meta.shape
-    return shapes
+        rec.run(example)
+    return rec.shapes
 
 
 def conv_macs(conv: nn.Conv2d, out_shape: torch.Size | tuple[int, ...]) -> int:
@@ -147,3 +166,45 @@ def tensor_args(node: fx.Node) -> Iterator[fx.Node]:
 def only_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
+
+
+def bind(node: fx.Node, names: tuple[str, ...], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Arguments of a call node by name (positional then keyword), with defaults filled in.
+
+    Small and explicit on purpose: torch's normalize_function refuses overloaded builtins
+    such as torch.conv2d (int or str padding), which is exactly what traced graphs contain.
+    """
+    out = dict(defaults or {})
+    for name, value in zip(names, node.args):
+        out[name] = value
+    out.update(node.kwargs)
+    return out
+
+
+def attr_value(gm: fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """The tensor a get_attr node fetches; None when `node` is not a constant."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    obj: Any = gm
+    for part in node.target.split("."):
+        obj = getattr(obj, part)
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+def drop_unused_attrs(gm: fx.GraphModule) -> None:
+    """Erase get_attr nodes nobody uses and delete their tensors, so params are counted right."""
+    targets_in_use = {n.target for n in gm.graph.nodes if n.op == "get_attr" and n.users}
+    called = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    for n in list(gm.graph.nodes):
+        if n.op == "get_attr" and not n.users:
+            gm.graph.erase_node(n)
+            if n.target not in targets_in_use:
+                owner_name, _, attr = n.target.rpartition(".")
+                try:
+                    owner = gm.get_submodule(owner_name) if owner_name else gm
+                except AttributeError:
+                    continue
+                inside_called = any(owner_name == c or owner_name.startswith(c + ".") for c in called)
+                if not inside_called and hasattr(owner, attr) and not isinstance(getattr(owner, attr), nn.Module):
+                    delattr(owner, attr)
+    gm.delete_all_unused_submodules()

@@ -1,0 +1,157 @@
+"""A benchmark sweep: subjects × engines × batches → one DataFrame of result rows.
+
+For each (engine, batch) every subject gets its own runner and all of them are timed in
+ONE interleaved measurement, so the baseline and the compressed models share the machine's
+state and their ratio is meaningful. Engines are looked up by name in `ENGINES`; a new
+backend is one more entry plus a Runner class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch.nn as nn
+
+from gsdeploy.bench.env import capture_env
+from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
+from gsdeploy.bench.runners.base import Runner
+from gsdeploy.bench.table import ROLES, add_speedups, make_row, utc_now
+from gsdeploy.errors import GsdeployError
+
+
+@dataclass
+class Subject:
+    """One model to time. `macs` are per sample; `module` is needed by torch engines,
+    `onnx_path` by ORT engines. `input_shape` is one sample without the batch axis (torch
+    engines need it unless the ONNX file fixes it)."""
+
+    name: str
+    role: str  # "baseline" | "compressed"
+    macs: int | None
+    params: int | None
+    max_rel_err: float | None
+    module: nn.Module | None
+    onnx_path: Path | None
+    weights_bytes: int | None
+    artifact_bytes: int | None
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    family: str  # "ort" | "torch"
+    providers: tuple[str, ...] = ()
+    device: str = "cpu"
+    cuda_graph: bool = False
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "ort": EngineSpec("ort", "ort", ("CPUExecutionProvider",)),
+    "ort-cuda": EngineSpec("ort-cuda", "ort", ("CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"),
+    "ort-trt": EngineSpec("ort-trt", "ort",
+                          ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"),
+    "torch": EngineSpec("torch", "torch"),
+    "torch-cuda": EngineSpec("torch-cuda", "torch", device="cuda"),
+    "torch-cuda-graph": EngineSpec("torch-cuda-graph", "torch", device="cuda", cuda_graph=True),
+}
+
+
+def _onnx_input_shape(path: Path) -> tuple[int, ...] | None:
+    """Per-sample input shape from an ONNX file's first input, when it is static."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        dims = model.graph.input[0].type.tensor_type.shape.dim[1:]
+        shape = tuple(d.dim_value for d in dims)
+        return shape if shape and all(s > 0 for s in shape) else None
+    except Exception:
+        return None
+
+
+def make_runner(engine: str, subject: Subject, threads: int | None, spinning: bool = True) -> Runner:
+    spec = ENGINES.get(engine)
+    if spec is None:
+        raise GsdeployError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
+    if spec.family == "ort":
+        if subject.onnx_path is None:
+            raise GsdeployError(f"engine '{engine}' needs an ONNX file for '{subject.name}'; export it first")
+        from gsdeploy.bench.runners.ort import OrtRunner
+
+        return OrtRunner(subject.onnx_path, providers=spec.providers, threads=threads, spinning=spinning,
+                         input_shape=subject.input_shape)
+    if subject.module is None:
+        raise GsdeployError(f"engine '{engine}' needs the torch module of '{subject.name}'")
+    shape = subject.input_shape or (_onnx_input_shape(Path(subject.onnx_path)) if subject.onnx_path else None)
+    from gsdeploy.bench.runners.torch_runner import TorchRunner
+
+    return TorchRunner(subject.module, device=spec.device, threads=threads, cuda_graph=spec.cuda_graph,
+                       input_shape=shape)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), disable=not enabled, transient=False,
+                    # The refresh thread competes with the timed runs for a core; a few
+                    # redraws per second are enough for a human.
+                    refresh_per_second=4)
+
+
+def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], cfg: MeasureConfig,
+              threads: int | None, command: str, progress: bool = True, spinning: bool = True,
+              on_group: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Time every subject on every engine and batch; rows in COLUMNS order with speedups.
+
+    `on_group`, if given, receives the rows of each finished (engine, batch) group (with
+    speedups), e.g. to append them to a CSV as the sweep goes.
+    """
+    if not subjects:
+        raise ValueError("run_sweep needs at least one subject")
+    names = [s.name for s in subjects]
+    if len(set(names)) != len(names):
+        raise ValueError(f"subject names must be unique, got {names}")
+    for s in subjects:
+        if s.role not in ROLES:
+            raise ValueError(f"subject '{s.name}' has role {s.role!r}; expected one of {ROLES}")
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise GsdeployError(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
+    env = capture_env()
+    frames: list[pd.DataFrame] = []
+    with _progress(progress) as bar:
+        tasks = {(e, b): bar.add_task(f"{e} batch {b}", total=1.0) for e in engines for b in batches}
+        for engine in engines:
+            for batch in batches:
+                task = tasks[(engine, batch)]
+                runners: dict[str, Runner] = {}
+                try:
+                    for s in subjects:
+                        runners[s.name] = make_runner(engine, s, threads, spinning=spinning)
+                    stats = measure_interleaved(runners, batch, cfg,
+                                                on_progress=lambda f, t=task: bar.update(t, completed=f))
+                    stamp = utc_now()
+                    rows = []
+                    for s in subjects:
+                        r = runners[s.name]
+                        rows.append(make_row(
+                            model=s.name, role=s.role, engine=r.engine, provider=r.provider,
+                            precision=r.precision, batch=batch, device=r.device, threads=r.threads,
+                            macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
+                            weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
+                            command=command, timestamp=stamp))
+                finally:
+                    # Reverse order: TorchRunner restores the process-wide thread count it found.
+                    for r in reversed(list(runners.values())):
+                        r.close()
+                group = add_speedups(pd.DataFrame(rows))
+                if on_group is not None:
+                    on_group(group)
+                frames.append(group)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,43 @@
+"""`gsdeploy export --engine trt|torch-trt`: the deployed module -> verified ONNX -> engine + manifest.
+
+The TensorRT engine is built from the same verified ONNX that `--engine onnx` writes, so the
+numeric chain is original -> deployed (1e-5) -> ONNX in ORT (1e-4) -> engine (per precision).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gsdeploy.errors import NumericMismatchError
+from gsdeploy.export.artifact import base_manifest
+from gsdeploy.export.onnx import check_onnx, export_onnx
+from gsdeploy.export.trt_config import TrtBuildOptions, batch_range, parse_batch_list, validate_options
+
+
+def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, precision: str, batch: str | None,
+                       min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_mb: int,
+                       timing_cache: Path | None, dla_core: int | None, gpu_fallback: bool,
+                       calib_data: Path | None) -> dict[str, Any]:
+    batches = parse_batch_list(batch) if batch else None
+    brange = batch_range(batches, min_batch, opt_batch, max_batch)
+    extra = base_manifest(loaded, result, options)
+    if engine == "torch-trt":
+        from gsdeploy.export.torch_tensorrt import export_torch_trt
+
+        return export_torch_trt(result.module, loaded.input_shape, precision, brange, output, extra,
+                                workspace_mb=workspace_mb)
+    from gsdeploy.export.tensorrt import export_trt
+
+    opts = TrtBuildOptions(precision=precision, batch=brange, workspace_mb=workspace_mb, timing_cache=timing_cache,
+                           dla_core=dla_core, gpu_fallback=gpu_fallback, calib_data=calib_data)
+    extra["warnings"] = validate_options(opts)
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-trt-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(result.module, loaded.input_shape, onnx_path)
+        check = check_onnx(onnx_path, loaded.module, loaded.input_shape)
+        if not check.passed:
+            raise NumericMismatchError(f"ONNX model differs from the original: max relative error "
+                                       f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e}; nothing written")
+        return export_trt(loaded.module, onnx_path, loaded.input_shape, opts, output, extra)

@@ -1,0 +1,452 @@
+"""Target profiles: where and how to benchmark, as data (YAML files), never code.
+
+A profile names the device kind, the engines (with precisions and engine options), batch
+sizes and the timing budget of a benchmark; Jetson profiles also say how to sample power.
+Profiles live in `profiles/*.yaml` at the top of the repository (the product card fixes that
+place). Every file is schema-checked when loaded: an unknown key or a wrong type is a
+`ProfileError` that names the file, the key (as a path such as `engines[1].options.dla_core`)
+and the type expected, because a typo in a profile otherwise turns into a silently different
+benchmark.
+
+Where bare names are looked up, in order:
+  1. directories in $GSDEPLOY_PROFILES (os.pathsep-separated), so users can add their own;
+  2. `profiles/` next to the `gsdeploy/` package (source tree and editable installs);
+  3. `<prefix>/share/gsdeploy/profiles/` of an installed wheel: pyproject's
+     `[tool.setuptools.data-files]` ships `profiles/*.yaml` there. The prefix is found from
+     sysconfig (default and user schemes) and by walking up from the installed package, which
+     also covers venvs and `pip install --prefix`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import sysconfig
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from gsdeploy.errors import GsdeployError
+
+DEVICE_KINDS = ("cpu", "cuda", "jetson")
+ENGINE_NAMES = ("ort", "torch", "trt", "trtexec", "torch-trt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+POWER_MODULES = ("auto", "orin-agx", "orin-nx", "xavier-agx", "xavier-nx", "nano")
+GPU_ENGINES = ("trt", "trtexec", "torch-trt")  # need CUDA (server GPU or Jetson)
+DEFAULT_PROFILE = "cpu-ort"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ProfileError(GsdeployError):
+    """A profile file is missing, malformed, or does not follow the schema."""
+
+
+# ---- the data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine of a profile: run every batch at every precision listed.
+
+    `options` holds the engine's own settings, already checked against that engine's schema
+    (see `ENGINE_OPTIONS`), e.g. ORT providers and provider options, torch `cuda_graph`,
+    TensorRT `dla_core` / `gpu_fallback` / `workspace_mb`.
+    """
+
+    name: str
+    precisions: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None  # optional display name, e.g. "trt-dla0"
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+    def bench_engine(self, device: str) -> str:
+        """The key of `gsdeploy.bench.sweep.ENGINES` this entry maps to, for the engines the
+        sweep runs itself (ort/torch); TensorRT-family engines keep their own name."""
+        if self.name == "ort":
+            providers = tuple(self.options.get("providers", ()))
+            if "TensorrtExecutionProvider" in providers:
+                return "ort-trt"
+            if "CUDAExecutionProvider" in providers:
+                return "ort-cuda"
+            return "ort"
+        if self.name == "torch":
+            if device == "cpu":
+                return "torch"
+            return "torch-cuda-graph" if self.options.get("cuda_graph") else "torch-cuda"
+        return self.name
+
+
+@dataclass(frozen=True)
+class PowerSpec:
+    """Power sampling on Jetson: `tegrastats --interval N` during each timed loop."""
+
+    tegrastats_interval_ms: int = 100
+    module: str = "auto"  # which rails make up the module's total, see bench/tegrastats.py
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    device: str  # cpu | cuda | jetson
+    engines: tuple[EngineSpec, ...]
+    batches: tuple[int, ...]
+    input_shape: tuple[int, ...] | None = None  # per sample, overrides the model's
+    warmup_s: float = 0.5
+    min_iterations: int = 50
+    min_duration_s: float = 2.0
+    threads: int | None = None  # intra-op threads; None = the engine's default (all cores)
+    power: PowerSpec | None = None
+    source: Path | None = None  # the YAML file it came from
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.device in ("cuda", "jetson")
+
+
+# ---- schema ---------------------------------------------------------------------------------
+#
+# A small declarative checker rather than a schema library: the project has no jsonschema
+# dependency, and the messages must name the file, the key path and the expected type in
+# words a user can act on.
+
+
+@dataclass(frozen=True)
+class _T:
+    """Expected type of one key: a checker plus the words used in error messages."""
+
+    words: str
+    check: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    # bool is a subclass of int in Python; `threads: true` is a mistake, not 1.
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+STR = _T("a string", lambda v: isinstance(v, str) and v.strip() != "")
+BOOL = _T("true or false", lambda v: isinstance(v, bool))
+POS_INT = _T("a positive integer", lambda v: _is_int(v) and v > 0)
+NONNEG_INT = _T("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+NONNEG_NUM = _T("a number >= 0", lambda v: _is_num(v) and v >= 0)
+STR_LIST = _T("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))
+POS_INT_LIST = _T("a non-empty list of positive integers",
+                  lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v))
+MAPPING = _T("a mapping (key: value)", lambda v: isinstance(v, dict))
+SCALAR_MAP_LIST = _T("a list of mappings of option name to a string, number or boolean",
+                     lambda v: isinstance(v, list) and all(
+                         isinstance(m, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float, bool))
+                                                     for k, x in m.items()) for m in v))
+
+
+def _enum(*values: str) -> _T:
+    return _T("one of " + ", ".join(values), lambda v: isinstance(v, str) and v in values)
+
+
+def _nullable(t: _T) -> _T:
+    return _T(t.words + " or null", lambda v: v is None or t.check(v))
+
+
+def _list_of_enum(*values: str) -> _T:
+    return _T("a non-empty list of " + ", ".join(values),
+              lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x in values for x in v))
+
+
+TOP_KEYS: dict[str, _T] = {
+    "name": STR,
+    "description": STR,
+    "device": _enum(*DEVICE_KINDS),
+    "engines": _T("a non-empty list of engine entries", lambda v: isinstance(v, list) and len(v) > 0),
+    "batches": POS_INT_LIST,
+    "input_shape": _nullable(POS_INT_LIST),
+    "warmup_s": NONNEG_NUM,
+    "min_iterations": POS_INT,
+    "min_duration_s": NONNEG_NUM,
+    "threads": _nullable(POS_INT),
+    "power": _nullable(MAPPING),
+}
+TOP_REQUIRED = ("description", "device", "engines", "batches")
+
+ENGINE_KEYS: dict[str, _T] = {
+    "name": _enum(*ENGINE_NAMES),
+    "precisions": _list_of_enum(*PRECISIONS),
+    "options": MAPPING,
+    "label": STR,
+}
+ENGINE_REQUIRED = ("name", "precisions")
+
+_TRT_BUILD = {
+    "dla_core": _nullable(NONNEG_INT),
+    "gpu_fallback": BOOL,
+    "workspace_mb": POS_INT,
+    "timing_cache": _nullable(STR),
+    "builder_optimization_level": _T("an integer 0-5", lambda v: _is_int(v) and 0 <= v <= 5),
+}
+ENGINE_OPTIONS: dict[str, dict[str, _T]] = {
+    "ort": {
+        "providers": _T("a non-empty list of ONNX Runtime provider names (…ExecutionProvider)",
+                        lambda v: isinstance(v, list) and len(v) > 0
+                        and all(isinstance(x, str) and x.endswith("ExecutionProvider") for x in v)),
+        "provider_options": SCALAR_MAP_LIST,
+        "graph_optimization_level": _enum("disable", "basic", "extended", "all"),
+        "allow_spinning": BOOL,
+    },
+    "torch": {
+        "cuda_graph": BOOL,
+        "channels_last": BOOL,
+    },
+    "trt": dict(_TRT_BUILD),
+    # trtexec's defaults flipped in TensorRT 11 (see MEASURING.md): profiles state every
+    # switch explicitly so the same profile means the same measurement on 10.x and 11.x.
+    "trtexec": {**_TRT_BUILD, "cuda_graph": BOOL, "data_transfers": BOOL, "spin_wait": BOOL,
+                "extra_args": STR_LIST},
+    "torch-trt": {"workspace_mb": POS_INT, "ir": _enum("dynamo", "ts")},
+}
+
+POWER_KEYS: dict[str, _T] = {
+    "tegrastats_interval_ms": POS_INT,
+    "module": _enum(*POWER_MODULES),
+}
+
+
+def _check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, _T], prefix: str,
+                required: tuple[str, ...] = (), error: type[GsdeployError] = ProfileError) -> None:
+    """Unknown keys, missing required keys and wrong types, each as one message naming the
+    file (`where`), the key path and what was expected. Also used for claim files."""
+    for key in data:
+        if key not in schema:
+            raise error(f"{where}: unknown key '{prefix}{key}' (allowed: {', '.join(schema)})")
+    for key in required:
+        if key not in data:
+            raise error(f"{where}: missing key '{prefix}{key}' ({schema[key].words})")
+    for key, value in data.items():
+        t = schema[key]
+        if not t.check(value):
+            raise error(f"{where}: key '{prefix}{key}' must be {t.words}, got {type(value).__name__} {value!r}")
+
+
+def _parse_engine(where: str, i: int, raw: Any, device: str) -> EngineSpec:
+    prefix = f"engines[{i}]."
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: key 'engines[{i}]' must be a mapping with name, precisions, options; "
+                           f"got {type(raw).__name__} {raw!r}")
+    _check_keys(where, raw, ENGINE_KEYS, prefix, ENGINE_REQUIRED)
+    name = raw["name"]
+    options = dict(raw.get("options") or {})
+    _check_keys(where, options, ENGINE_OPTIONS[name], f"{prefix}options.")
+    precisions = tuple(raw["precisions"])
+
+    # Cross-field rules: combinations that cannot mean what the author intended.
+    if device == "cpu" and name in GPU_ENGINES:
+        raise ProfileError(f"{where}: engine '{name}' (engines[{i}]) needs a GPU; device is cpu")
+    if device == "cpu" and precisions != ("fp32",):
+        raise ProfileError(f"{where}: key '{prefix}precisions' must be [fp32] on a cpu device "
+                           f"(gsdeploy's CPU engines run fp32), got {list(precisions)}")
+    if name == "torch" and options.get("cuda_graph") and device == "cpu":
+        raise ProfileError(f"{where}: key '{prefix}options.cuda_graph' needs a cuda or jetson device")
+    if name == "ort":
+        providers = options.get("providers")
+        if providers is None:
+            if device != "cpu":
+                raise ProfileError(f"{where}: key '{prefix}options.providers' is required for ORT on a {device} "
+                                   "device (ORT silently falls back to CPU, so the profile must say what it wants)")
+            options["providers"] = ["CPUExecutionProvider"]
+        elif device == "cpu" and any(p != "CPUExecutionProvider" for p in providers):
+            raise ProfileError(f"{where}: key '{prefix}options.providers' lists GPU providers on a cpu device")
+        popts = options.get("provider_options")
+        if popts is not None and len(popts) != len(options["providers"]):
+            raise ProfileError(f"{where}: key '{prefix}options.provider_options' must have one mapping per "
+                               f"provider ({len(options['providers'])}), got {len(popts)}")
+    if name in ("trt", "trtexec"):
+        if options.get("dla_core") is not None and device != "jetson":
+            raise ProfileError(f"{where}: key '{prefix}options.dla_core' needs a jetson device (DLA is on Jetson only)")
+        if options.get("gpu_fallback") and options.get("dla_core") is None:
+            raise ProfileError(f"{where}: key '{prefix}options.gpu_fallback' only applies with a dla_core")
+    return EngineSpec(name=name, precisions=precisions, options=options, label=raw.get("label"))
+
+
+def parse_profile(data: Any, where: str, default_name: str) -> Profile:
+    """Check `data` (the parsed YAML) against the schema and build a Profile."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: a profile must be a YAML mapping at the top level, got {type(data).__name__}")
+    _check_keys(where, data, TOP_KEYS, "", TOP_REQUIRED)
+    device = data["device"]
+    engines = tuple(_parse_engine(where, i, e, device) for i, e in enumerate(data["engines"]))
+    labels = [e.display_name + "/" + ",".join(e.precisions) for e in engines]
+    if len(set(labels)) != len(labels):
+        raise ProfileError(f"{where}: two engine entries are identical in name and precisions; "
+                           "give one a distinct 'label'")
+    batches = tuple(data["batches"])
+    if len(set(batches)) != len(batches):
+        raise ProfileError(f"{where}: key 'batches' lists a batch size twice: {list(batches)}")
+    power = None
+    if data.get("power") is not None:
+        if device != "jetson":
+            raise ProfileError(f"{where}: key 'power' (tegrastats sampling) needs device: jetson")
+        _check_keys(where, data["power"], POWER_KEYS, "power.")
+        power = PowerSpec(**data["power"])
+    name = data.get("name", default_name)
+    if not _NAME_RE.match(name):
+        raise ProfileError(f"{where}: key 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+    defaults = Profile.__dataclass_fields__
+    return Profile(
+        name=name,
+        description=data["description"].strip(),
+        device=device,
+        engines=engines,
+        batches=batches,
+        input_shape=tuple(data["input_shape"]) if data.get("input_shape") else None,
+        warmup_s=float(data.get("warmup_s", defaults["warmup_s"].default)),
+        min_iterations=int(data.get("min_iterations", defaults["min_iterations"].default)),
+        min_duration_s=float(data.get("min_duration_s", defaults["min_duration_s"].default)),
+        threads=data.get("threads"),
+        power=power,
+    )
+
+
+# ---- lookup ---------------------------------------------------------------------------------
+
+
+def profile_dirs() -> list[Path]:
+    """Directories searched for bare profile names, highest priority first (existing only)."""
+    dirs: list[Path] = []
+    for part in os.environ.get("GSDEPLOY_PROFILES", "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part).expanduser())
+    here = Path(__file__).resolve().parent
+    dirs.append(here.parent / "profiles")  # source tree / editable install
+    dirs.extend(_installed_data_dirs(here))
+    seen: set[Path] = set()
+    out = []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and r.is_dir():
+            seen.add(r)
+            out.append(d)
+    return out
+
+
+def _installed_data_dirs(package_dir: Path) -> list[Path]:
+    """Where a wheel's data-files (`share/gsdeploy/profiles`) land for the usual install schemes."""
+    rel = Path("share") / "gsdeploy" / "profiles"
+    roots: list[Path] = []
+    for scheme in (None, f"{os.name}_user"):
+        try:
+            data = sysconfig.get_path("data", scheme) if scheme else sysconfig.get_path("data")
+        except KeyError:
+            continue
+        if data:
+            roots.append(Path(data))
+    # <prefix>/lib/pythonX.Y/site-packages/gsdeploy -> <prefix> is 4 levels up (3 on Windows).
+    roots.extend(list(package_dir.parents)[:5])
+    return [r / rel for r in roots]
+
+
+def _files() -> dict[str, Path]:
+    """name -> file, the first directory in `profile_dirs()` order winning."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        for p in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def list_profiles() -> list[str]:
+    return sorted(_files())
+
+
+def _read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile") -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        raise error(f"{path}: the file is empty")
+    return data
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """A bare name ("cpu-ort") is looked up in `profile_dirs()`; anything that looks like a
+    path (has a separator or a .yaml/.yml suffix, or exists) is read from that path."""
+    text = str(name_or_path)
+    looks_like_path = (os.sep in text or "/" in text or text.endswith((".yaml", ".yml")) or Path(text).is_file())
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+    else:
+        files = _files()
+        if text not in files:
+            known = ", ".join(sorted(files)) or "none found"
+            raise ProfileError(f"unknown profile '{text}' (known: {known}); or give a path to a YAML file")
+        path = files[text]
+    profile = parse_profile(_read_yaml(path), str(path), default_name=path.stem)
+    return replace(profile, source=path)
+
+
+# ---- availability ---------------------------------------------------------------------------
+
+
+def _is_jetson() -> bool:
+    # L4T writes /etc/nv_tegra_release; the device tree model names the board.
+    if Path("/etc/nv_tegra_release").exists():
+        return True
+    try:
+        return "jetson" in Path("/proc/device-tree/model").read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken CUDA install reads as "no CUDA", not as a crash
+        return False
+
+
+def engine_unavailable_reason(engine: EngineSpec) -> str | None:
+    """Why this engine cannot run here (a missing module or tool), or None."""
+    if engine.name == "ort" and importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    if engine.name == "trt" and importlib.util.find_spec("tensorrt") is None:
+        return "the TensorRT Python package (tensorrt) is not installed"
+    if engine.name == "torch-trt" and importlib.util.find_spec("torch_tensorrt") is None:
+        return "torch-tensorrt is not installed"
+    if engine.name == "trtexec" and shutil.which("trtexec") is None:
+        return "trtexec is not on PATH"
+    return None
+
+
+def unavailable_reason(profile: Profile) -> str | None:
+    """Why `profile` cannot run on this machine, or None when it can (as far as can be told
+    without running: device kind present, every engine's module or tool present)."""
+    if profile.device == "jetson" and not _is_jetson():
+        return f"profile '{profile.name}' needs a Jetson device; this machine is not one"
+    if profile.needs_gpu and not _cuda_available():
+        return f"profile '{profile.name}' needs a CUDA GPU; none is available here"
+    for e in profile.engines:
+        reason = engine_unavailable_reason(e)
+        if reason:
+            return f"profile '{profile.name}', engine {e.display_name}: {reason}"
+    return None

@@ -1,0 +1,434 @@
+"""Channel coupling as data: a union-find over (tensor node, channel) elements.
+
+Every tensor-valued node with a channel axis (dim 1, ndim >= 2) owns one element per
+channel. Rules, one small function per kind of op, say how elements relate:
+
+* `union`   — two elements must live or die together (an activation's input and output
+              channel c; every operand of a residual add; a concat's output k and its source).
+* `nonzero` — a source writes something non-zero there (a conv filter or bias that is not
+              zero; a constant pad value; an op such as a BN with shift that does not map 0 to 0).
+* `used`    — a consumer reads it (a conv/linear input column that is not zero).
+* `pin`     — never removed (graph inputs/outputs, constants, anything not understood).
+
+A class (a set of unioned elements) is removable iff it is not pinned and either nothing in
+it is non-zero (every producer writes zero and every op keeps zero: removing it changes no
+value) or nothing in it is used (every consumer ignores it). Grouped convs add one more
+constraint: a group goes only as a whole. The DWGL intersection rule across a residual add
+falls out of the union: the class is zero only if every addend's producer is zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from gsdeploy.transforms import ops
+from gsdeploy.transforms.fold_bn import bn_scale_shift, foldable_bn
+from gsdeploy.transforms.fxutil import bind, call_counts
+from gsdeploy.zoo.layers import DReLU
+
+ZERO_PRESERVING_MODULES: tuple[type, ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, DReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish,
+    nn.Hardtanh, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+)
+NOT_ZERO_PRESERVING_MODULES: tuple[type, ...] = (nn.Sigmoid, nn.Hardsigmoid)
+
+
+@dataclass
+class ChannelGraph:
+    offset: dict[fx.Node, int] = field(default_factory=dict)
+    width: dict[fx.Node, int] = field(default_factory=dict)
+    parent: list[int] = field(default_factory=list)
+    pinned: list[bool] = field(default_factory=list)
+    nonzero: list[bool] = field(default_factory=list)
+    used: list[bool] = field(default_factory=list)
+    groups: list[np.ndarray] = field(default_factory=list)  # element ids that go only together
+
+    # ---- building -------------------------------------------------------------------------
+    def add_tensor(self, node: fx.Node, width: int) -> None:
+        self.offset[node] = len(self.parent)
+        self.width[node] = width
+        start = len(self.parent)
+        self.parent.extend(range(start, start + width))
+        self.pinned.extend([False] * width)
+        self.nonzero.extend([False] * width)
+        self.used.extend([False] * width)
+
+    def tracked(self, x: Any) -> bool:
+        return isinstance(x, fx.Node) and x in self.offset
+
+    def ids(self, node: fx.Node) -> range:
+        o = self.offset[node]
+        return range(o, o + self.width[node])
+
+    def find(self, e: int) -> int:
+        parent = self.parent
+        while parent[e] != e:
+            parent[e] = parent[parent[e]]
+            e = parent[e]
+        return e
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def union_channels(self, a: fx.Node, b: fx.Node) -> None:
+        for ea, eb in zip(self.ids(a), self.ids(b)):
+            self.union(ea, eb)
+
+    def pin(self, node: fx.Node) -> None:
+        if node in self.offset:
+            for e in self.ids(node):
+                self.pinned[e] = True
+
+    def mark(self, flags: list[bool], node: fx.Node, mask: np.ndarray | torch.Tensor | bool) -> None:
+        ids = self.ids(node)
+        if isinstance(mask, bool):
+            mask = np.full(len(ids), mask)
+        for e, m in zip(ids, np.asarray(mask, dtype=bool)):
+            if m:
+                flags[e] = True
+
+    # ---- deciding -------------------------------------------------------------------------
+    def roots(self) -> np.ndarray:
+        return np.fromiter((self.find(e) for e in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
+
+
+@dataclass
+class Analysis:
+    graph: ChannelGraph
+    roots: np.ndarray
+    removable: np.ndarray  # per root id: the class goes
+    zero: np.ndarray  # per root id: the class is zero everywhere (removal changes no value)
+
+    def keep(self, node: fx.Node) -> np.ndarray:
+        """Indices of the channels of `node` that stay."""
+        r = self.roots[list(self.graph.ids(node))]
+        return np.nonzero(~self.removable[r])[0]
+
+    def removed(self, node: fx.Node) -> np.ndarray:
+        return np.nonzero(self.removable[self.roots[list(self.graph.ids(node))]])[0]
+
+    def changes(self, node: fx.Node) -> bool:
+        return node in self.graph.offset and bool(self.removable[self.roots[list(self.graph.ids(node))]].any())
+
+
+# ---- per-op rules ----------------------------------------------------------------------------
+
+Rule = Callable[[ChannelGraph, fx.GraphModule, fx.Node, dict, float], bool]
+
+
+def _slice_norms(w: torch.Tensor, dim: int) -> torch.Tensor:
+    dims = [d for d in range(w.dim()) if d != dim]
+    return w.detach().double().pow(2).sum(dim=dims).sqrt()
+
+
+def _grouped_columns(conv: nn.Conv2d, w: torch.Tensor) -> torch.Tensor:
+    """(Cin, ...) view of what reads each input channel: a grouped conv reads channel c only
+    in the rows of c's group."""
+    g = conv.groups
+    cout_g, cin_g = w.shape[0] // g, w.shape[1]
+    return w.reshape(g, cout_g, cin_g, -1).transpose(1, 2).reshape(g * cin_g, -1)
+
+
+def row_nonzero(layer: nn.Conv2d | nn.Linear, tol: float) -> np.ndarray:
+    w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+    b = layer.bias.detach() if layer.bias is not None else None
+    if tol == 0:  # exact: no arithmetic, so no underflow of tiny values to zero
+        rows = w.ne(0).any(dim=1)
+        if b is not None:
+            rows |= b.ne(0)
+    else:
+        rows = _slice_norms(w, 0) > tol
+        if b is not None:
+            rows |= b.double().abs() > tol
+    return rows.numpy()
+
+
+def column_used(layer: nn.Conv2d | nn.Linear, tol: float) -> np.ndarray:
+    w = layer.weight.detach()
+    cols = _grouped_columns(layer, w) if isinstance(layer, nn.Conv2d) else w.t()
+    if tol == 0:
+        return cols.ne(0).any(dim=1).numpy()
+    return (_slice_norms(cols, 0) > tol).numpy()
+
+
+def _pin_all(cg: ChannelGraph, node: fx.Node) -> bool:
+    for a in node.all_input_nodes:
+        cg.pin(a)
+    cg.pin(node)
+    return True
+
+
+def _first(node: fx.Node) -> Any:
+    return node.args[0] if node.args else None
+
+
+def _same_width(cg: ChannelGraph, x: Any, node: fx.Node) -> bool:
+    return cg.tracked(x) and node in cg.offset and cg.width[x] == cg.width[node]
+
+
+def _pointwise(cg: ChannelGraph, node: fx.Node, x: Any, zero_preserving: bool) -> bool:
+    """Channel c of the output depends on channel c of x only."""
+    if not _same_width(cg, x, node) or any(a is not x for a in node.all_input_nodes):
+        return False
+    cg.union_channels(x, node)
+    if not zero_preserving:
+        cg.mark(cg.nonzero, node, True)
+    return True
+
+
+def rule_layer(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
+    m = gm.get_submodule(node.target)
+    x = _first(node)
+    if len(node.all_input_nodes) != 1 or not cg.tracked(x) or node not in cg.offset:
+        return False
+    if isinstance(m, nn.Linear) and len(shapes[x]) != 2:
+        return False  # Linear acts on the last axis; only for 2-D inputs is that the channel axis
+    cg.mark(cg.nonzero, node, row_nonzero(m, tol))
+    cg.mark(cg.used, x, column_used(m, tol))
+    if isinstance(m, nn.Conv2d) and m.groups > 1:
+        cin_g, cout_g = m.in_channels // m.groups, m.out_channels // m.groups
+        xi, yi = cg.ids(x), cg.ids(node)
+        for j in range(m.groups):
+            cg.groups.append(np.array(list(xi[j * cin_g:(j + 1) * cin_g]) + list(yi[j * cout_g:(j + 1) * cout_g])))
+    return True
+
+
+def rule_bn(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
+    bn = gm.get_submodule(node.target)
+    x = _first(node)
+    if not foldable_bn(bn) or not _pointwise(cg, node, x, True):
+        return False
+    _, shift = bn_scale_shift(bn)
+    cg.mark(cg.nonzero, node, (shift != 0).numpy())  # exact: an unfolded BN shift is not thresholded
+    return True
+
+
+def rule_module(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
+    m = gm.get_submodule(node.target)
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        return rule_layer(cg, gm, node, shapes, tol)
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return rule_bn(cg, gm, node, shapes, tol)
+    if isinstance(m, nn.Dropout) and m.training:
+        return False
+    if isinstance(m, nn.PReLU) and m.num_parameters not in (1, cg.width.get(node, -1)):
+        return False
+    if isinstance(m, ZERO_PRESERVING_MODULES):
+        return _pointwise(cg, node, _first(node), True)
+    if isinstance(m, NOT_ZERO_PRESERVING_MODULES):
+        return _pointwise(cg, node, _first(node), False)
+    if isinstance(m, nn.Flatten):
+        return _flatten(cg, node, _first(node), m.start_dim, m.end_dim, shapes)
+    return False
+
+
+def _flatten(cg: ChannelGraph, node: fx.Node, x: Any, start: int, end: int, shapes: dict) -> bool:
+    if not cg.tracked(x) or node not in cg.offset:
+        return False
+    nd = len(shapes[x])
+    start, end = start % nd, end % nd
+    if start >= 2 or nd == 2:
+        return _pointwise(cg, node, x, True)  # channel axis untouched
+    if start != 1 or end != nd - 1:
+        return False
+    hw = math.prod(int(s) for s in shapes[x][2:])
+    xi = cg.ids(x)
+    for f, e in enumerate(cg.ids(node)):  # feature f of the flat vector comes from channel f // hw
+        cg.union(e, xi[f // hw])
+    return True
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _binary(cg: ChannelGraph, node: fx.Node, shapes: dict, kind: str) -> bool:
+    a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+    if cg.tracked(a) and cg.tracked(b):
+        if kind == "div" or not (shapes[a] == shapes[b] == shapes.get(node)):
+            return False  # broadcasting (e.g. SE attention) or 0/0: not understood here
+        cg.union_channels(a, node)
+        cg.union_channels(b, node)
+        return True
+    x, v = (a, b) if cg.tracked(a) else (b, a)
+    if not _is_number(v):
+        return False
+    if kind == "add":
+        return _pointwise(cg, node, x, v == 0)  # x + v, x - v, v - x: zero stays zero only for v == 0
+    if kind == "div" and (x is b or v == 0):
+        return False
+    return _pointwise(cg, node, x, True)
+
+
+def _cat(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
+    a = bind(node, ("tensors", "dim"), {"dim": 0})
+    xs = list(a["tensors"])
+    if node not in cg.offset or not all(cg.tracked(x) for x in xs):
+        return False
+    nd = len(shapes[node])
+    dim = a["dim"] % nd
+    out = cg.ids(node)
+    if dim == 1:
+        k = 0
+        for x in xs:
+            for e in cg.ids(x):
+                cg.union(out[k], e)
+                k += 1
+        return True
+    if not all(cg.width[x] == cg.width[node] for x in xs):
+        return False
+    for x in xs:
+        cg.union_channels(x, node)
+    return True
+
+
+def pad_spec(node: fx.Node) -> tuple[fx.Node, list[int], str, float]:
+    if node.target is ops.aten.constant_pad_nd.default:
+        a = bind(node, ("input", "pad", "value"), {"value": 0})
+        return a["input"], list(a["pad"]), "constant", a["value"]
+    a = bind(node, ("input", "pad", "mode", "value"), {"mode": "constant", "value": None})
+    return a["input"], list(a["pad"]), a["mode"], a["value"] or 0
+
+
+def channel_pad_slots(pads: list[int], ndim: int) -> tuple[int, int] | None:
+    """Positions in an F.pad list of (before, after) for dim 1; None if the channels are not padded."""
+    pairs = len(pads) // 2
+    k = ndim - 2  # F.pad lists pads from the last dim backwards: pair k is dim ndim-1-k = 1
+    if pairs <= k:
+        return None
+    return 2 * k, 2 * k + 1
+
+
+def _pad(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
+    x, pads, mode, value = pad_spec(node)
+    if not cg.tracked(x) or node not in cg.offset or any(not isinstance(p, int) for p in pads):
+        return False
+    nd = len(shapes[x])
+    if len(pads) // 2 > nd - 1:
+        return False  # pads the batch axis
+    slots = channel_pad_slots(pads, nd)
+    if slots is None:
+        return _pointwise(cg, node, x, value == 0 or mode != "constant")
+    before, after = pads[slots[0]], pads[slots[1]]
+    if mode != "constant" or before < 0 or after < 0:
+        return False
+    out, xi = cg.ids(node), cg.ids(x)
+    for c, e in enumerate(xi):
+        cg.union(out[before + c], e)
+    # channels outside [before, before + C) are written by the pad itself, with `value`
+    if value != 0:
+        cg.mark(cg.nonzero, node, True)
+    return True
+
+
+def _mean(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
+    a = bind(node, ("input", "dim", "keepdim", "dtype"), {"dim": None, "keepdim": False})
+    x, dims = a["input"], a["dim"]
+    if not cg.tracked(x) or dims is None:
+        return False
+    nd = len(shapes[x])
+    dims = [int(d) % nd for d in ([dims] if isinstance(dims, int) else dims)]
+    if 0 in dims or 1 in dims:
+        return False
+    return _pointwise(cg, node, x, True)
+
+
+def _flatten_fn(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
+    a = bind(node, ("input", "start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1})
+    return _flatten(cg, node, a["input"], a["start_dim"], a["end_dim"], shapes)
+
+
+def rule_function(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
+    if ops.is_fn(node, ops.ZERO_PRESERVING_FNS, ops.ZERO_PRESERVING_METHODS):
+        if node.target in (torch.nn.functional.dropout, ops.aten.dropout.default) and \
+                bind(node, ("input", "p", "training"), {"training": True}).get("training"):
+            return False
+        return _pointwise(cg, node, _first(node), True)
+    if ops.is_fn(node, ops.NOT_ZERO_PRESERVING_FNS, ops.NOT_ZERO_PRESERVING_METHODS):
+        return _pointwise(cg, node, _first(node), False)
+    if ops.is_fn(node, ops.ADD_FNS, ops.ADD_METHODS):
+        return _binary(cg, node, shapes, "add")
+    if ops.is_fn(node, ops.MUL_FNS, ops.MUL_METHODS):
+        return _binary(cg, node, shapes, "mul")
+    if ops.is_fn(node, ops.DIV_FNS, ops.DIV_METHODS):
+        return _binary(cg, node, shapes, "div")
+    if ops.is_fn(node, ops.CAT_FNS):
+        return _cat(cg, node, shapes)
+    if ops.is_fn(node, ops.PAD_FNS):
+        return _pad(cg, node, shapes)
+    if ops.is_fn(node, ops.FLATTEN_FNS, ops.FLATTEN_METHODS):
+        return _flatten_fn(cg, node, shapes)
+    if ops.is_fn(node, ops.MEAN_FNS, ops.MEAN_METHODS):
+        return _mean(cg, node, shapes)
+    if node.op == "call_method" and node.target == "size" and node.args[1:2] == (0,):
+        return True  # reads the batch size only
+    return False
+
+
+def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.0) -> ChannelGraph:
+    cg = ChannelGraph()
+    calls = call_counts(gm)
+    for node in gm.graph.nodes:
+        shape = shapes.get(node)
+        if node.op != "output" and shape is not None and len(shape) >= 2:
+            cg.add_tensor(node, int(shape[1]))
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr"):
+            cg.pin(node)
+            continue
+        if node.op == "output":
+            for a in node.all_input_nodes:
+                cg.pin(a)
+            continue
+        ok = False
+        try:
+            if node.op == "call_module":
+                # a module called twice cannot be cut for one call only
+                ok = calls[node.target] == 1 and rule_module(cg, gm, node, shapes, tol)
+            else:
+                ok = rule_function(cg, gm, node, shapes, tol)
+        except (KeyError, IndexError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            _pin_all(cg, node)
+    return cg
+
+
+def decide(cg: ChannelGraph) -> Analysis:
+    roots = cg.roots()
+    n = len(cg.parent)
+    pinned = np.zeros(n, dtype=bool)
+    nonzero = np.zeros(n, dtype=bool)
+    used = np.zeros(n, dtype=bool)
+    np.logical_or.at(pinned, roots, np.asarray(cg.pinned, dtype=bool))
+    np.logical_or.at(nonzero, roots, np.asarray(cg.nonzero, dtype=bool))
+    np.logical_or.at(used, roots, np.asarray(cg.used, dtype=bool))
+    zero = ~nonzero
+    removable = ~pinned & (zero | ~used)
+    changed = True
+    while changed:
+        changed = False
+        for elems in cg.groups:  # a group of a grouped conv goes as a whole or not at all
+            r = roots[elems]
+            if removable[r].any() and not removable[r].all():
+                removable[r] = False
+                changed = True
+        for node in cg.offset:  # never leave a tensor with no channels: keep its first one
+            r = roots[list(cg.ids(node))]
+            if len(r) and removable[r].all():
+                removable[r[0]] = False
+                changed = True
+    return Analysis(cg, roots, removable, zero)
+
+
+def analyze(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.0) -> Analysis:
+    return decide(build(gm, shapes, tol))

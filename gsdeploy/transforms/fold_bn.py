@@ -1,0 +1,76 @@
+"""Pass 2: an eval BatchNorm right after a conv (or BatchNorm1d after a Linear) folds into it.
+
+y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  (s W) x + (s (b - mean) + beta),
+s = gamma / sqrt(var + eps). Computed in float64 so the folded weights round once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from gsdeploy.transforms.context import PassContext
+from gsdeploy.transforms.fxutil import call_counts, describe, layer_macs
+from gsdeploy.transforms.plan import Decision
+
+
+def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift) of an eval BN, float64: bn(x) = scale * x + shift."""
+    var = bn.running_var.double()
+    mean = bn.running_mean.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    return scale, beta - mean * scale
+
+
+def foldable_bn(bn: nn.Module) -> bool:
+    return (isinstance(bn, nn.BatchNorm1d | nn.BatchNorm2d) and not bn.training
+            and bn.running_mean is not None and bn.running_var is not None)
+
+
+def fold_into(layer: nn.Conv2d | nn.Linear, bn: nn.Module) -> None:
+    """Scale rows of `layer` and set its bias so that layer' = bn o layer (creates a bias if absent)."""
+    scale, shift = bn_scale_shift(bn)
+    w = layer.weight.detach().double()
+    b = layer.bias.detach().double() if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    dtype = layer.weight.dtype
+    with torch.no_grad():
+        layer.weight.copy_((w * scale.view(shape)).to(dtype))
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=dtype))
+        layer.bias.copy_((b * scale + shift).to(dtype))
+
+
+def fold_bn(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
+    shapes = ctx.shapes(gm)
+    calls = call_counts(gm)
+    decisions: list[Decision] = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or calls[node.target] != 1:
+            continue
+        bn = gm.get_submodule(node.target)
+        if not foldable_bn(bn):
+            continue
+        src = node.args[0] if node.args else None
+        if not isinstance(src, fx.Node) or src.op != "call_module" or calls[src.target] != 1 or len(src.users) != 1:
+            continue
+        layer = gm.get_submodule(src.target)
+        pair_ok = (isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or \
+                  (isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and len(shapes.get(src, ())) == 2)
+        if not pair_ok or bn.num_features != layer.weight.shape[0]:
+            continue
+        before = describe(layer)
+        fold_into(layer, bn)
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        macs = layer_macs(layer, shapes.get(src, ()))
+        decisions.append(Decision(site=src.target, action="fold BN", layers=[src.target, node.target],
+                                  shape_before=f"{before} + BN {bn.num_features}", shape_after=describe(layer),
+                                  macs_before=macs, macs_after=macs,
+                                  reason="eval BatchNorm is an affine map per output channel"))
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return decisions

@@ -1,0 +1,116 @@
+"""deploy(): run the passes in order, verify against the original, count what was gained."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from gsdeploy.bench.flops import count_macs, count_params
+from gsdeploy.errors import InputShapeError, NumericMismatchError
+from gsdeploy.transforms.context import PassContext
+from gsdeploy.transforms.fold_bn import fold_bn
+from gsdeploy.transforms.fold_drelu import fold_drelu
+from gsdeploy.transforms.fold_linear import fold_linear
+from gsdeploy.transforms.fuse_pairs import fuse_pairs
+from gsdeploy.transforms.fxutil import drop_unused_attrs
+from gsdeploy.transforms.normalize import normalize
+from gsdeploy.transforms.plan import Decision, DeployOptions, DeployResult
+from gsdeploy.transforms.prune_zero import prune_zero, zero_small_groups
+from gsdeploy.transforms.trace import trace
+from gsdeploy.transforms.verify import verify_modules
+
+# The passes after BN folding, in order; pruning runs again after them when any of them
+# changed the graph (a fused pair can have zero rows of its own).
+STRUCTURAL_PASSES = (prune_zero, fold_drelu, fuse_pairs, fold_linear)
+MAX_ROUNDS = 4
+
+
+def check_input_shape(module: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """One clear line if the model cannot take the input shape (a wrong channel count, too small)."""
+    try:
+        with torch.no_grad():
+            module(torch.zeros((1, *input_shape)))
+    except Exception as e:  # noqa: BLE001 - any failure of the forward is the user's shape
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputShapeError(f"{type(module).__name__} cannot take input shape {tuple(input_shape)}: {msg}") from None
+
+
+def _signature(gm: fx.GraphModule) -> tuple:
+    """What changes when a pass does something: the nodes and the module shapes."""
+    mods = tuple((n, tuple(p.shape)) for n, p in gm.named_parameters())
+    return (len(gm.graph.nodes), mods)
+
+
+def _merge(plan: list[Decision], new: list[Decision]) -> None:
+    """Later rounds may touch a layer again: keep one decision per (site, action) with the
+    first 'before' and the last 'after'."""
+    for d in new:
+        for i, old in enumerate(plan):
+            if old.site == d.site and old.action == d.action and old.layers == d.layers:
+                if d.action == "keep":
+                    break
+                plan[i] = Decision(d.site, d.action, d.layers, old.shape_before, d.shape_after, old.macs_before,
+                                   d.macs_after, d.reason)
+                break
+        else:
+            plan.append(d)
+
+
+def deploy(module: nn.Module, input_shape: tuple[int, ...], options: DeployOptions = DeployOptions()) -> DeployResult:
+    """Make the compression of `module` real; never mutates `module`.
+
+    Raises InputShapeError if the module cannot take `input_shape`, NumericMismatchError if
+    the deployed module differs from the reference by more than options.tolerance.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    original = module
+    was_training = original.training
+    original.eval()
+    try:
+        check_input_shape(original, input_shape)
+        result = _deploy(original, input_shape, options)
+    finally:
+        original.train(was_training)
+    return result
+
+
+def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOptions) -> DeployResult:
+    ctx = PassContext(input_shape, options)
+    gm = trace(original)
+    gm.float()
+    plan: list[Decision] = []
+    plan += normalize(gm, ctx)
+    plan += fold_bn(gm, ctx)
+
+    reference: nn.Module = original
+    threshold_error = None
+    if options.prune_threshold is not None:
+        zero_small_groups(gm, ctx, options.prune_threshold)
+        reference = copy.deepcopy(gm)  # the original with the small groups made exactly zero
+        threshold_error = verify_modules(original, reference, input_shape, options.verify_batches, options.seed,
+                                         options.tolerance)
+
+    for _ in range(MAX_ROUNDS):
+        before = _signature(gm)
+        for p in STRUCTURAL_PASSES:
+            _merge(plan, p(gm, ctx))
+        if _signature(gm) == before:
+            break
+
+    gm.graph.eliminate_dead_code()
+    drop_unused_attrs(gm)
+    gm.graph.lint()
+    gm.recompile()
+    gm.eval()
+
+    verification = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance)
+    if not verification.passed:
+        against = "the thresholded original" if options.prune_threshold is not None else "the original"
+        raise NumericMismatchError(f"deployed model differs from {against}: {verification.describe()}")
+    return DeployResult(module=gm, plan=plan,
+                        macs_before=count_macs(original, input_shape), macs_after=count_macs(gm, input_shape),
+                        params_before=count_params(original), params_after=count_params(gm),
+                        verification=verification, threshold_error=threshold_error)

@@ -1,0 +1,37 @@
+"""Environment capture: complete, fast, and without the hostname."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import torch
+
+import gsdeploy
+from gsdeploy.bench.env import capture_env
+
+
+def test_capture_env_fields_and_speed():
+    capture_env()  # first call may read package metadata from disk
+    t0 = time.perf_counter()
+    env = capture_env()
+    assert time.perf_counter() - t0 < 0.5
+    for key in ("cpu", "logical_cores", "os", "python", "torch", "onnx", "onnxruntime", "gsdeploy",
+                "gpu", "gpu_driver", "cuda", "cudnn"):
+        assert key in env, key
+    assert env["gsdeploy"] == gsdeploy.__version__
+    assert env["torch"] == torch.__version__
+    assert isinstance(env["cpu"], str) and env["cpu"]
+    assert env["logical_cores"] >= 1
+    if not torch.cuda.is_available():
+        assert env["gpu"] is None and env["cuda"] is None and env["cudnn"] is None
+    json.dumps(env)  # plain data only
+
+
+def test_no_hostname_recorded():
+    host = socket.gethostname()
+    env = capture_env()
+    assert "hostname" not in env and "node" not in env
+    if len(host) >= 4 and host != "localhost":
+        assert host not in json.dumps(env)

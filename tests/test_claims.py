@@ -1,0 +1,256 @@
+"""Claims: the shipped claim files load and give the right verdicts; the verdict rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.report.claims import (Claim, ClaimError, Tolerance, claim_settings, evaluate_claims, exit_code, judge,
+                                    load_claims, render_verdicts, verdicts_frame)
+from gsdeploy.profiles import load_profile
+
+CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"
+
+
+def identity_deploy(module, input_shape):
+    """Stand-in for gsdeploy.transforms.deploy where it is not importable: the zoo's Hinge
+    models have nothing to prune, pairs that `fuse=flops` keeps, and BN folding does not
+    change conv/linear MACs, so their ratios are those of the modules as built."""
+    return SimpleNamespace(module=module)
+
+
+def real_or_identity_deploy():
+    try:
+        from gsdeploy.transforms import DeployOptions, deploy
+    except ImportError:
+        return identity_deploy
+    return lambda m, s: deploy(m, s, DeployOptions())
+
+
+def claim(**kw: object) -> Claim:
+    base = dict(id="c", paper="p", model="m", metric="speedup", claimed=2.0, tolerance=Tolerance("rel", 0.1),
+                direction="at_least", baseline="b")
+    base.update(kw)
+    return Claim(**base)
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+NO_GPU = lambda profile: "no GPU here"  # noqa: E731
+ALL_THERE = lambda profile: None  # noqa: E731
+
+
+# ---- shipped claim files ---------------------------------------------------------------------
+
+
+def test_hinge_claims_pass_on_the_zoo_models():
+    claims = load_claims(CLAIMS_DIR / "hinge.yaml")
+    assert {c.model for c in claims} == {"resnet20_hinge50", "resnet56_hinge50", "vgg16_hinge50"}
+    assert {c.metric for c in claims} == {"flop_ratio", "params_ratio"}
+    assert all(c.paper_value is None or 0 < c.paper_value < 1 for c in claims)
+    verdicts = evaluate_claims(claims, measure_fn=None, deploy_fn=real_or_identity_deploy())
+    assert [v.status for v in verdicts] == ["PASS"] * len(claims), render_verdicts(verdicts)
+    flops = {v.claim.model: v.measured for v in verdicts if v.claim.metric == "flop_ratio"}
+    assert flops["resnet20_hinge50"] == pytest.approx(0.50, abs=0.005)
+    assert flops["resnet56_hinge50"] == pytest.approx(0.495, abs=0.005)
+    assert exit_code(verdicts) == 0
+
+
+def test_dwgl_speedups_skip_without_a_gpu_and_mappings_pass():
+    claims = load_claims(CLAIMS_DIR / "dwgl.yaml")
+    speed = [c for c in claims if c.metric == "speedup"]
+    assert {(c.model, c.claimed, c.profile) for c in speed} == {("resnet50_pruned50", 2.23, "server-gpu-trt"),
+                                                               ("resnet50_pruned75", 4.0, "server-gpu-trt")}
+    assert all(c.baseline == "resnet50" and c.direction == "at_least" for c in speed)
+    called = []
+    verdicts = evaluate_claims(claims, measure_fn=lambda c: called.append(c) or 9.9, unavailable_fn=NO_GPU,
+                               deploy_fn=real_or_identity_deploy())
+    by_id = {v.claim.id: v for v in verdicts}
+    assert not called
+    assert all(by_id[c.id].status == "SKIP" and by_id[c.id].reason == "no GPU here" for c in speed)
+    assert [v.status for v in verdicts if v.claim.metric == "flop_ratio"] == ["PASS", "PASS"]
+    assert exit_code(verdicts) == 0
+
+
+def test_dwgl_skip_reason_comes_from_the_profile_when_no_cuda(monkeypatch):
+    from gsdeploy import profiles
+
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: False)
+    speed = [c for c in load_claims(CLAIMS_DIR / "dwgl.yaml") if c.metric == "speedup"]
+    verdicts = evaluate_claims(speed, measure_fn=lambda c: 1.0)
+    assert {v.status for v in verdicts} == {"SKIP"}
+    assert "needs a CUDA GPU" in verdicts[0].reason
+
+
+def test_claim_directory_loads_every_file():
+    ids = [c.id for c in load_claims(CLAIMS_DIR)]
+    assert len(ids) == len(set(ids)) >= 10
+
+
+# ---- verdict rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction, tol, measured, status", [
+    ("at_least", Tolerance("rel", 0.1), 1.80, "PASS"),   # exactly 2.0 - 10%
+    ("at_least", Tolerance("rel", 0.1), 1.79, "FAIL"),
+    ("at_least", Tolerance("rel", 0.1), 5.00, "PASS"),   # faster than claimed is no failure
+    ("both", Tolerance("abs", 0.05), 2.05, "PASS"),
+    ("both", Tolerance("abs", 0.05), 1.94, "FAIL"),
+    ("both", Tolerance("abs", 0.05), 2.06, "FAIL"),
+    ("at_most", Tolerance("abs", 0.5), 2.5, "PASS"),
+    ("at_most", Tolerance("abs", 0.5), 2.6, "FAIL"),
+    ("at_most", Tolerance("abs", 0.5), 0.1, "PASS"),
+])
+def test_judge(direction, tol, measured, status):
+    got, reason = judge(claim(direction=direction, tolerance=tol), measured)
+    assert got == status and "speedup" in reason
+
+
+def test_timed_claims_go_to_measure_fn_with_the_profile_filled_in():
+    seen = []
+
+    def measure(c: Claim) -> float:
+        seen.append(c)
+        return 1.9
+
+    c = claim(model="resnet56_hinge50", baseline="resnet56")
+    [v] = evaluate_claims([c], measure, unavailable_fn=ALL_THERE)
+    assert v.status == "PASS" and v.measured == 1.9 and v.claimed == 2.0
+    assert seen[0].profile == "cpu-ort"  # the default profile
+    [v] = evaluate_claims([c], measure, profile="cpu-torch", unavailable_fn=ALL_THERE)
+    assert seen[-1].profile == "cpu-torch"
+
+
+def test_claim_bound_to_another_profile_is_skipped():
+    c = claim(profile="server-gpu-trt")
+    [v] = evaluate_claims([c], lambda c: 3.0, profile="cpu-ort", unavailable_fn=ALL_THERE)
+    assert v.status == "SKIP" and "server-gpu-trt" in v.reason
+
+
+@pytest.mark.parametrize("exc, status, text", [
+    (MissingDependencyError("TensorRT is not installed"), "SKIP", "TensorRT is not installed"),
+    (GsdeployError("export failed"), "ERROR", "export failed"),
+    (RuntimeError("boom\nmore"), "ERROR", "RuntimeError: boom"),
+])
+def test_measure_failures_become_verdicts(exc, status, text):
+    def measure(c: Claim) -> float:
+        raise exc
+
+    verdicts = evaluate_claims([claim(id="a"), claim(id="b")], measure, unavailable_fn=ALL_THERE)
+    assert [v.status for v in verdicts] == [status, status]  # one failure does not stop the others
+    assert text in verdicts[0].reason
+    assert exit_code(verdicts) == (0 if status == "SKIP" else 1)
+
+
+def test_nan_measurement_and_missing_measure_fn():
+    [v] = evaluate_claims([claim()], lambda c: float("nan"), unavailable_fn=ALL_THERE)
+    assert v.status == "ERROR"
+    [v] = evaluate_claims([claim()], None, unavailable_fn=ALL_THERE)
+    assert v.status == "SKIP" and "no measurement function" in v.reason
+
+
+def test_engine_the_profile_lacks_is_an_error():
+    [v] = evaluate_claims([claim(engine="trt")], lambda c: 3.0, unavailable_fn=ALL_THERE)
+    assert v.status == "ERROR" and "has no engine 'trt'" in v.reason
+
+
+def test_claim_settings_defaults_and_overrides():
+    prof = load_profile("server-gpu-ort-trt")
+    eng, prec, batch = claim_settings(claim(), prof)
+    assert (eng.display_name, prec, batch) == ("ort-trt", "fp16", 1)
+    eng, prec, batch = claim_settings(claim(engine="ort-cuda", batch=32), prof)
+    assert (eng.display_name, prec, batch) == ("ort-cuda", "fp32", 32)
+    with pytest.raises(ClaimError, match="runs int8"):
+        claim_settings(claim(precision="int8"), prof)
+
+
+def test_ratio_claims_count_the_deployed_modules():
+    """The deploy step is applied to model and baseline, and its output is what is counted."""
+    calls = []
+
+    def halve_nothing(module, shape):
+        calls.append(shape)
+        return SimpleNamespace(module=module)
+
+    c = claim(model="resnet20_hinge50", baseline="resnet20", metric="flop_ratio", claimed=0.5,
+              tolerance=Tolerance("abs", 0.02), direction="both")
+    p = replace(c, id="p", metric="params_ratio", tolerance=Tolerance("abs", 0.03))
+    verdicts = evaluate_claims([c, p], None, deploy_fn=halve_nothing)
+    assert [v.status for v in verdicts] == ["PASS", "PASS"]
+    assert calls == [(3, 32, 32), (3, 32, 32)]  # each model deployed once, shared by both claims
+
+
+def test_unknown_model_is_an_error_verdict():
+    c = claim(model="no_such_model", baseline="resnet20", metric="flop_ratio", claimed=0.5,
+              tolerance=Tolerance("abs", 0.02), direction="both")
+    [v] = evaluate_claims([c], None, deploy_fn=identity_deploy)
+    assert v.status == "ERROR" and "no_such_model" in v.reason
+
+
+# ---- claim file schema -----------------------------------------------------------------------
+
+GOOD = {"paper": "P", "claims": [{"id": "x", "model": "m", "baseline": "b", "metric": "flop_ratio",
+                                  "claimed": 0.5, "tolerance": {"abs": 0.02}}]}
+
+
+def variant(**changes: object) -> dict:
+    d = yaml.safe_load(yaml.safe_dump(GOOD))
+    d["claims"][0].update(changes)
+    return d
+
+
+@pytest.mark.parametrize("data, pattern", [
+    (variant(metirc="speedup"), r"unknown key 'claims\[0\].metirc'"),
+    (variant(metric="accuracy"), r"key 'claims\[0\].metric' must be one of speedup, flop_ratio"),
+    (variant(claimed="50%"), r"key 'claims\[0\].claimed' must be a number, got str '50%'"),
+    (variant(tolerance=0.1), r"key 'claims\[0\].tolerance' must be a mapping with exactly one of abs or rel"),
+    (variant(tolerance={"abs": 0.1, "rel": 0.1}), r"exactly one of abs or rel"),
+    (variant(tolerance={"pct": 10}), r"exactly one of abs or rel"),
+    (variant(batch=0), r"key 'claims\[0\].batch' must be a positive integer"),
+    (variant(profile="cpu-ort"), r"key 'claims\[0\].profile' does not apply to metric flop_ratio"),
+    (variant(baseline=None), r"key 'claims\[0\].baseline' must be a string"),
+    ({"claims": [{"id": "x", "model": "m", "metric": "latency_ms", "claimed": 1.0, "tolerance": {"abs": 0.1}}]},
+     r"missing key 'claims\[0\].paper'"),
+    ({"paper": "P", "claims": [{"id": "x", "model": "m", "metric": "speedup", "claimed": 2,
+                                "tolerance": {"rel": 0.1}}]}, r"missing key 'claims\[0\].baseline'"),
+    ({"paper": "P", "claims": []}, r"key 'claims' must be a non-empty list"),
+    ({"paper": "P", "claims": GOOD["claims"] * 2}, r"claim id\(s\) used twice: x"),
+])
+def test_schema_errors_name_file_and_key(tmp_path, data, pattern):
+    path = write(tmp_path, data)
+    with pytest.raises(ClaimError, match=pattern) as info:
+        load_claims(path)
+    assert str(path) in str(info.value)
+
+
+def test_defaults_and_direction_defaults(tmp_path):
+    data = {"paper": "P", "defaults": {"tolerance": {"rel": 0.2}},
+            "claims": [{"id": "s", "model": "m", "baseline": "b", "metric": "speedup", "claimed": 2},
+                       {"id": "l", "model": "m", "metric": "latency_ms", "claimed": 3, "tolerance": {"abs": 1}},
+                       {"id": "f", "model": "m", "baseline": "b", "metric": "flop_ratio", "claimed": 0.5}]}
+    s, lat, f = load_claims(write(tmp_path, data))
+    assert (s.direction, s.tolerance) == ("at_least", Tolerance("rel", 0.2))
+    assert (lat.direction, lat.tolerance.allowed(3)) == ("at_most", 1.0)
+    assert f.direction == "both" and f.tolerance.allowed(0.5) == pytest.approx(0.1)
+
+
+def test_missing_claim_file(tmp_path):
+    with pytest.raises(ClaimError, match="does not exist"):
+        load_claims(tmp_path / "nope.yaml")
+
+
+def test_render_and_frame():
+    verdicts = evaluate_claims([claim(id="a")], lambda c: 1.0, unavailable_fn=ALL_THERE)
+    text = render_verdicts(verdicts)
+    assert "| FAIL | a | speedup | 1 | 2 |" in text and text.rstrip().endswith("1 FAIL")
+    frame = verdicts_frame(verdicts)
+    assert list(frame["status"]) == ["FAIL"] and frame.loc[0, "measured"] == 1.0
