@@ -92,8 +92,11 @@ def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official c
         out.print(t)
         return
     t = Table("model", "method", "input", "MACs", "params", "baseline", "description", title="gsdeploy zoo")
+    import torch
+
     for e in list_entries():
-        m = e.build()
+        with torch.device("meta"):  # shapes only: listing needs no weights
+            m = e.build()
         t.add_row(e.name, e.method, "x".join(map(str, e.input_shape)), _m(count_macs(m, e.input_shape)),
                   _m(count_params(m)), e.baseline or "-", e.description)
     out.print(t)

@@ -71,7 +71,8 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
         err = max(err, check.max_rel_err)
     return Subject(name=loaded.name, role=role, macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
-                   weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes)
+                   weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes,
+                   input_shape=tuple(loaded.input_shape))
 
 
 def run_bench_job(req: BenchRequest, options) -> tuple[Table, list[Path]]:

@@ -95,3 +95,22 @@ def test_sweep_errors(subjects):
         run_sweep([no_onnx], ["ort"], [1], CFG, threads=1, command="c", progress=False)
     with pytest.raises(ValueError, match="unique"):
         run_sweep([subjects[0], subjects[0]], ["ort"], [1], CFG, threads=1, command="c", progress=False)
+
+
+def test_registered_engine_slots_into_the_sweep(subjects, monkeypatch):
+    """A new backend is one factory; scheduler, stats and table are untouched. (The runner
+    built here is the real TorchRunner, registered under a second name.)"""
+    from gsdeploy.bench import sweep
+    from gsdeploy.bench.runners.torch_runner import TorchRunner
+
+    built: list[str] = []
+
+    def factory(s: Subject, threads, spinning):
+        built.append(s.name)
+        return TorchRunner(s.module, threads=threads, input_shape=SHAPE)
+
+    monkeypatch.setattr(sweep, "ENGINES", dict(sweep.ENGINES))
+    sweep.register_engine("torch-again", factory)
+    df = run_sweep(subjects, ["torch-again"], [1], CFG, threads=1, command="c", progress=False)
+    assert built == ["dense", "thin"]
+    assert list(df["engine"]) == ["torch", "torch"] and df["speedup_vs_baseline"][0] == 1.0

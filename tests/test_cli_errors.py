@@ -58,8 +58,8 @@ def test_unknown_arch(tmp_path, hinge_fixtures):
 
 
 def test_input_shape_the_model_cannot_take(tmp_path):
-    r = run("export", "resnet20_hinge50", "--input-shape", "3x48x48", "--output", str(tmp_path / "m.onnx"))
-    assert_clean_failure(r, "cannot take input shape 3x48x48", tmp_path)
+    r = run("export", "resnet20_hinge50", "--input-shape", "3x64x64", "--output", str(tmp_path / "m.onnx"))
+    assert_clean_failure(r, "cannot take input shape 3x64x64", tmp_path)
 
 
 def test_malformed_input_shape(tmp_path):

@@ -14,7 +14,9 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...], batch: int = 1) 
     BN, activations, pooling or adds, which is the paper's MAC convention minus the small
     element-wise terms.
     """
-    x = torch.zeros((batch, *input_shape))
+    # Models built on the meta device (for listings) are counted without any arithmetic.
+    first = next(module.parameters(), None)
+    x = torch.zeros((batch, *input_shape), device=first.device if first is not None else "cpu")
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         module(x)

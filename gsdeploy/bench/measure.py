@@ -5,9 +5,11 @@ Why this shape (shared/MEASURING.md):
   so fast models get many samples and slow ones still run long enough to average drift.
 - Baseline and compressed model are timed in the same run, alternately, so frequency
   scaling, thermal state and noisy neighbours hit both alike and cancel in the speedup.
-- Alternation is in blocks (~30 runs) with a short pause in between, not run by run:
-  an idle ORT session's intra-op threads keep spinning for a while after each run and
-  steal cores from the other session; switching every run roughly doubled the medians.
+- Alternation is in turns (blocks of >= 30 runs and >= 0.1 s), not run by run: an idle
+  ORT session's intra-op threads keep spinning for a while after each run and steal cores
+  from the other session; switching every run roughly doubled the medians. Between turns
+  the scheduler waits until the process has stopped burning CPU (`settle`), so the next
+  turn starts on quiet cores, and drops the first run of each turn (thread wake-up).
 
 The scheduler only sees the `Runner` interface and produces plain durations; `stats.py`
 turns them into numbers. Nothing here knows which engine it is timing.
@@ -35,8 +37,9 @@ class MeasureConfig:
     # CPU: the runner that just finished has threads spinning for work that will not come.
     # Measured here: an ORT 1.32 session's intra-op worker spins 30-70 ms after its last
     # run, so a fixed 10 ms pause left it competing with the next runner for the first ~15
-    # runs of every turn (medians +50 %, p90 up to 10x). Waiting for the CPU to go quiet adapts to any
-    # engine's spin policy (ORT, OpenMP in torch) and costs nothing on a GPU.
+    # runs of every turn (those runs +60 %, the medians +50 %). Waiting for the CPU to go
+    # quiet adapts to any engine's spin policy (ORT, OpenMP in torch) and costs nothing on
+    # a GPU.
     settle_max_s: float = 0.25
     # A turn also ends after this much run time, so a slow model (ResNet-50 at batch 64)
     # does not hold the machine for 30 × 1 s while the other one waits.

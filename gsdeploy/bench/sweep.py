@@ -40,13 +40,18 @@ class Subject:
     input_shape: tuple[int, ...] | None = None
 
 
+# (subject, threads, spinning) -> a Runner for that subject
+RunnerFactory = Callable[["Subject", "int | None", bool], Runner]
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     name: str
-    family: str  # "ort" | "torch"
+    family: str  # "ort" | "torch" | anything a registered factory handles
     providers: tuple[str, ...] = ()
     device: str = "cpu"
     cuda_graph: bool = False
+    factory: RunnerFactory | None = None  # set for engines added with register_engine
 
 
 ENGINES: dict[str, EngineSpec] = {
@@ -58,6 +63,12 @@ ENGINES: dict[str, EngineSpec] = {
     "torch-cuda": EngineSpec("torch-cuda", "torch", device="cuda"),
     "torch-cuda-graph": EngineSpec("torch-cuda-graph", "torch", device="cuda", cuda_graph=True),
 }
+
+
+def register_engine(name: str, factory: RunnerFactory, family: str = "custom") -> None:
+    """Add an engine to the sweep (e.g. TensorRT): `factory(subject, threads, spinning)`
+    returns a Runner. The scheduler, statistics and tables need no change."""
+    ENGINES[name] = EngineSpec(name, family, factory=factory)
 
 
 def _onnx_input_shape(path: Path) -> tuple[int, ...] | None:
@@ -77,6 +88,8 @@ def make_runner(engine: str, subject: Subject, threads: int | None, spinning: bo
     spec = ENGINES.get(engine)
     if spec is None:
         raise GsdeployError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
+    if spec.factory is not None:
+        return spec.factory(subject, threads, spinning)
     if spec.family == "ort":
         if subject.onnx_path is None:
             raise GsdeployError(f"engine '{engine}' needs an ONNX file for '{subject.name}'; export it first")

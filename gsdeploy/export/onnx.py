@@ -20,34 +20,35 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
 def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET) -> str:
-    """Write `module` to `path`; returns the exporter used.
+    """Write `module` to `path` with a dynamic batch axis; returns the exporter used.
 
-    The torch.export-based exporter is the supported one from torch 2.9 on; the TorchScript one is
-    the fallback for graphs torch.export cannot capture.
+    The TorchScript exporter goes first: on these CNNs it is exact and takes well under a second,
+    while the torch.export-based one took 7-12 s per CIFAR ResNet here (torch 2.13). torch has
+    deprecated the TorchScript exporter, so the torch.export one takes over wherever it fails or
+    is gone; the manifest records which one wrote the file.
     """
     example = (torch.zeros((2, *input_shape)),)
     module = module.eval()
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), quiet, torch.no_grad():
-            warnings.simplefilter("ignore")
-            batch = torch.export.Dim("batch", min=1, max=65536)
-            torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes=({0: batch},), external_data=False, verbose=False)
-        return "torch.export"
-    except Exception as dynamo_error:  # noqa: BLE001 - any capture failure falls back
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    errors = []
+    for exporter in ("torchscript", "torch.export"):
         try:
-            with warnings.catch_warnings(), quiet, torch.no_grad():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(module, example, str(path), dynamo=False, opset_version=17,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-            return "torchscript"
-        except Exception as e:  # noqa: BLE001
-            raise GsdeployError(f"ONNX export failed: {str(dynamo_error).splitlines()[0][:160]}; "
-                                f"fallback exporter: {str(e).splitlines()[0][:160]}") from None
+                if exporter == "torchscript":
+                    torch.onnx.export(module, example, str(path), dynamo=False, opset_version=min(opset, 17),
+                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                else:
+                    batch = torch.export.Dim("batch", min=1, max=65536)
+                    torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset,
+                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                      dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+            return exporter
+        except Exception as e:  # noqa: BLE001 - any failure of one exporter falls through to the next
+            errors.append(f"{exporter}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}")
+    raise GsdeployError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
 def ort_session(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None):

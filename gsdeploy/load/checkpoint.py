@@ -43,12 +43,20 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
                 f"{path} holds pickled Python objects (such as a whole nn.Module); unpickling runs code "
                 "from the file, so it is refused. Re-run with --trust only if you trust where it came from"
             ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise LoadError(f"{path} is not a readable PyTorch checkpoint (truncated or another format: {_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on foreign or cut files
+        if zipfile.is_zipfile(path) or _is_cut_zip(path):
+            raise LoadError(f"{path} is a truncated or corrupt PyTorch checkpoint ({_first_line(e)[:120]})") from None
+        raise LoadError(f"{path} is not a PyTorch checkpoint (not a file written by torch.save)") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a trusted pickle can fail in arbitrary ways (missing classes, ...)
         raise LoadError(f"{path} could not be unpickled even with --trust: {_first_line(e)}") from None
+
+
+def _is_cut_zip(path: Path) -> bool:
+    """torch.save writes a zip; a cut one still starts with the zip magic but lost its directory."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def _first_line(e: BaseException) -> str:

@@ -20,6 +20,7 @@ falls out of the union: the class is zero only if every addend's producer is zer
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ import torch.nn as nn
 
 from gsdeploy.transforms import ops
 from gsdeploy.transforms.fold_bn import bn_scale_shift, foldable_bn
-from gsdeploy.transforms.fxutil import bind, call_counts
+from gsdeploy.transforms.fxutil import attr_value, bind, call_counts
 from gsdeploy.zoo.layers import DReLU
 
 ZERO_PRESERVING_MODULES: tuple[type, ...] = (
@@ -107,6 +108,9 @@ class Analysis:
     roots: np.ndarray
     removable: np.ndarray  # per root id: the class goes
     zero: np.ndarray  # per root id: the class is zero everywhere (removal changes no value)
+
+    def any_removable(self) -> bool:
+        return bool(self.removable[self.roots].any())
 
     def keep(self, node: fx.Node) -> np.ndarray:
         """Indices of the channels of `node` that stay."""
@@ -251,8 +255,15 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _binary(cg: ChannelGraph, node: fx.Node, shapes: dict, kind: str) -> bool:
+def _scalar(gm: fx.GraphModule, v: Any) -> Any:
+    """A one-element constant tensor (torch.export keeps DReLU's slopes as such) as a number."""
+    t = attr_value(gm, v)
+    return float(t.detach().reshape(())) if t is not None and t.numel() == 1 else v
+
+
+def _binary(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, kind: str) -> bool:
     a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+    a, b = (a if cg.tracked(a) else _scalar(gm, a)), (b if cg.tracked(b) else _scalar(gm, b))
     if cg.tracked(a) and cg.tracked(b):
         if kind == "div" or not (shapes[a] == shapes[b] == shapes.get(node)):
             return False  # broadcasting (e.g. SE attention) or 0/0: not understood here
@@ -260,13 +271,14 @@ def _binary(cg: ChannelGraph, node: fx.Node, shapes: dict, kind: str) -> bool:
         cg.union_channels(b, node)
         return True
     x, v = (a, b) if cg.tracked(a) else (b, a)
-    if not _is_number(v):
+    if not _is_number(v) or any(n is not x for n in node.all_input_nodes if n.op != "get_attr"):
         return False
-    if kind == "add":
-        return _pointwise(cg, node, x, v == 0)  # x + v, x - v, v - x: zero stays zero only for v == 0
-    if kind == "div" and (x is b or v == 0):
-        return False
-    return _pointwise(cg, node, x, True)
+    if not _same_width(cg, x, node) or (kind == "div" and (x is b or v == 0)):
+        return False  # v / x and x / 0 do not keep zeros
+    cg.union_channels(x, node)
+    if kind == "add" and v != 0:  # x + v, x - v, v - x: zero stays zero only for v == 0
+        cg.mark(cg.nonzero, node, True)
+    return True
 
 
 def _cat(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
@@ -356,11 +368,11 @@ def rule_function(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: d
     if ops.is_fn(node, ops.NOT_ZERO_PRESERVING_FNS, ops.NOT_ZERO_PRESERVING_METHODS):
         return _pointwise(cg, node, _first(node), False)
     if ops.is_fn(node, ops.ADD_FNS, ops.ADD_METHODS):
-        return _binary(cg, node, shapes, "add")
+        return _binary(cg, gm, node, shapes, "add")
     if ops.is_fn(node, ops.MUL_FNS, ops.MUL_METHODS):
-        return _binary(cg, node, shapes, "mul")
+        return _binary(cg, gm, node, shapes, "mul")
     if ops.is_fn(node, ops.DIV_FNS, ops.DIV_METHODS):
-        return _binary(cg, node, shapes, "div")
+        return _binary(cg, gm, node, shapes, "div")
     if ops.is_fn(node, ops.CAT_FNS):
         return _cat(cg, node, shapes)
     if ops.is_fn(node, ops.PAD_FNS):
@@ -369,9 +381,23 @@ def rule_function(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: d
         return _flatten_fn(cg, node, shapes)
     if ops.is_fn(node, ops.MEAN_FNS, ops.MEAN_METHODS):
         return _mean(cg, node, shapes)
+    if ops.is_fn(node, ops.POOL_WITH_INDICES_FNS):
+        # (values, indices): fine when only the values are used; the getitem rule links them
+        return all(u.target is operator.getitem and u.args[1] == 0 for u in node.users)
+    if node.target is operator.getitem and isinstance(node.args[0], fx.Node) and \
+            ops.is_fn(node.args[0], ops.POOL_WITH_INDICES_FNS) and node.args[1] == 0:
+        x = node.args[0].args[0]
+        if not _same_width(cg, x, node):
+            return False
+        cg.union_channels(x, node)
+        return True
     if node.op == "call_method" and node.target == "size" and node.args[1:2] == (0,):
         return True  # reads the batch size only
     return False
+
+
+def _has_channel_state(m: nn.Module) -> bool:
+    return any(t.numel() > 1 for t in list(m.parameters()) + list(m.buffers()))
 
 
 def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.0) -> ChannelGraph:
@@ -392,8 +418,10 @@ def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.
         ok = False
         try:
             if node.op == "call_module":
-                # a module called twice cannot be cut for one call only
-                ok = calls[node.target] == 1 and rule_module(cg, gm, node, shapes, tol)
+                # a module with per-channel state called twice cannot be cut for one call only;
+                # stateless ones (a ReLU reused across a block) can
+                ok = (calls[node.target] == 1 or not _has_channel_state(gm.get_submodule(node.target))) \
+                    and rule_module(cg, gm, node, shapes, tol)
             else:
                 ok = rule_function(cg, gm, node, shapes, tol)
         except (KeyError, IndexError, TypeError, ValueError):

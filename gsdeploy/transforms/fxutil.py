@@ -208,3 +208,20 @@ def drop_unused_attrs(gm: fx.GraphModule) -> None:
                 if not inside_called and hasattr(owner, attr) and not isinstance(getattr(owner, attr), nn.Module):
                     delattr(owner, attr)
     gm.delete_all_unused_submodules()
+
+
+def set_eval(m: nn.Module) -> None:
+    """m.eval(), also for modules of torch.export, whose eval() raises (their graph is fixed)."""
+    try:
+        m.eval()
+    except NotImplementedError:
+        for sub in m.modules():
+            sub.training = False
+
+
+def set_train(m: nn.Module, mode: bool) -> None:
+    try:
+        m.train(mode)
+    except NotImplementedError:
+        for sub in m.modules():
+            sub.training = mode

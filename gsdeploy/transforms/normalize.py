@@ -206,12 +206,13 @@ def _drop_identity(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 def normalize(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     """Rewrite in place; returns no decisions (normalizing changes no shapes or MACs)."""
-    shapes = ctx.shapes(gm)
     for node in list(gm.graph.nodes):
-        if node.op not in ("call_function", "call_method", "call_module"):
-            continue
-        (_drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node) or _bn_from(gm, node, shapes)
-         or _flatten_from_reshape(gm, node, shapes))
+        if node.op in ("call_function", "call_method", "call_module"):
+            _drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node)
+    shapes = ctx.shapes(gm)  # after the first sweep: BN needs the rank of its (new) input node
+    for node in list(gm.graph.nodes):
+        if node.op in ("call_function", "call_method"):
+            _bn_from(gm, node, shapes) or _flatten_from_reshape(gm, node, shapes)
     gm.graph.eliminate_dead_code()
     drop_unused_attrs(gm)
     gm.recompile()

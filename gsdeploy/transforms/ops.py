@@ -32,9 +32,11 @@ ZERO_PRESERVING_FNS = {
     F.max_pool2d, aten.max_pool2d.default, torch.max_pool2d,
     F.avg_pool2d, aten.avg_pool2d.default,
     F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default,
-    F.adaptive_max_pool2d,
+    F.adaptive_max_pool2d, torch.neg, aten.neg.default, operator.neg,
 }
-ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous", "clone", "float"}
+ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous", "clone", "float", "neg"}
+# return (values, indices); element 0 is channel-wise and zero-preserving
+POOL_WITH_INDICES_FNS = {aten.max_pool2d_with_indices.default}
 # element-wise ops that keep channels separate but do not map 0 to 0
 NOT_ZERO_PRESERVING_FNS = {torch.sigmoid, aten.sigmoid.default, F.sigmoid, torch.exp, aten.exp.default,
                            F.hardsigmoid, aten.hardsigmoid.default}

@@ -15,7 +15,7 @@ from gsdeploy.transforms.fold_bn import fold_bn
 from gsdeploy.transforms.fold_drelu import fold_drelu
 from gsdeploy.transforms.fold_linear import fold_linear
 from gsdeploy.transforms.fuse_pairs import fuse_pairs
-from gsdeploy.transforms.fxutil import drop_unused_attrs
+from gsdeploy.transforms.fxutil import drop_unused_attrs, set_eval
 from gsdeploy.transforms.normalize import normalize
 from gsdeploy.transforms.plan import Decision, DeployOptions, DeployResult
 from gsdeploy.transforms.prune_zero import prune_zero, zero_small_groups
@@ -67,13 +67,15 @@ def deploy(module: nn.Module, input_shape: tuple[int, ...], options: DeployOptio
     """
     input_shape = tuple(int(s) for s in input_shape)
     original = module
-    was_training = original.training
-    original.eval()
+    # evaluated in eval mode; the caller's training flags are put back afterwards
+    was_training = {name: m.training for name, m in original.named_modules()}
+    set_eval(original)
     try:
         check_input_shape(original, input_shape)
         result = _deploy(original, input_shape, options)
     finally:
-        original.train(was_training)
+        for name, m in original.named_modules():
+            m.training = was_training.get(name, m.training)
     return result
 
 
@@ -104,7 +106,7 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     drop_unused_attrs(gm)
     gm.graph.lint()
     gm.recompile()
-    gm.eval()
+    set_eval(gm)
 
     verification = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance)
     if not verification.passed:

@@ -9,6 +9,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.transforms.fxutil import set_eval
 from gsdeploy.zoo.layers import DReLU
 
 # Modules kept as single call_module nodes: the passes understand them as a whole
@@ -61,9 +62,10 @@ def trace(module: nn.Module) -> fx.GraphModule:
     """
     if isinstance(module, fx.GraphModule):
         gm = copy.deepcopy(module)
-        gm.eval()
+        set_eval(gm)
         return gm
-    root = copy.deepcopy(module).eval()
+    root = copy.deepcopy(module)
+    set_eval(root)
     tracer = _LeafFallbackTracer()
     try:
         graph = tracer.trace(root)
@@ -72,5 +74,5 @@ def trace(module: nn.Module) -> fx.GraphModule:
         raise TraceError(f"cannot trace {type(module).__name__}.forward with torch.fx: {first}") from None
     name = type(root).__name__
     gm = fx.GraphModule(tracer.root, graph, name)
-    gm.eval()
+    set_eval(gm)
     return gm

@@ -88,6 +88,8 @@ def resnet50_pruned(keep: float = 0.5, seed: int = 0) -> nn.Module:
 
 
 def _embed_all(small: nn.Module, full: nn.Module, out_maps: dict, in_maps: dict, zero_out: set, zero_in: set) -> nn.Module:
+    if any(p.is_meta for p in full.parameters()):
+        return full.eval()  # architecture only: the masked model has the full model's shapes
     fulls = dict(full.named_modules())
     for name, m in small.named_modules():
         if next(m.parameters(recurse=False), None) is None and next(m.buffers(recurse=False), None) is None:

@@ -15,6 +15,8 @@ from gsdeploy.zoo.layers import DReLU
 
 
 def init_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    if any(p.is_meta for p in model.parameters()):
+        return model.eval()  # architecture only (zoo listing): nothing to initialise
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
