@@ -203,35 +203,122 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name or check
           arch: ArchOpt = None,
           baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense baseline: zoo name or checkpoint")] = None,
           baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None,
-          engine: Annotated[str, typer.Option("--engine", help="ort | torch, comma-separated for several")] = "ort",
-          batch: Annotated[str, typer.Option("--batch", help="batch sizes, e.g. 1,32")] = "1,32",
+          profile: Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")] = None,
+          engine: Annotated[Optional[str], typer.Option("--engine", help="ort | torch | ort-cuda | ort-trt | torch-cuda | torch-cuda-graph | trt, comma-separated")] = None,
+          batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes, e.g. 1,32")] = None,
           output: Annotated[Path, typer.Option("--output", "-o", help="directory for the CSV and Markdown tables")] = Path("results"),
           input_shape: ShapeOpt = None, fuse: FuseOpt = "flops", prune_threshold: ThresholdOpt = None,
           trust: TrustOpt = False,
           threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads (default: all cores)")] = None,
-          warmup_s: Annotated[float, typer.Option("--warmup-s", help="warm-up time per model and batch")] = 0.5,
-          min_iterations: Annotated[int, typer.Option("--min-iterations")] = 50,
-          min_duration_s: Annotated[float, typer.Option("--min-duration-s")] = 2.0,
+          warmup_s: Annotated[Optional[float], typer.Option("--warmup-s", help="warm-up time per model and batch")] = None,
+          min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
+          min_duration_s: Annotated[Optional[float], typer.Option("--min-duration-s")] = None,
+          precision: Annotated[str, typer.Option("--precision", help="TensorRT engines: fp32 | fp16 | int8")] = "fp16",
           name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None) -> None:
-    """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables."""
+    """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables.
+
+    Settings come from the profile (default cpu-ort); flags given explicitly override it."""
+    from gsdeploy.errors import MissingDependencyError
     from gsdeploy.pipeline import BenchRequest, run_bench_job
+    from gsdeploy.profiles import load_profile, unavailable_reason
     from gsdeploy.zoo import DEFAULT_MODEL
 
-    engines = [e.strip() for e in engine.split(",") if e.strip()]
-    bad = [e for e in engines if e not in ("ort", "torch")]
-    if bad or not engines:
-        raise GsdeployError(f"--engine must be ort and/or torch, not '{engine}'")
+    prof = load_profile(profile or "cpu-ort")
+    reason = unavailable_reason(prof)
+    if reason:
+        raise MissingDependencyError(f"profile {prof.name} cannot run here: {reason}")
+    engines = ([e.strip() for e in engine.split(",") if e.strip()] if engine
+               else list(dict.fromkeys(e.bench_engine(prof.device) for e in prof.engines)))
+    if not engines:
+        raise GsdeployError("--engine names no engine")
+    batches = _int_list(batch, "--batch") if batch else list(prof.batches)
+    warmup_s = prof.warmup_s if warmup_s is None else warmup_s
+    min_iterations = prof.min_iterations if min_iterations is None else min_iterations
+    min_duration_s = prof.min_duration_s if min_duration_s is None else min_duration_s
     if warmup_s < 0 or min_iterations < 1 or min_duration_s < 0:
         raise GsdeployError("--warmup-s and --min-duration-s must be >= 0 and --min-iterations >= 1")
+    if input_shape is None and prof.input_shape:
+        input_shape = "x".join(map(str, prof.input_shape))
     request = BenchRequest(
         model=model or DEFAULT_MODEL, arch=arch, baseline=baseline, baseline_arch=baseline_arch, engines=engines,
-        batches=_int_list(batch, "--batch"), out_dir=output, input_shape=input_shape, fuse=fuse,
-        prune_threshold=prune_threshold, trust=trust, threads=threads, warmup_s=warmup_s,
-        min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
-        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        batches=batches, out_dir=output, input_shape=input_shape, fuse=fuse,
+        prune_threshold=prune_threshold, trust=trust, threads=threads if threads is not None else prof.threads,
+        warmup_s=warmup_s, min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
+        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), precision=precision, profile=prof.name)
     table, files = run_bench_job(request, options=_options(fuse, prune_threshold))
     out.print(table)
     out.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+
+
+@app.command()
+@guarded
+def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or directories of them")],
+           fmt: Annotated[str, typer.Option("--format", help="md | csv | html")] = "md",
+           plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw latency vs MACs and speedups to this PNG")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the table here instead of stdout")] = None) -> None:
+    """Merge result rows from many runs and devices into latency tables with speedups vs the dense baseline."""
+    from gsdeploy.report import latency_table, load_rows, render
+    from gsdeploy.report.io import write_text_atomic
+
+    df = load_rows(paths)
+    for skipped in df.attrs.get("skipped", []):
+        err.print(f"skipped {skipped}", highlight=False, markup=False)
+    text = render(latency_table(df), fmt)
+    if output is not None:
+        write_text_atomic(output, text)
+        out.print(f"wrote {output}", highlight=False)
+    else:
+        typer.echo(text)
+    if plot is not None:
+        from gsdeploy.report import plot as draw
+
+        draw(df, plot)
+        out.print(f"wrote {plot}", highlight=False)
+
+
+@app.command()
+@guarded
+def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a directory of them)")],
+             profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None) -> None:
+    """Check speedup / FLOP / params / latency claims: PASS or FAIL with measured vs claimed; exit 1 on any FAIL."""
+    from gsdeploy.profiles import load_profile
+    from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts
+
+    if profile is not None:
+        load_profile(profile)  # a typo fails before any work
+    verdicts = evaluate_claims(load_claims(claims), _measure_claim, profile=profile)
+    typer.echo(render_verdicts(verdicts))
+    raise typer.Exit(exit_code(verdicts))
+
+
+def _measure_claim(claim) -> float:
+    """Time one claim with its profile's settings; returns speedup or latency of the compressed model."""
+    import tempfile
+
+    import pandas as pd
+
+    from gsdeploy.errors import MissingDependencyError
+    from gsdeploy.pipeline import BenchRequest, run_bench_job
+    from gsdeploy.profiles import load_profile, unavailable_reason
+    from gsdeploy.report.claims import claim_settings
+
+    prof = load_profile(claim.profile or "cpu-ort")
+    reason = unavailable_reason(prof)
+    if reason:
+        raise MissingDependencyError(reason)
+    eng, precision, batch = claim_settings(claim, prof)
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-claim-") as tmp:
+        request = BenchRequest(
+            model=claim.model, arch=getattr(claim, "arch", None), baseline=claim.baseline,
+            baseline_arch=getattr(claim, "baseline_arch", None), engines=[eng.bench_engine(prof.device)],
+            batches=[batch], out_dir=Path(tmp), input_shape=None, fuse="flops", prune_threshold=None, trust=False,
+            threads=prof.threads, warmup_s=prof.warmup_s, min_iterations=prof.min_iterations,
+            min_duration_s=prof.min_duration_s, name="claim", command=f"gsdeploy validate ({claim.id})",
+            precision=precision, profile=prof.name)
+        _, files = run_bench_job(request, options=_options("flops", None))
+        df = pd.read_csv(next(f for f in files if f.suffix == ".csv"))
+    row = df[df["role"] == "compressed"].iloc[0]
+    return float(row["speedup_vs_baseline"] if claim.metric == "speedup" else row["latency_ms_median"])
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ class BenchRequest:
     min_duration_s: float
     name: str | None
     command: str
+    precision: str = "fp16"  # TensorRT engines only; ORT and torch run the fp32 graph
+    profile: str | None = None
 
 
 def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: str | None,
@@ -52,7 +54,21 @@ def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: s
     raise GsdeployError(f"no known dense baseline for {loaded.name}; pass --baseline MODEL [--baseline-arch ARCH]")
 
 
-def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: bool):
+def _trt_engine(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str, precision: str,
+                batches: list[int]) -> Path:
+    """Build a TensorRT engine for the batch range from the verified ONNX (checked against the
+    original module at the precision's tolerance by export_trt)."""
+    from gsdeploy.export.tensorrt import export_trt
+    from gsdeploy.export.trt_config import BatchRange, TrtBuildOptions
+
+    path = workdir / f"{role}.engine"
+    opts = TrtBuildOptions(precision=precision, batch=BatchRange(min(batches), max(batches), max(batches)))
+    export_trt(loaded.module, onnx_path, loaded.input_shape, opts, path, {"source": loaded.name})
+    return path
+
+
+def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: bool,
+             trt: tuple[str, list[int]] | None = None):
     from gsdeploy.bench.flops import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
@@ -69,10 +85,11 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
                                        f"{check.max_rel_err:.3e} (tolerance {check.tolerance:.0e})")
         artifact_bytes = onnx_path.stat().st_size
         err = max(err, check.max_rel_err)
+    engine_path = _trt_engine(loaded, onnx_path, workdir, role, *trt) if trt and onnx_path else None
     return Subject(name=loaded.name, role=role, macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
                    weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes,
-                   input_shape=tuple(loaded.input_shape))
+                   input_shape=tuple(loaded.input_shape), engine_path=engine_path)
 
 
 def run_bench_job(req: BenchRequest, options) -> tuple[Table, list[Path]]:
@@ -89,9 +106,10 @@ def run_bench_job(req: BenchRequest, options) -> tuple[Table, list[Path]]:
     req.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = MeasureConfig(warmup_s=req.warmup_s, min_iterations=req.min_iterations, min_duration_s=req.min_duration_s)
     with tempfile.TemporaryDirectory(prefix="gsdeploy-bench-") as tmp:
-        need_onnx = "ort" in req.engines
-        subjects = [_subject(base, "baseline", options, Path(tmp), need_onnx),
-                    _subject(loaded, "compressed", options, Path(tmp), need_onnx)]
+        trt = (req.precision, req.batches) if "trt" in req.engines else None
+        need_onnx = trt is not None or any(e.startswith("ort") for e in req.engines)
+        subjects = [_subject(base, "baseline", options, Path(tmp), need_onnx, trt),
+                    _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt)]
         df = run_sweep(subjects, req.engines, req.batches, cfg, threads=req.threads, command=req.command)
     stem = req.name or f"bench_{loaded.name}"
     files = list(write_results(df, req.out_dir, stem))

@@ -124,7 +124,8 @@ def test_speedups_are_recomputed_from_rows(tmp_path):
 
 def test_each_device_engine_batch_uses_its_own_baseline(tmp_path):
     rows = (one_run(device="Xeon") + one_run(device="Orin", engine="trt", precision="fp16")
-            + [row("resnet56", "baseline", 10.0, 1000, batch=32), row("resnet56_hinge50", "compressed", 5.0, 500, batch=32)])
+            + [row("resnet56", "baseline", 10.0, 1000, batch=32),
+               row("resnet56_hinge50", "compressed", 5.0, 500, batch=32)])
     rows[2]["latency_ms_median"], rows[3]["latency_ms_median"] = 1.0, 0.9  # Orin
     t = latency_table(pd.DataFrame(rows))
     assert t.loc[("resnet56_hinge50", "Xeon", "ort", "fp32", 1), "speedup"] == pytest.approx(1.25)
@@ -237,6 +238,16 @@ def test_render_markdown_csv_html():
     assert "evil&lt;b&gt;" in page and "evil<b>" not in page
     with pytest.raises(GsdeployError, match="unknown report format 'pdf'"):
         render(t, "pdf")
+
+
+def test_power_columns_are_carried_when_present():
+    rows = one_run()
+    rows[0].update(avg_power_w=7.5, energy_per_inference_mj=15.0)
+    rows[1].update(avg_power_w=6.0, energy_per_inference_mj=9.6)
+    t = latency_table(pd.DataFrame(rows))
+    assert t.loc[("resnet56_hinge50", "Xeon", "ort", "fp32", 1), "energy_per_inference_mj"] == 9.6
+    assert "| mJ/inference |" in render(t, "md").splitlines()[0]
+    assert "avg_power_w" not in latency_table(pd.DataFrame(one_run())).columns
 
 
 def test_render_empty_table():

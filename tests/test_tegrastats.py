@@ -10,11 +10,9 @@ The lines themselves are device output published in public repositories (noted p
 
 from __future__ import annotations
 
-import os
 import stat
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -160,3 +158,21 @@ def test_sampler_with_too_few_samples_says_so(tmp_path):
         pass
     r = s.result(inferences=1)
     assert r.avg_power_w is None and "only 0 tegrastats sample" in r.skipped
+
+
+def test_profile_power_modules_match_the_parser():
+    from gsdeploy.bench.tegrastats import MODULE_KINDS
+    from gsdeploy.profiles import POWER_MODULES
+
+    assert set(POWER_MODULES) == set(MODULE_KINDS)
+
+
+def test_sampler_explains_lines_without_rails(tmp_path):
+    script = tmp_path / "tegrastats"
+    script.write_text(f"#!{sys.executable}\nimport time\nwhile True:\n"
+                      "    print('RAM 1923/3964MB (lfb 2x2MB) CPU [5%@1224]', flush=True)\n    time.sleep(0.02)\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    with TegrastatsSampler(20, executable=str(script)) as s:
+        time.sleep(0.3)
+    r = s.result(inferences=1)
+    assert r.avg_power_w is None and "no power rails" in r.skipped and "root" in r.skipped

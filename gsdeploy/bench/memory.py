@@ -95,8 +95,13 @@ _CHILD = textwrap.dedent("""
         so.intra_op_num_threads = args["threads"]
     sess = ort.InferenceSession(args["onnx"], so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    shape = [args["batch"], *args["shape"]] if args["shape"] else [
-        args["batch"] if not isinstance(d, int) or i == 0 else d for i, d in enumerate(inp.shape)]
+    if args["shape"]:
+        shape = [args["batch"], *args["shape"]]
+    else:
+        dims = list(inp.shape)[1:]
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            sys.exit("the model's input shape %s is not static; pass input_shape" % (inp.shape,))
+        shape = [args["batch"], *dims]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(args["runs"]):
         sess.run(None, {inp.name: x})

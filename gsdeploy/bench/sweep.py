@@ -38,6 +38,7 @@ class Subject:
     weights_bytes: int | None
     artifact_bytes: int | None
     input_shape: tuple[int, ...] | None = None
+    engine_path: Path | None = None  # a gsdeploy-built TensorRT engine, for the "trt" engine
 
 
 # (subject, threads, spinning) -> a Runner for that subject
@@ -69,6 +70,17 @@ def register_engine(name: str, factory: RunnerFactory, family: str = "custom") -
     """Add an engine to the sweep (e.g. TensorRT): `factory(subject, threads, spinning)`
     returns a Runner. The scheduler, statistics and tables need no change."""
     ENGINES[name] = EngineSpec(name, family, factory=factory)
+
+
+def _trt_runner(subject: Subject, threads: int | None, spinning: bool) -> Runner:
+    if subject.engine_path is None:
+        raise GsdeployError(f"engine 'trt' needs a TensorRT engine for '{subject.name}'; build it first")
+    from gsdeploy.bench.runners.trt import TrtRunner
+
+    return TrtRunner(subject.engine_path)
+
+
+register_engine("trt", _trt_runner, family="tensorrt")
 
 
 def _onnx_input_shape(path: Path) -> tuple[int, ...] | None:

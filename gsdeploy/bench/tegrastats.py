@@ -173,6 +173,7 @@ class TegrastatsSampler:
         self.module: str | None = None
         self.skipped: str | None = None
         self.errors: list[str] = []
+        self.lines_without_rails = 0
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -180,6 +181,7 @@ class TegrastatsSampler:
 
     def __enter__(self) -> "TegrastatsSampler":
         self.samples.clear()
+        self.lines_without_rails = 0
         self.skipped = tegrastats_unavailable_reason(self.executable)
         if self.skipped:
             if self.strict:
@@ -204,6 +206,7 @@ class TegrastatsSampler:
             now = time.perf_counter()
             rails = parse_line(line)
             if not rails:
+                self.lines_without_rails += 1
                 continue
             try:
                 if self.module is None:
@@ -244,6 +247,9 @@ class TegrastatsSampler:
                        f"time the loop for longer than {self.min_samples} × {self.interval_ms} ms")
             if self.errors:
                 skipped += f" ({self.errors[0]})"
+            elif not window and self.lines_without_rails:
+                skipped += (" (tegrastats printed no power rails: some Jetson Linux images show them only to "
+                            "root, and a Jetson Nano 2GB has no power monitor)")
         if skipped is not None:
             return PowerResult(None, None, None, None, len(window), inferences, self.module, skipped)
         duration = self._t1 - self._t0

@@ -19,7 +19,11 @@ OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET) -> str:
+EXPORTERS = ("torchscript", "torch.export")
+
+
+def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = OPSET,
+                exporters: tuple[str, ...] = EXPORTERS) -> str:
     """Write `module` to `path` with a dynamic batch axis; returns the exporter used.
 
     The TorchScript exporter goes first: on these CNNs it is exact and takes well under a second,
@@ -32,7 +36,7 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
     errors = []
-    for exporter in ("torchscript", "torch.export"):
+    for exporter in exporters:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
                 warnings.simplefilter("ignore")

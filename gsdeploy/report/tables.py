@@ -31,6 +31,9 @@ TABLE_COLUMNS = [
     "role", "baseline", "median_ms", "p90_ms", "p99_ms", "cov", "throughput_per_s", "macs", "params",
     "speedup", "flop_speedup", "efficiency", "baseline_from", "provider", "threads", "n_runs", "note",
 ]
+# Optional row columns carried into the table when the rows have them (memory from the bench
+# rows; power/energy on Jetson from bench/tegrastats.py, under these names).
+PASSTHROUGH = ("weights_bytes", "artifact_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj")
 FORMATS = ("md", "csv", "html")
 
 
@@ -91,7 +94,8 @@ def _pick_baselines(df: pd.DataFrame) -> tuple[list[Any], list[str], list[str]]:
             ("same run", [j for j in cands if (source[j], command[j]) == (source[i], command[i])]),
             ("other run", cands),
         ]
-        chosen, where, note = None, "", "no baseline row with the same device, engine, provider, precision, batch, threads"
+        chosen, where = None, ""
+        note = "no baseline row with the same device, engine, provider, precision, batch, threads"
         for name, tier in tiers:
             if not tier:
                 continue
@@ -150,11 +154,14 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
         "baseline_from": origin, "provider": _col(df, "provider"), "threads": _col(df, "threads"),
         "note": notes, "_stamp": [_norm(v) for v in _col(df, "timestamp")],
     })
+    extra = [c for c in PASSTHROUGH if c in df.columns and df[c].notna().any()]
+    for c in extra:
+        out[c] = pd.to_numeric(df[c], errors="coerce")
     # Collapse repeats of one configuration to the latest measurement.
     out["n_runs"] = out.groupby(INDEX, dropna=False)["median_ms"].transform("size").astype(int)
     out = out.sort_values("_stamp", kind="stable").drop_duplicates(INDEX, keep="last")
     out = out.drop(columns="_stamp").set_index(INDEX).sort_index()
-    return out[TABLE_COLUMNS]
+    return out[TABLE_COLUMNS + extra]
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -163,6 +170,7 @@ _MD = [  # (header, column, format)
     ("role", "role", "s"), ("baseline", "baseline", "s"),
     ("median ms", "median_ms", ".3f"), ("p90 ms", "p90_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"),
     ("speedup", "speedup", ".2f"), ("FLOP speedup", "flop_speedup", ".2f"), ("efficiency", "efficiency", ".2f"),
+    ("power W", "avg_power_w", ".2f"), ("mJ/inference", "energy_per_inference_mj", ".2f"),
 ]
 
 

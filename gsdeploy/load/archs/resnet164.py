@@ -1,0 +1,40 @@
+"""CIFAR ResNet-164 (bottleneck) of github ofsoundof/group_sparsity, dense and Hinge.
+
+Read from model/resnet.py (ResNet with depth > 56 -> BottleNeck, DownSampleC since downsample_type
+defaults to 'C'; scripts pass --no_bias, so the stem conv has no bias) and
+model_hinge/hinge_resnet_bottleneck.py (Hinge: no extra 1x1; the bottleneck's own 1x1 convs are the
+sparse matrices; compress() thins body.0 outputs and body.6 inputs independently, so the two inner
+widths of a block may differ; the 0-dim buffer `running_grad_ratio` is saved once training set it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from gsdeploy.load.archs.keys import count_blocks, mismatch, shape
+from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.zoo.resnet164 import build_cifar_bottleneck_resnet
+
+SOURCE = "github ofsoundof/group_sparsity model/resnet.py (BottleNeck, DownSampleC), model_hinge/hinge_resnet_bottleneck.py"
+
+
+def _template(depth: int, arch: str):
+    def build(state: dict[str, torch.Tensor]) -> nn.Module:
+        n = count_blocks(state, r"features\.{stage}\.(\d+)\.body\.0\.weight$", arch, ["1", "2", "3"])
+        if n != (depth - 2) // 9:
+            raise mismatch(arch, f"it has {3 * n} bottleneck blocks (ResNet-{9 * n + 2}), "
+                                 f"--arch {arch} needs {3 * ((depth - 2) // 9)}")
+        classes = shape(state, "classifier.weight", arch, 2)[0]
+        return build_cifar_bottleneck_resnet(depth, num_classes=classes, stem_bias=False)
+
+    return build
+
+
+register_arch(OfficialArch(
+    name="resnet164", template=_template(164, "resnet164"), input_shape=(3, 32, 32),
+    description="official dense CIFAR ResNet-164 (bottleneck, downsample C)", source=SOURCE))
+register_arch(OfficialArch(
+    name="hinge_resnet164", template=_template(164, "hinge_resnet164"), input_shape=(3, 32, 32),
+    description="official Hinge ResNet-164 (thinner bottleneck inner widths)", baseline_arch="resnet164",
+    ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
