@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-
-
-def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    if node.op != "call_module":
-        return None
-    return gm.get_submodule(node.target)
-
-
-def is_module(gm: fx.GraphModule, node: Any, types: type | tuple[type, ...]) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_module" and isinstance(gm.get_submodule(node.target), types)
 
 
 def call_counts(gm: fx.GraphModule) -> Counter:
@@ -61,11 +51,6 @@ def _parent_exists(gm: fx.GraphModule, name: str) -> bool:
         return True
     except AttributeError:
         return False
-
-
-def remove_unused_modules(gm: fx.GraphModule) -> None:
-    """Drop submodules no node calls any more (after folds and fusions) so params are counted right."""
-    gm.delete_all_unused_submodules()
 
 
 class _ShapeRecorder(fx.Interpreter):
@@ -156,16 +141,6 @@ def common_prefix(names: list[str]) -> str:
         else:
             break
     return ".".join(out) if out else names[0]
-
-
-def tensor_args(node: fx.Node) -> Iterator[fx.Node]:
-    for a in node.all_input_nodes:
-        yield a
-
-
-def only_user(node: fx.Node) -> fx.Node | None:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
 
 
 def bind(node: fx.Node, names: tuple[str, ...], defaults: dict[str, Any] | None = None) -> dict[str, Any]:

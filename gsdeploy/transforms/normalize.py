@@ -2,8 +2,9 @@
 
 Graphs from symbolic_trace of F.* code and from torch.export (aten ops, get_attr weights)
 then look alike, so every later pass has one pattern to match: call_module Conv2d /
-Linear / BatchNorm. Also drops identity-like nodes (Identity, eval Dropout) and turns a
-view/reshape that is really flatten(x, 1) into torch.flatten, which prune_zero understands.
+Linear / BatchNorm. Also drops identity-like nodes (Identity, eval Dropout), turns a
+view/reshape that is really flatten(x, 1) into torch.flatten, which prune_zero understands,
+and turns torch.export's decomposition of DReLU (p*relu(x) + n*relu(-x)) back into a DReLU.
 Anything else is left as it is; later passes treat what they do not know as opaque.
 """
 
@@ -20,6 +21,7 @@ from gsdeploy.transforms import ops
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import attr_value, bind, drop_unused_attrs, fresh_name, set_module
 from gsdeploy.transforms.plan import Decision
+from gsdeploy.zoo.layers import DReLU
 
 CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
@@ -70,10 +72,13 @@ def _place(gm: fx.GraphModule, node: fx.Node, module: nn.Module, consts: list, v
 
 
 def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module, x: fx.Node, consts: list,
-                         replace: fx.Node | None = None, via: fx.Node | None = None) -> None:
+                         replace: fx.Node | None = None, via: fx.Node | None = None,
+                         via_set: set | None = None) -> None:
     """`replace`: the node whose uses move to the new one (a getitem of a tuple-returning op);
-    `via`: a node between the weight and `node` (a transpose) that goes away with it."""
-    name = _place(gm, node, module, consts, {via} if via is not None else None)
+    `via`: a node between the weight and `node` (a transpose) that goes away with it;
+    `via_set`: more such nodes, left for dead-code elimination."""
+    vias = set(via_set or ()) | ({via} if via is not None else set())
+    name = _place(gm, node, module, [c for c in consts if c is not None], vias or None)
     with gm.graph.inserting_before(node):
         new = gm.graph.call_module(name, (x,))
     (replace or node).replace_all_uses_with(new)
@@ -194,6 +199,45 @@ def _flatten_from_reshape(gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bo
     return True
 
 
+RELU_FNS = {torch.relu, torch.nn.functional.relu, torch.ops.aten.relu.default}
+NEG_FNS = {torch.neg, operator.neg, torch.ops.aten.neg.default}
+PLAIN_ADD_FNS = {operator.add, torch.add, torch.ops.aten.add.Tensor}
+
+
+def _scaled_relu(gm: fx.GraphModule, node) -> tuple[fx.Node, float, fx.Node | None] | None:
+    """(y, s, s_node) if node is s * relu(y) with a one-element constant s, used only here."""
+    if not isinstance(node, fx.Node) or len(node.users) != 1 or not ops.is_fn(node, ops.MUL_FNS, ops.MUL_METHODS):
+        return None
+    if len(node.args) != 2 or node.kwargs:
+        return None
+    for relu, s in (node.args, node.args[::-1]):
+        if isinstance(relu, fx.Node) and ops.is_fn(relu, RELU_FNS, {"relu"}) and len(relu.users) == 1:
+            value = attr_value(gm, s) if isinstance(s, fx.Node) else None
+            if value is not None and value.numel() == 1:
+                return relu.args[0], float(value.detach().reshape(())), s
+            if isinstance(s, (int, float)) and not isinstance(s, bool):
+                return relu.args[0], float(s), None
+    return None
+
+
+def _drelu_from(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """p*relu(x) + n*relu(-x), as torch.export decomposes DReLU, becomes a DReLU module again,
+    so that fold_drelu turns it into a LeakyReLU for exported Hinge models too."""
+    if not ops.is_fn(node, PLAIN_ADD_FNS, {"add"}) or len(node.args) != 2 or node.kwargs:
+        return False
+    a, b = _scaled_relu(gm, node.args[0]), _scaled_relu(gm, node.args[1])
+    if a is None or b is None:
+        return False
+    for pos, neg in ((a, b), (b, a)):
+        y = neg[0]
+        if isinstance(y, fx.Node) and ops.is_fn(y, NEG_FNS, {"neg"}) and len(y.users) == 1 and y.args[0] is pos[0]:
+            module = DReLU(pos[1], neg[1])
+            muls = {m for m in node.args if isinstance(m, fx.Node)}
+            _replace_with_module(gm, node, module, pos[0], [pos[2], neg[2]], via_set=muls)
+            return True
+    return False
+
+
 def _drop_identity(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
@@ -208,7 +252,7 @@ def normalize(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     """Rewrite in place; returns no decisions (normalizing changes no shapes or MACs)."""
     for node in list(gm.graph.nodes):
         if node.op in ("call_function", "call_method", "call_module"):
-            _drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node)
+            _drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node) or _drelu_from(gm, node)
     shapes = ctx.shapes(gm)  # after the first sweep: BN needs the rank of its (new) input node
     for node in list(gm.graph.nodes):
         if node.op in ("call_function", "call_method"):

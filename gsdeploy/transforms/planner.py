@@ -45,15 +45,16 @@ def _signature(gm: fx.GraphModule) -> tuple:
 
 
 def _merge(plan: list[Decision], new: list[Decision]) -> None:
-    """Later rounds may touch a layer again: keep one decision per (site, action) with the
-    first 'before' and the last 'after'."""
+    """Later rounds may meet a site again: keep one decision per (site, layers). The same action
+    again keeps the first 'before' and takes the last 'after'; a different one (a pair kept in
+    round 1, fused after pruning in round 2) replaces the old decision."""
     for d in new:
         for i, old in enumerate(plan):
-            if old.site == d.site and old.action == d.action and old.layers == d.layers:
-                if d.action == "keep":
-                    break
-                plan[i] = Decision(d.site, d.action, d.layers, old.shape_before, d.shape_after, old.macs_before,
-                                   d.macs_after, d.reason)
+            if old.site == d.site and old.layers == d.layers:
+                if old.action == d.action:
+                    d = Decision(d.site, d.action, d.layers, old.shape_before, d.shape_after, old.macs_before,
+                                 d.macs_after, d.reason)
+                plan[i] = d
                 break
         else:
             plan.append(d)

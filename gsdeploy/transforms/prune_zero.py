@@ -75,12 +75,12 @@ def _cut_pad(node: fx.Node, a: Analysis, shapes: dict) -> None:
     slots = channel_pad_slots(pads, len(shapes[x]))
     if slots is None:
         return
-    before, after = pads[slots[0]], pads[slots[1]]
+    before = pads[slots[0]]
     keep = a.keep(node)
     cin = a.graph.width[x]
+    # surviving output channels below `before` are pad channels before x, those past x's end after it
     pads[slots[0]] = int(np.sum(keep < before))
     pads[slots[1]] = int(np.sum(keep >= before + cin))
-    del after
     args = list(node.args)
     if len(args) > 1:
         args[1] = pads
