@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
 from gsdeploy.transforms import deploy, trace, verify_modules
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.normalize import normalize
 from gsdeploy.zoo import create_model
-from test_transforms_nets import init, one_thread  # noqa: F401
+from test_transforms_nets import init, one_thread, random_net, well_conditioned  # noqa: F401
 
 
 class Functional(nn.Module):
@@ -108,3 +109,14 @@ def test_exported_hinge_model_gets_its_drelu_folded():
     ref = deploy(lm.module, lm.input_shape)
     assert sum(d.action == "fold DReLU" for d in r.plan) == 9
     assert (r.macs_after, r.params_after) == (ref.macs_after, ref.params_after)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_net(max_steps=3))
+def test_exported_random_nets_deploy_like_their_modules(case):
+    net, shape = case
+    assume(well_conditioned(net, shape))
+    r = deploy(_export(net, shape, decompose=True), shape)
+    ref = deploy(net, shape)
+    assert r.macs_after == ref.macs_after
+    assert verify_modules(net, r.module, shape).max_rel_err <= 1e-5

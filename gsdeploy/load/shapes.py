@@ -24,7 +24,10 @@ def load_by_shapes(template: nn.Module, state: dict[str, torch.Tensor], arch: st
     given = {k: v for k, v in state.items() if k not in ignore}
     # A conv/linear bias may be present in the file and absent in the template, or the reverse.
     for key in [k for k in given if k not in own and k.endswith(".bias")]:
-        mod = template.get_submodule(key[: -len(".bias")]) if "." in key else template
+        try:
+            mod = template.get_submodule(key[: -len(".bias")]) if "." in key else template
+        except AttributeError:  # no such layer in the template: reported below as a tensor it has no place for
+            continue
         if isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros(given[key].shape))
             own[key] = mod.bias

@@ -68,6 +68,10 @@ class ChannelGraph:
         o = self.offset[node]
         return range(o, o + self.width[node])
 
+    def span(self, node: fx.Node) -> slice:
+        o = self.offset[node]
+        return slice(o, o + self.width[node])
+
     def find(self, e: int) -> int:
         parent = self.parent
         while parent[e] != e:
@@ -112,21 +116,24 @@ class Analysis:
     def any_removable(self) -> bool:
         return bool(self.removable[self.roots].any())
 
+    def classes(self, node: fx.Node) -> np.ndarray:
+        """The class (root id) of each channel of `node`."""
+        return self.roots[self.graph.span(node)]
+
     def keep(self, node: fx.Node) -> np.ndarray:
         """Indices of the channels of `node` that stay."""
-        r = self.roots[list(self.graph.ids(node))]
-        return np.nonzero(~self.removable[r])[0]
+        return np.nonzero(~self.removable[self.classes(node)])[0]
 
     def removed(self, node: fx.Node) -> np.ndarray:
-        return np.nonzero(self.removable[self.roots[list(self.graph.ids(node))]])[0]
+        return np.nonzero(self.removable[self.classes(node)])[0]
 
     def changes(self, node: fx.Node) -> bool:
-        return node in self.graph.offset and bool(self.removable[self.roots[list(self.graph.ids(node))]].any())
+        return node in self.graph.offset and bool(self.removable[self.classes(node)].any())
 
 
 # ---- per-op rules ----------------------------------------------------------------------------
-
-Rule = Callable[[ChannelGraph, fx.GraphModule, fx.Node, dict, float], bool]
+# Each rule records what one node does to channels and returns False when it does not
+# understand the node (the node is then opaque: its channels are pinned).
 
 
 def _slice_norms(w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -359,40 +366,60 @@ def _flatten_fn(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
     return _flatten(cg, node, a["input"], a["start_dim"], a["end_dim"], shapes)
 
 
+def _zero_preserving(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    if node.target in (torch.nn.functional.dropout, ops.aten.dropout.default) and \
+            bind(node, ("input", "p", "training"), {"training": True}).get("training"):
+        return False  # a training-mode dropout is random
+    return _pointwise(cg, node, _first(node), True)
+
+
+def _not_zero_preserving(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    return _pointwise(cg, node, _first(node), False)
+
+
+def _pool_with_indices(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    # (values, indices): fine when only the values are used; the getitem rule links them
+    return all(u.target is operator.getitem and u.args[1] == 0 for u in node.users)
+
+
+def _getitem(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    src = node.args[0]
+    if not (isinstance(src, fx.Node) and ops.is_fn(src, ops.POOL_WITH_INDICES_FNS) and node.args[1] == 0):
+        return False
+    x = src.args[0]
+    if not _same_width(cg, x, node):
+        return False
+    cg.union_channels(x, node)
+    return True
+
+
+def _batch_size(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    return node.args[1:2] == (0,)  # x.size(0) reads the batch size only
+
+
+FunctionRule = Callable[[ChannelGraph, fx.GraphModule, fx.Node, dict], bool]
+
+# (call_function targets, call_method names, rule): the coupling table; one line per kind of op.
+FUNCTION_RULES: list[tuple[set, set[str], FunctionRule]] = [
+    (ops.ZERO_PRESERVING_FNS, ops.ZERO_PRESERVING_METHODS, _zero_preserving),
+    (ops.NOT_ZERO_PRESERVING_FNS, ops.NOT_ZERO_PRESERVING_METHODS, _not_zero_preserving),
+    (ops.ADD_FNS, ops.ADD_METHODS, lambda cg, gm, n, s: _binary(cg, gm, n, s, "add")),
+    (ops.MUL_FNS, ops.MUL_METHODS, lambda cg, gm, n, s: _binary(cg, gm, n, s, "mul")),
+    (ops.DIV_FNS, ops.DIV_METHODS, lambda cg, gm, n, s: _binary(cg, gm, n, s, "div")),
+    (ops.CAT_FNS, set(), lambda cg, gm, n, s: _cat(cg, n, s)),
+    (ops.PAD_FNS, set(), lambda cg, gm, n, s: _pad(cg, n, s)),
+    (ops.FLATTEN_FNS, ops.FLATTEN_METHODS, lambda cg, gm, n, s: _flatten_fn(cg, n, s)),
+    (ops.MEAN_FNS, ops.MEAN_METHODS, lambda cg, gm, n, s: _mean(cg, n, s)),
+    (ops.POOL_WITH_INDICES_FNS, set(), _pool_with_indices),
+    ({operator.getitem}, set(), _getitem),
+    (set(), {"size"}, _batch_size),
+]
+
+
 def rule_function(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
-    if ops.is_fn(node, ops.ZERO_PRESERVING_FNS, ops.ZERO_PRESERVING_METHODS):
-        if node.target in (torch.nn.functional.dropout, ops.aten.dropout.default) and \
-                bind(node, ("input", "p", "training"), {"training": True}).get("training"):
-            return False
-        return _pointwise(cg, node, _first(node), True)
-    if ops.is_fn(node, ops.NOT_ZERO_PRESERVING_FNS, ops.NOT_ZERO_PRESERVING_METHODS):
-        return _pointwise(cg, node, _first(node), False)
-    if ops.is_fn(node, ops.ADD_FNS, ops.ADD_METHODS):
-        return _binary(cg, gm, node, shapes, "add")
-    if ops.is_fn(node, ops.MUL_FNS, ops.MUL_METHODS):
-        return _binary(cg, gm, node, shapes, "mul")
-    if ops.is_fn(node, ops.DIV_FNS, ops.DIV_METHODS):
-        return _binary(cg, gm, node, shapes, "div")
-    if ops.is_fn(node, ops.CAT_FNS):
-        return _cat(cg, node, shapes)
-    if ops.is_fn(node, ops.PAD_FNS):
-        return _pad(cg, node, shapes)
-    if ops.is_fn(node, ops.FLATTEN_FNS, ops.FLATTEN_METHODS):
-        return _flatten_fn(cg, node, shapes)
-    if ops.is_fn(node, ops.MEAN_FNS, ops.MEAN_METHODS):
-        return _mean(cg, node, shapes)
-    if ops.is_fn(node, ops.POOL_WITH_INDICES_FNS):
-        # (values, indices): fine when only the values are used; the getitem rule links them
-        return all(u.target is operator.getitem and u.args[1] == 0 for u in node.users)
-    if node.target is operator.getitem and isinstance(node.args[0], fx.Node) and \
-            ops.is_fn(node.args[0], ops.POOL_WITH_INDICES_FNS) and node.args[1] == 0:
-        x = node.args[0].args[0]
-        if not _same_width(cg, x, node):
-            return False
-        cg.union_channels(x, node)
-        return True
-    if node.op == "call_method" and node.target == "size" and node.args[1:2] == (0,):
-        return True  # reads the batch size only
+    for fns, methods, rule in FUNCTION_RULES:
+        if ops.is_fn(node, fns, methods):
+            return rule(cg, gm, node, shapes)
     return False
 
 
@@ -416,7 +443,7 @@ def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.
                 cg.pin(a)
             continue
         ok = False
-        try:
+        try:  # a rule meeting an argument form it does not expect treats the node as opaque
             if node.op == "call_module":
                 # a module with per-channel state called twice cannot be cut for one call only;
                 # stateless ones (a ReLU reused across a block) can
@@ -424,7 +451,7 @@ def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.
                     and rule_module(cg, gm, node, shapes, tol)
             else:
                 ok = rule_function(cg, gm, node, shapes, tol)
-        except (KeyError, IndexError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001
             ok = False
         if not ok:
             _pin_all(cg, node)
@@ -451,7 +478,7 @@ def decide(cg: ChannelGraph) -> Analysis:
                 removable[r] = False
                 changed = True
         for node in cg.offset:  # never leave a tensor with no channels: keep its first one
-            r = roots[list(cg.ids(node))]
+            r = roots[cg.span(node)]
             if len(r) and removable[r].all():
                 removable[r[0]] = False
                 changed = True

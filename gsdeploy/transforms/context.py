@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,14 +12,15 @@ import torch.fx as fx
 from gsdeploy.transforms.fxutil import shape_prop
 from gsdeploy.transforms.plan import DeployOptions
 
+# A real forward slower than this switches shape propagation to fake tensors for the rest of the
+# deploy: fake tensors cost ~1 ms per node whatever the input size; real ones cost the convs.
+REAL_SHAPES_BUDGET_S = 0.25
+
 
 @dataclass
 class PassContext:
     input_shape: tuple[int, ...]
     options: DeployOptions = field(default_factory=DeployOptions)
-    # "zero" for prune_zero: 0.0 means exact zeros; the planner sets a threshold only for the
-    # step that zeroes small groups, so that every later step is exact.
-    zero_tol: float = 0.0
     _fake_mode: Any = field(default=None, repr=False)
 
     def example(self) -> torch.Tensor:
@@ -26,10 +28,13 @@ class PassContext:
 
     def shapes(self, gm: fx.GraphModule) -> dict[fx.Node, torch.Size]:
         """Fresh shapes of every tensor node (the graph may have changed since the last call)."""
-        gm.recompile()
-        if self._fake_mode is None:
+        if self._fake_mode is not None:
+            return shape_prop(gm, self.example(), self._fake_mode)
+        start = time.perf_counter()
+        shapes = shape_prop(gm, self.example())
+        if time.perf_counter() - start > REAL_SHAPES_BUDGET_S:
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             # one mode for the whole deploy: it memoizes the fake copies of unchanged weights
             self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        return shape_prop(gm, self.example(), self._fake_mode)
+        return shapes

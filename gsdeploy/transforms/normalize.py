@@ -119,9 +119,13 @@ def _linear_from(gm: fx.GraphModule, node: fx.Node) -> bool:
         a = bind(node, ("input", "weight", "bias"), {"bias": None})
         w_node, b_node, x = a["weight"], a["bias"], a["input"]
         transposed_node = None
-    elif ops.is_fn(node, ops.ADDMM_FNS):
-        # torch.export's decomposition of linear: addmm(bias, x, permute(W, [1, 0]))
-        a = bind(node, ("bias", "input", "mat2", "beta", "alpha"), {"beta": 1, "alpha": 1})
+    elif ops.is_fn(node, ops.ADDMM_FNS) or ops.is_fn(node, ops.MM_FNS):
+        # torch.export's decomposition of linear: addmm(bias, x, permute(W, [1, 0])), or mm(x, permute(W))
+        if node.target in ops.MM_FNS:
+            a = bind(node, ("input", "mat2"))
+            a.update(bias=None, beta=1, alpha=1)
+        else:
+            a = bind(node, ("bias", "input", "mat2", "beta", "alpha"), {"beta": 1, "alpha": 1})
         t = a["mat2"]
         if a["beta"] != 1 or a["alpha"] != 1 or not isinstance(t, fx.Node) or not ops.is_fn(t, ops.TRANSPOSE_FNS):
             return False
@@ -238,6 +242,38 @@ def _drelu_from(gm: fx.GraphModule, node: fx.Node) -> bool:
     return False
 
 
+PRELU_FNS = {torch.nn.functional.prelu, torch.prelu, torch.ops.aten.prelu.default}
+
+
+def _prelu_from(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """prelu(x, W), or torch.export's decomposition where(x > 0, x, view(W) * x), becomes nn.PReLU
+    (prune_zero slices its per-channel weight)."""
+    via: set = set()
+    if ops.is_fn(node, PRELU_FNS):
+        x, w_node = node.args[0], node.args[1]
+    elif node.op == "call_function" and node.target is torch.ops.aten.where.self and len(node.args) == 3:
+        cond, x, other = node.args
+        if not (isinstance(cond, fx.Node) and cond.target is torch.ops.aten.gt.Scalar and cond.args == (x, 0)):
+            return False
+        if not (isinstance(other, fx.Node) and ops.is_fn(other, ops.MUL_FNS) and x in other.args):
+            return False
+        w_view = other.args[0] if other.args[1] is x else other.args[1]
+        if not (isinstance(w_view, fx.Node) and w_view.target is torch.ops.aten.view.default):
+            return False
+        w_node = w_view.args[0]
+        via = {cond, other, w_view}
+    else:
+        return False
+    w = attr_value(gm, w_node)
+    if w is None or w.dim() != 1:
+        return False
+    prelu = nn.PReLU(num_parameters=w.numel())
+    with torch.no_grad():
+        prelu.weight.copy_(w)
+    _replace_with_module(gm, node, prelu, x, [w_node], via_set=via)
+    return True
+
+
 def _drop_identity(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
@@ -252,7 +288,8 @@ def normalize(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     """Rewrite in place; returns no decisions (normalizing changes no shapes or MACs)."""
     for node in list(gm.graph.nodes):
         if node.op in ("call_function", "call_method", "call_module"):
-            _drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node) or _drelu_from(gm, node)
+            (_drop_identity(gm, node) or _conv_from(gm, node) or _linear_from(gm, node) or _drelu_from(gm, node)
+             or _prelu_from(gm, node))
     shapes = ctx.shapes(gm)  # after the first sweep: BN needs the rank of its (new) input node
     for node in list(gm.graph.nodes):
         if node.op in ("call_function", "call_method"):

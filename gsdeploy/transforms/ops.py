@@ -18,6 +18,7 @@ CONV_FNS = {torch.conv2d, aten.conv2d.default, aten.conv2d.padding}
 CONVOLUTION_FNS = {aten.convolution.default}
 LINEAR_FNS = {F.linear, aten.linear.default}
 ADDMM_FNS = {aten.addmm.default}
+MM_FNS = {aten.mm.default}
 F_BATCH_NORM_FNS = {F.batch_norm}
 ATEN_BATCH_NORM_FNS = {torch.batch_norm, aten.batch_norm.default}
 BN_LEGIT_FNS = {aten._native_batch_norm_legit_no_training.default}

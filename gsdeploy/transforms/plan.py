@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -64,4 +64,3 @@ class DeployResult:
     params_after: int
     verification: Verification  # deployed vs reference
     threshold_error: Verification | None = None  # only with prune_threshold: thresholded vs original
-    notes: list[str] = field(default_factory=list)

@@ -168,9 +168,9 @@ def zero_small_groups(gm: fx.GraphModule, ctx: PassContext, threshold: float) ->
             if not isinstance(m, (nn.Conv2d, nn.Linear)) or node.args[0] not in a.graph.offset:
                 continue
             x = node.args[0]
-            out_roots = a.roots[list(a.graph.ids(node))]
+            out_roots = a.classes(node)
             rows = np.nonzero(a.removable[out_roots] & a.zero[out_roots])[0]
-            in_roots = a.roots[list(a.graph.ids(x))]
+            in_roots = a.classes(x)
             cols = np.nonzero(a.removable[in_roots] & ~a.zero[in_roots])[0]
             with torch.no_grad():
                 if len(rows):

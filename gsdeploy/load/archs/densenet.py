@@ -44,7 +44,8 @@ def _template(hinge: bool, arch: str):
                                         transition=lambda t, cin, cout: [conv(cin, cin, 1), conv(cin, cout, 1)])
         lay = dense_layout(state, arch, "features.{b}.0.body.2.weight", "features.{t}.2.weight")
         if "features.1.0.body.3.weight" in state:
-            raise mismatch(arch, "dense layers have a second conv (features.1.0.body.3.weight): use --arch hinge_densenet40")
+            raise mismatch(arch, "dense layers have a second conv (features.1.0.body.3.weight): "
+                                 "use --arch hinge_densenet40")
         return build_cifar_densenet(**lay)
 
     return build

@@ -43,6 +43,9 @@ def indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
 def count_blocks(state: dict[str, torch.Tensor], pattern: str, arch: str, stages: list[str]) -> int:
     """Blocks per stage, equal in every stage; `pattern` has '{stage}' and one capture group for the block."""
     counts = [len(indices(state, pattern.format(stage=re.escape(s)))) for s in stages]
-    if not counts or counts[0] == 0 or any(c != counts[0] for c in counts):
-        raise mismatch(arch, f"blocks per stage {counts} (keys like {pattern.format(stage=stages[0])!r})")
+    example = pattern.format(stage=stages[0]).replace(r"(\d+)", "0").replace("\\", "").rstrip("$")
+    if not counts or counts[0] == 0:
+        raise mismatch(arch, f"missing its residual blocks (no tensors like {example})")
+    if any(c != counts[0] for c in counts):
+        raise mismatch(arch, f"blocks per stage {counts} (tensors like {example})")
     return counts[0]

@@ -16,7 +16,8 @@ from gsdeploy.load.archs.keys import count_blocks, mismatch, shape
 from gsdeploy.load.archs.registry import OfficialArch, register_arch
 from gsdeploy.zoo.resnet164 import build_cifar_bottleneck_resnet
 
-SOURCE = "github ofsoundof/group_sparsity model/resnet.py (BottleNeck, DownSampleC), model_hinge/hinge_resnet_bottleneck.py"
+SOURCE = ("github ofsoundof/group_sparsity model/resnet.py (BottleNeck, DownSampleC), "
+          "model_hinge/hinge_resnet_bottleneck.py")
 
 
 def _template(depth: int, arch: str):

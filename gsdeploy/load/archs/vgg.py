@@ -34,7 +34,8 @@ def _classifier(state: dict[str, torch.Tensor], arch: str) -> tuple[bool, int]:
 def _template(hinge: bool, arch: str):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         # the conv slots must be where VGG-16 has them (13 convs, 5 pools)
-        slots = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.") and k.endswith("1.running_mean")})
+        slots = sorted({int(k.split(".")[1]) for k in state
+                        if k.startswith("features.") and k.endswith("1.running_mean")})
         if slots != _CONV_IDX:
             raise mismatch(arch, f"BN layers at features.{slots} but VGG-16 has them at features.{_CONV_IDX}")
         linear3, classes = _classifier(state, arch)

@@ -1,0 +1,85 @@
+"""Official CIFAR ResNeXt-20/164 (dense and Hinge) checkpoints written by github ofsoundof/group_sparsity."""
+
+from __future__ import annotations
+
+import lzma
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsdeploy.errors import ArchMismatchError, LoadError
+from gsdeploy.load import load_model
+
+OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "official"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These CIFAR-sized forwards are as fast on one intra-op thread, and one thread does not collapse
+    (10-100x) when other processes share the CPU, as OpenMP's spinning threads do."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def unpack(tmp_path_factory):
+    """Official fixtures are stored xz-compressed; give the path of the decompressed .pt file."""
+    out = tmp_path_factory.mktemp("official")
+
+    def get(name: str) -> str:
+        path = out / f"{name}.pt"
+        if not path.exists():
+            path.write_bytes(lzma.decompress((OFFICIAL / f"{name}.pt.xz").read_bytes()))
+        return str(path)
+
+    return get
+
+
+def rel_err_to_reference(loaded, name: str, ref_dir: Path = OFFICIAL) -> float:
+    ref = torch.load(ref_dir / f"{name}.ref.pt", weights_only=True)
+    with torch.no_grad():
+        y = loaded.module(ref["input"])
+    return float((y - ref["output"]).abs().max() / ref["output"].abs().max())
+
+
+def test_shared_hinge_resnext20_reproduces_official_output(hinge_fixtures):
+    loaded = load_model(str(hinge_fixtures / "hinge_resnext20_cifar10.pt"), arch="hinge_resnext20")
+    assert rel_err_to_reference(loaded, "hinge_resnext20_cifar10", hinge_fixtures) <= 1e-5
+    conv2 = loaded.module.layer1[0].conv2
+    # manifest: block 0 keeps 15 of 32 cardinality groups; groups derived from the weight shape
+    assert (conv2.groups, conv2.out_channels, conv2.in_channels) == (15, 15, 15)
+
+
+def test_shared_hinge_resnet20_reproduces_official_output(hinge_fixtures):
+    loaded = load_model(str(hinge_fixtures / "hinge_resnet20_cifar10.pt"), arch="hinge_resnet20")
+    assert rel_err_to_reference(loaded, "hinge_resnet20_cifar10", hinge_fixtures) <= 1e-5
+
+
+def test_hinge_resnext164_reproduces_official_output(unpack):
+    loaded = load_model(unpack("hinge_resnext164_cifar100"), arch="hinge_resnext164")
+    assert rel_err_to_reference(loaded, "hinge_resnext164_cifar100") <= 1e-5
+    groups = [b.conv2.groups for s in (1, 2, 3) for b in getattr(loaded.module, f"layer{s}")]
+    assert len(groups) == 54 and max(groups) < 32 and len(set(groups)) > 1
+    assert loaded.module.linear.out_features == 100
+
+
+@pytest.mark.parametrize("name,arch", [("resnext20_cifar10", "resnext20"), ("resnext164_cifar10", "resnext164")])
+def test_dense_resnext_reproduces_official_output(unpack, name, arch):
+    loaded = load_model(unpack(name), arch=arch)
+    assert rel_err_to_reference(loaded, name) <= 1e-5
+    assert all(b.conv2.groups == 32 for b in loaded.module.layer3)
+
+
+def test_detection_is_ambiguous_between_dense_and_hinge_resnext(unpack):
+    with pytest.raises(LoadError, match="resnext20, hinge_resnext20"):
+        load_model(unpack("resnext20_cifar10"))
+
+
+def test_wrong_depth_and_family_are_named(unpack):
+    with pytest.raises(ArchMismatchError, match="ResNeXt-20"):
+        load_model(unpack("resnext20_cifar10"), arch="resnext164")
+    with pytest.raises(ArchMismatchError, match=r"layer1\.0\.conv3\.weight"):
+        load_model(unpack("resnext20_cifar10"), arch="wrn")
