@@ -66,10 +66,9 @@ def test_dense_resnet164_reproduces_official_output(unpack):
     assert loaded.module.classifier.out_features == 100
 
 
-def test_dense_resnet164_detection_names_both_fits(unpack):
-    # the dense and the Hinge ResNet-164 share one key layout: detection must ask, naming both
-    with pytest.raises(LoadError, match="resnet164, hinge_resnet164"):
-        load_model(unpack("resnet164_cifar100"))
+def test_dense_resnet164_is_detected_as_dense(unpack):
+    # the dense and the Hinge ResNet-164 share one key layout: a full-width file is the dense one
+    assert load_model(unpack("resnet164_cifar100")).arch == "resnet164"
 
 
 def test_other_family_arch_names_tensors(unpack):

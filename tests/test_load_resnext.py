@@ -73,9 +73,10 @@ def test_dense_resnext_reproduces_official_output(unpack, name, arch):
     assert all(b.conv2.groups == 32 for b in loaded.module.layer3)
 
 
-def test_detection_is_ambiguous_between_dense_and_hinge_resnext(unpack):
-    with pytest.raises(LoadError, match="resnext20, hinge_resnext20"):
-        load_model(unpack("resnext20_cifar10"))
+def test_detection_tells_dense_from_hinge_resnext_by_width(unpack, hinge_fixtures):
+    # same key layout; the file thinner than the dense template is the Hinge one
+    assert load_model(unpack("resnext20_cifar10")).arch == "resnext20"
+    assert load_model(str(hinge_fixtures / "hinge_resnext20_cifar10.pt")).arch == "hinge_resnext20"
 
 
 def test_wrong_depth_and_family_are_named(unpack):

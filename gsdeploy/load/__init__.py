@@ -86,18 +86,38 @@ def _load_checkpoint(path: Path, arch: str | None, trust: bool) -> LoadedModel:
 
 def _detect_arch(state: dict[str, torch.Tensor], path: Path) -> str:
     """Pick the one official layout whose keys match exactly; otherwise ask for --arch."""
-    fits = []
+    fits: dict[str, nn.Module] = {}
     for name, spec in ARCHS.items():
         try:
-            load_by_shapes(spec.template(state), state, name, ignore=set(spec.ignore))
+            fits[name] = load_by_shapes(spec.template(state), state, name, ignore=set(spec.ignore))
         except Exception:
             continue
-        fits.append(name)
     if len(fits) == 1:
-        return fits[0]
+        return next(iter(fits))
+    pair = _dense_or_hinge(fits, state)
+    if pair is not None:
+        return pair
     hint = f" (it fits {', '.join(fits)})" if fits else ""
     raise LoadError(f"{path} is a state_dict; pass --arch to say which architecture it is{hint}. "
                     f"Known: {', '.join(sorted(ARCHS))}")
+
+
+def _dense_or_hinge(fits: dict[str, nn.Module], state: dict[str, torch.Tensor]) -> str | None:
+    """Hinge ResNet-164/ResNeXt keep the dense key layout (the bottleneck 1x1 convs are the sparse
+    matrices), so both archs fit. A file thinner than the dense template is the compressed one."""
+    names = set(fits)
+    if len(names) != 2:
+        return None
+    hinge = next((n for n in names if ARCHS[n].baseline_arch in names), None)
+    if hinge is None:
+        return None
+    dense = ARCHS[hinge].baseline_arch
+    template = ARCHS[dense].template(state)
+    thinner = sum(p.numel() for p in fits[dense].parameters()) < sum(p.numel() for p in template.parameters())
+    # ResNeXt templates take their groups from the file; whole groups removed show up as grouped
+    # convs with fewer groups than the cardinality the others keep.
+    groups = [m.groups for m in fits[dense].modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    return hinge if thinner or len(set(groups)) > 1 else dense
 
 
 def _guess_input_shape(module: nn.Module) -> tuple[int, ...]:

@@ -66,7 +66,8 @@ def _place(gm: fx.GraphModule, node: fx.Node, module: nn.Module, consts: list, v
                 and users_only_here and not others_fetching and not called):
             set_module(gm, owner_name, module)
             return owner_name
-    name = fresh_name(gm, f"{owner_name}.{node.name}" if owner_name else node.name)
+    # beside the owner, not inside it: the owner goes once nothing uses its tensors
+    name = fresh_name(gm, f"{owner_name}_{node.name}" if owner_name else node.name)
     set_module(gm, name, module)
     return name
 

@@ -102,10 +102,12 @@ def apply(gm: fx.GraphModule, a: Analysis, shapes: dict, log: dict[str, dict]) -
                 if not (a.changes(node) or a.changes(x)):
                     continue
                 entry = log.setdefault(node.target, {"before": describe(m), "macs_before": layer_macs(m, shapes[node]),
-                                                     "out": 0, "in": 0, "shape": shapes[node]})
+                                                     "shape": shapes[node], "out": [0, 0], "in": [0, 0]})
                 keep_in, keep_out = a.keep(x), a.keep(node)
-                entry["out"] += m.weight.shape[0] - len(keep_out)
-                entry["in"] += (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features) - len(keep_in)
+                for side, n in (("out", node), ("in", x)):
+                    gone = a.classes(n)[a.removed(n)]
+                    entry[side][0] += int(a.zero[gone].sum())  # zero everywhere: removal changes no value
+                    entry[side][1] += int((~a.zero[gone]).sum())  # not zero, but no consumer reads it
                 (_cut_conv if isinstance(m, nn.Conv2d) else _cut_linear)(m, keep_in, keep_out)
                 entry["layer"] = m
             elif a.changes(node):
@@ -134,14 +136,16 @@ def prune_zero(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
         if after == e["before"]:
             continue
         parts = []
-        if e["out"]:
-            parts.append(f"{e['out']} output channels dead")
-        if e["in"]:
-            parts.append(f"{e['in']} input channels dead")
+        for side, label in (("out", "outputs"), ("in", "inputs")):
+            zero, unused = e[side]
+            said = [f"{zero} zero in every producer"] if zero else []
+            said += [f"{unused} read by no consumer"] if unused else []
+            if said:
+                parts.append(f"{label}: " + ", ".join(said))
         decisions.append(Decision(site=name, action="remove zero groups", layers=[name], shape_before=e["before"],
                                   shape_after=after, macs_before=e["macs_before"],
                                   macs_after=layer_macs(m, shapes.get(by_name.get(name), e["shape"])),
-                                  reason="; ".join(parts) + " (zero in every producer or unused by every consumer)"))
+                                  reason="; ".join(parts)))
     return decisions
 
 

@@ -34,7 +34,11 @@ def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
     expected = {(str(s), str(b)) for s in (1, 2, 3) for b in range(n)}
     if blocks != expected:
         per_stage = len(blocks) // 3 if blocks else 0
-        found = f"ResNet-{6 * per_stage + 2}" if blocks and len(blocks) % 3 == 0 else f"{len(blocks)} blocks"
+        bottleneck = any(re.match(r"features\.\d\.\d+\.body\.7\.", k) for k in state)
+        if blocks and len(blocks) % 3 == 0:
+            found = f"ResNet-{9 * per_stage + 2} with bottleneck blocks" if bottleneck else f"ResNet-{6 * per_stage + 2}"
+        else:
+            found = f"{len(blocks)} residual blocks"
         raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: it has {found}, "
                                 f"--arch {arch} needs {3 * n} residual blocks")
 
