@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from gsdeploy.transforms import deploy, trace
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fold_bn import fold_bn
-from test_transforms_nets import SETTINGS, check_deploy, init, one_thread  # noqa: F401
+from test_transforms_nets import SETTINGS, check_deploy, init
 
 
 def _randomize_bn(net: nn.Module, seed: int) -> None:

@@ -16,7 +16,7 @@ from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fold_drelu import fold_drelu
 from gsdeploy.zoo import create_model
 from gsdeploy.zoo.layers import DReLU
-from test_transforms_nets import SETTINGS, check_deploy, init, one_thread  # noqa: F401
+from test_transforms_nets import SETTINGS, check_deploy, init
 
 slopes = st.floats(-2.0, 2.0, allow_nan=False).filter(lambda v: abs(v) > 1e-3) | st.sampled_from([0.0, 1.0, -1.0])
 

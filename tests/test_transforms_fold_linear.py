@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gsdeploy.transforms import DeployOptions, deploy
 from gsdeploy.zoo import create_model
-from test_transforms_nets import SETTINGS, check_deploy, init, one_thread  # noqa: F401
+from test_transforms_nets import SETTINGS, check_deploy, init
 
 
 class Chain(nn.Module):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from gsdeploy.transforms import DeployOptions, deploy
 from gsdeploy.transforms.fuse_pairs import fused_conv
 from gsdeploy.zoo import create_model
-from test_transforms_nets import SETTINGS, check_deploy, init, one_thread  # noqa: F401
+from test_transforms_nets import SETTINGS, check_deploy, init
 
 
 @st.composite

@@ -12,7 +12,7 @@ from gsdeploy.transforms import deploy, trace, verify_modules
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.normalize import normalize
 from gsdeploy.zoo import create_model
-from test_transforms_nets import init, one_thread, random_net, well_conditioned  # noqa: F401
+from test_transforms_nets import init, random_net, well_conditioned
 
 
 class Functional(nn.Module):

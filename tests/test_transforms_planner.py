@@ -15,7 +15,7 @@ from gsdeploy.transforms import planner
 from gsdeploy.transforms.verify import make_inputs
 from gsdeploy.zoo import create_model
 from gsdeploy.zoo.layers import DReLU
-from test_transforms_nets import init, one_thread  # noqa: F401
+from test_transforms_nets import init
 
 
 def small() -> nn.Module:

@@ -10,7 +10,7 @@ from hypothesis import given
 
 from gsdeploy.transforms import DeployOptions, deploy, verify_modules
 from gsdeploy.zoo import create_model
-from test_transforms_nets import SETTINGS, channels_of, check_deploy, one_thread, random_net  # noqa: F401
+from test_transforms_nets import SETTINGS, channels_of, check_deploy, random_net
 
 
 @SETTINGS
