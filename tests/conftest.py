@@ -7,6 +7,8 @@ from pathlib import Path
 # forwards 20-200x slower whenever another process held a core. Benchmarks set their own threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lzma  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -22,3 +24,27 @@ def hinge_fixtures() -> Path:
     if not (SHARED_FIXTURES / "manifest.json").exists():
         pytest.skip(f"official Hinge fixtures not found at {SHARED_FIXTURES} (set GSDEPLOY_SHARED)")
     return SHARED_FIXTURES
+
+
+OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "official"
+
+
+@pytest.fixture(scope="module")
+def unpack(tmp_path_factory):
+    """Official fixtures are stored xz-compressed; give the path of the decompressed .pt file."""
+    out = tmp_path_factory.mktemp("official")
+
+    def get(name: str) -> str:
+        path = out / f"{name}.pt"
+        if not path.exists():
+            path.write_bytes(lzma.decompress((OFFICIAL / f"{name}.pt.xz").read_bytes()))
+        return str(path)
+
+    return get
+
+
+def rel_err_to_reference(loaded, name: str, ref_dir: Path = OFFICIAL) -> float:
+    ref = torch.load(ref_dir / f"{name}.ref.pt", weights_only=True)
+    with torch.no_grad():
+        y = loaded.module(ref["input"])
+    return float((y - ref["output"]).abs().max() / ref["output"].abs().max())

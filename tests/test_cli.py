@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -84,7 +83,7 @@ def test_bench_writes_tables(tmp_path):
 
 
 def test_bench_checkpoint_needs_known_baseline(tmp_path, hinge_fixtures):
-    r = ok("bench", str(hinge_fixtures / "hinge_resnet20_cifar10.pt"), "--arch", "hinge_resnet20", "--batch", "1",
+    ok("bench", str(hinge_fixtures / "hinge_resnet20_cifar10.pt"), "--arch", "hinge_resnet20", "--batch", "1",
            "--output", str(tmp_path), "--warmup-s", "0.02", "--min-iterations", "3", "--min-duration-s", "0.02")
     df = pd.read_csv(next(tmp_path.glob("*.csv")))
     assert set(df["model"]) == {"resnet20", "hinge_resnet20_cifar10"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import lzma
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,38 +9,7 @@ import torch
 from gsdeploy.errors import ArchMismatchError
 from gsdeploy.load import load_model
 
-OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "official"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These CIFAR-sized forwards are as fast on one intra-op thread, and one thread does not collapse
-    (10-100x) when other processes share the CPU, as OpenMP's spinning threads do."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def unpack(tmp_path_factory):
-    """Official fixtures are stored xz-compressed; give the path of the decompressed .pt file."""
-    out = tmp_path_factory.mktemp("official")
-
-    def get(name: str) -> str:
-        path = out / f"{name}.pt"
-        if not path.exists():
-            path.write_bytes(lzma.decompress((OFFICIAL / f"{name}.pt.xz").read_bytes()))
-        return str(path)
-
-    return get
-
-
-def rel_err_to_reference(loaded, name: str, ref_dir: Path = OFFICIAL) -> float:
-    ref = torch.load(ref_dir / f"{name}.ref.pt", weights_only=True)
-    with torch.no_grad():
-        y = loaded.module(ref["input"])
-    return float((y - ref["output"]).abs().max() / ref["output"].abs().max())
+from conftest import rel_err_to_reference
 
 
 def test_hinge_wrn_unmerged_reproduces_official_output(unpack):

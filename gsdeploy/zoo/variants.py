@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gsdeploy.zoo.cifar_resnet import blocks_per_stage, build_cifar_resnet, plain_conv
+from gsdeploy.zoo.cifar_resnet import blocks_per_stage, build_cifar_resnet
 from gsdeploy.zoo.layers import conv, group_pair, hinge_pair
 from gsdeploy.zoo.masking import embed_module, kept_indices
 from gsdeploy.zoo.resnet50 import ResNet50
