@@ -255,7 +255,10 @@ def check_deploy(net: nn.Module, shape: tuple[int, ...], **opts):
     if options.fuse == "flops":
         assert r.macs_after <= r.macs_before  # (a fused pair may gain a bias: params can rise by a few)
     if options.fuse == "never":
-        assert r.macs_after <= r.macs_before and r.params_after <= r.params_before
+        # A BN without affine parameters folds into a new conv/linear bias: params rise by its width.
+        plain_bn = sum(m.num_features for m in net.modules()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.affine)
+        assert r.macs_after <= r.macs_before and r.params_after <= r.params_before + plain_bn
     assert not removable_left(r.module, shape)
     return r
 
