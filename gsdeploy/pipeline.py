@@ -79,7 +79,7 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
     if need_onnx:
         onnx_path = workdir / f"{role}.onnx"
         export_onnx(result.module, loaded.input_shape, onnx_path)
-        check = check_onnx(onnx_path, loaded.module, loaded.input_shape)
+        check = check_onnx(onnx_path, loaded.module, loaded.input_shape).verification
         if not check.passed:
             raise NumericMismatchError(f"{loaded.name}: ONNX model differs from the original by max rel "
                                        f"{check.max_rel_err:.3e} (tolerance {check.tolerance:.0e})")

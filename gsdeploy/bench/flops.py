@@ -16,7 +16,8 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...], batch: int = 1) 
     """
     # Models built on the meta device (for listings) are counted without any arithmetic.
     first = next(module.parameters(), None)
-    x = torch.zeros((batch, *input_shape), device=first.device if first is not None else "cpu")
+    x = torch.zeros((batch, *input_shape), device=first.device if first is not None else "cpu",
+                    dtype=first.dtype if first is not None and first.is_floating_point() else torch.float32)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         module(x)

@@ -74,6 +74,7 @@ def base_manifest(loaded, result, options) -> dict[str, Any]:
         "params": {"before": result.params_before, "after": result.params_after},
         "plan": [asdict(d) for d in result.plan],
         "deployed_vs_original": asdict(result.verification),
+        "deployed_vs_original_fp32": asdict(result.fp32_error) if result.fp32_error else None,
         "threshold_error": asdict(result.threshold_error) if result.threshold_error else None,
         "versions": versions(),
     }

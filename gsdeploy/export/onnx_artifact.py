@@ -18,7 +18,8 @@ def write_onnx_artifact(loaded, result, options, output: Path) -> dict[str, Any]
     tmp, tmp_manifest = temp_path(output), temp_path(manifest_path(output))
     try:
         exporter = export_onnx(result.module, loaded.input_shape, tmp)
-        check = check_onnx(tmp, loaded.module, loaded.input_shape)
+        result_check = check_onnx(tmp, loaded.module, loaded.input_shape)
+        check = result_check.verification
         if not check.passed:
             raise NumericMismatchError(
                 f"ONNX model in ONNX Runtime differs from the original: max relative error {check.max_rel_err:.3e} "
@@ -27,7 +28,9 @@ def write_onnx_artifact(loaded, result, options, output: Path) -> dict[str, Any]
         manifest["artifact"] = {"engine": "onnx", "path": str(output), "exporter": exporter,
                                 "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
                                 "bytes": tmp.stat().st_size, "dynamic_batch": True}
-        manifest["onnx_vs_original"] = asdict(check) | {"runtime": "onnxruntime CPUExecutionProvider"}
+        manifest["onnx_vs_original"] = asdict(check) | {
+            "runtime": "onnxruntime CPUExecutionProvider", "reference": "original module in float64",
+            "original_fp32_rel_err": result_check.original_fp32_rel_err, "tolerance_rule": result_check.tolerance_rule}
         write_json(tmp_manifest, manifest)
         publish({tmp: output, tmp_manifest: manifest_path(output)})
         return manifest

@@ -36,7 +36,7 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
     with tempfile.TemporaryDirectory(prefix="gsdeploy-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(result.module, loaded.input_shape, onnx_path)
-        check = check_onnx(onnx_path, loaded.module, loaded.input_shape)
+        check = check_onnx(onnx_path, loaded.module, loaded.input_shape).verification
         if not check.passed:
             raise NumericMismatchError(f"ONNX model differs from the original: max relative error "
                                        f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e}; nothing written")

@@ -64,3 +64,4 @@ class DeployResult:
     params_after: int
     verification: Verification  # deployed vs reference
     threshold_error: Verification | None = None  # only with prune_threshold: thresholded vs original
+    fp32_error: Verification | None = None  # deployed vs reference, both run in float32 (reported)

@@ -100,7 +100,7 @@ def _batch_size_for(module: nn.Module, x: torch.Tensor) -> int:
 
 def _in_dtype(module: nn.Module, dtype: torch.dtype, probe: torch.Tensor) -> nn.Module | None:
     """A copy of `module` in `dtype` that runs on `probe`, or None (then compare in float32)."""
-    if dtype == torch.float32:
+    if all(p.dtype == dtype for p in module.parameters()):
         return module
     try:
         m = copy.deepcopy(module).to(dtype)
