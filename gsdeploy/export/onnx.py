@@ -89,8 +89,10 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
 
     The reference output is computed in float64: ill-conditioned nets (deep, random weights) show
     float32 rounding differences above 1e-4 between two correct float32 implementations, so the
-    tolerance is max(tolerance, 2 x the original's own float32 error); on the models users deploy
-    that is `tolerance` itself.
+    tolerance is max(tolerance, 4 x the original's own float32 error): ORT's float32 kernels
+    (blocked layouts, other summation orders) land within a few times torch's own float32 error,
+    while an export bug shows up orders of magnitude above it. On well-conditioned models (all
+    the official Hinge fixtures, the zoo) that floor is below `tolerance`, so `tolerance` rules.
     """
     import copy
 
@@ -110,6 +112,6 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
             outs.append(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].reshape(b, -1))
     exact_all = np.concatenate(exact)
     own = compare_outputs(exact_all, np.concatenate(fp32), tolerance=tolerance).max_rel_err
-    allowed = max(tolerance, 2 * own)
-    rule = f"max({tolerance:g}, 2 x original's own float32 error {own:.2e})"
+    allowed = max(tolerance, 4 * own)
+    rule = f"max({tolerance:g}, 4 x original's own float32 error {own:.2e})"
     return OnnxCheck(compare_outputs(exact_all, np.concatenate(outs).astype(np.float64), tolerance=allowed), own, rule)
