@@ -24,7 +24,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="architecture of a state_dict checkpoint (see `gsdeploy zoo --archs`)")]
 ShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="per-sample input shape CxHxW, e.g. 3x32x32")]
-FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs: flops (when MACs drop) | always | never")]
+FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs: flops (when MACs drop) | latency (when faster in ORT on this machine) | always | never")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--prune-threshold", help="also remove groups whose L2 norm is at most this")]
 TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whole nn.Module (runs code from the file)")]
 
@@ -59,8 +59,8 @@ def guarded(fn):
 def _options(fuse: str, prune_threshold: float | None):
     from gsdeploy.transforms import DeployOptions
 
-    if fuse not in ("flops", "always", "never"):
-        raise GsdeployError(f"--fuse must be flops, always or never, not '{fuse}'")
+    if fuse not in ("flops", "latency", "always", "never"):
+        raise GsdeployError(f"--fuse must be flops, latency, always or never, not '{fuse}'")
     if prune_threshold is not None and prune_threshold < 0:
         raise GsdeployError("--prune-threshold must be >= 0")
     return DeployOptions(fuse=fuse, prune_threshold=prune_threshold)
@@ -199,9 +199,9 @@ def _int_list(text: str, what: str) -> list[int]:
 
 @app.command()
 @guarded
-def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name or checkpoint; default: the built-in default model")] = None,
+def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpoint, or .onnx file (timed as is, ORT engines only); default: the built-in default model")] = None,
           arch: ArchOpt = None,
-          baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense baseline: zoo name or checkpoint")] = None,
+          baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense baseline: zoo name, checkpoint or .onnx file")] = None,
           baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None,
           profile: Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")] = None,
           engine: Annotated[Optional[str], typer.Option("--engine", help="ort | torch | ort-cuda | ort-trt | torch-cuda | torch-cuda-graph | trt, comma-separated")] = None,
@@ -214,10 +214,15 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name or check
           min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
           min_duration_s: Annotated[Optional[float], typer.Option("--min-duration-s")] = None,
           precision: Annotated[str, typer.Option("--precision", help="TensorRT engines: fp32 | fp16 | int8")] = "fp16",
-          name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None) -> None:
+          name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None,
+          memory: Annotated[bool, typer.Option("--memory", help="also measure peak RSS of ORT CPU sessions (a child process, ~1.5 s per model and batch)")] = False,
+          resume: Annotated[bool, typer.Option("--resume", help="keep the rows of an existing DIR/<stem>.csv and skip the (engine, batch) groups it already has")] = False) -> None:
     """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables.
 
-    Settings come from the profile (default cpu-ort); flags given explicitly override it."""
+    Settings come from the profile (default cpu-ort); flags given explicitly override it.
+    Rows are appended to DIR/<stem>.csv as each (engine, batch) group finishes, so an
+    interrupted sweep keeps what it measured; without --resume an existing CSV (and MD) of
+    the same stem is replaced at the start."""
     from gsdeploy.errors import MissingDependencyError
     from gsdeploy.pipeline import BenchRequest, run_bench_job
     from gsdeploy.profiles import load_profile, unavailable_reason
@@ -244,8 +249,10 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name or check
         batches=batches, out_dir=output, input_shape=input_shape, fuse=fuse,
         prune_threshold=prune_threshold, trust=trust, threads=threads if threads is not None else prof.threads,
         warmup_s=warmup_s, min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
-        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), precision=precision, profile=prof.name)
-    table, files = run_bench_job(request, options=_options(fuse, prune_threshold))
+        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), precision=precision, profile=prof.name,
+        memory=memory, resume=resume, power=prof.power)
+    table, files = run_bench_job(request, options=_options(fuse, prune_threshold),
+                                 warn=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     out.print(table)
     out.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
 

@@ -84,6 +84,10 @@ def fuse_pairs(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
             fuse = mode == "always" or (mode == "flops" and fused < pair)
             reason = f"by FLOPs: {fmt_macs(pair)} -> {fmt_macs(fused)}" if mode == "flops" else \
                 f"fuse={mode} (FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)})"
+            if mode == "latency":
+                timing = ctx.pair_timer().time(a, b, fused_conv(a, b), tuple(shapes[an.args[0]]))
+                fuse = timing.fuse
+                reason = f"{timing.reason()}; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
             site = common_prefix([an.target, bn.target])
             before = f"{describe(a)} + {describe(b)}"
             if not fuse:

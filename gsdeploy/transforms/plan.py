@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep")
-FUSE_MODES = ("flops", "always", "never")
+FUSE_MODES = ("flops", "always", "never", "latency")
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Decision:
 
 @dataclass
 class DeployOptions:
-    fuse: str = "flops"  # "flops" | "always" | "never"
+    fuse: str = "flops"  # "flops" | "always" | "never" | "latency" (timed on this machine)
     prune_threshold: float | None = None
     tolerance: float = 1e-5  # max relative error allowed (see verify)
     verify_batches: int = 2  # random input batches used by verify
