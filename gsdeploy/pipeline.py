@@ -34,6 +34,10 @@ class BenchRequest:
     command: str
     precision: str = "fp16"  # TensorRT engines only; ORT and torch run the fp32 graph
     profile: str | None = None
+    memory: bool = False  # also measure peak RSS of ORT CPU sessions (child process, ~1.5 s each)
+    resume: bool = False  # keep the rows of an existing <stem>.csv and skip the groups it has
+    power: object | None = None  # profiles.PowerSpec: sample tegrastats (Jetson profiles)
+    power_duration_s: float = 5.0  # the extra untimed pass per model and group inside the sampler
 
 
 def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: str | None,
@@ -92,26 +96,144 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
                    input_shape=tuple(loaded.input_shape), engine_path=engine_path)
 
 
-def run_bench_job(req: BenchRequest, options) -> tuple[Table, list[Path]]:
+def is_onnx(source: str | None) -> bool:
+    return source is not None and source.lower().endswith(".onnx")
+
+
+def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
+    """An ONNX file benchmarked as is (ORT engines only): no deploy, no export. MACs are not
+    counted (that needs the torch module), so flop_speedup stays NaN."""
+    import onnx
+
+    from gsdeploy.bench.memory import artifact_bytes
+    from gsdeploy.bench.sweep import Subject, _onnx_input_shape
+
+    path = Path(source)
+    if not path.is_file():
+        raise GsdeployError(f"ONNX file {path} does not exist")
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001 - onnx raises several types for a bad file
+        raise GsdeployError(f"{path} is not a readable ONNX model: {e}") from None
+    params = weights = 0
+    for t in graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        params += n
+        weights += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    shape = tuple(input_shape) if input_shape else _onnx_input_shape(path)
+    return Subject(name=path.stem, role=role, macs=None, params=params, max_rel_err=None, module=None,
+                   onnx_path=path, weights_bytes=weights, artifact_bytes=artifact_bytes(path), input_shape=shape)
+
+
+def _resume_rows(csv_path: Path) -> pd.DataFrame | None:
+    """Rows of an earlier run, in the current column schema, or None when there are none."""
+    from gsdeploy.bench.table import COLUMNS
+
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
+        return None
+    try:
+        old = pd.read_csv(csv_path)
+    except Exception as e:  # noqa: BLE001
+        raise GsdeployError(f"--resume: cannot read {csv_path}: {e}") from None
+    return old.reindex(columns=COLUMNS)
+
+
+def _done_keys(old: pd.DataFrame | None) -> set[tuple]:
+    if old is None or old.empty:
+        return set()
+    return {(str(m), str(e), str(p), int(b), str(pr))
+            for m, e, p, b, pr in zip(old["model"], old["engine"], old["provider"], old["batch"], old["precision"])}
+
+
+def noisy_rows(df: pd.DataFrame) -> list[str]:
+    """One warning per row whose latency CoV is above NOISY_COV."""
+    from gsdeploy.bench import stats
+
+    lines = []
+    for r in df.to_dict("records"):
+        cov = pd.to_numeric(pd.Series([r.get("latency_cov")]), errors="coerce").iloc[0]
+        if cov > stats.NOISY_COV:
+            lines.append(f"warning: {r['model']} on {r['engine']} batch {r['batch']}: latency CoV {cov:.1%} > "
+                         f"{stats.NOISY_COV:.1%} (noisy machine or unlocked clocks); repeat before trusting it")
+    return lines
+
+
+def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Path]]:
+    """Deploy, export and time; rows are appended to DIR/<stem>.csv as each (engine, batch)
+    group finishes, so an interrupted sweep keeps what it measured. Without `req.resume` an
+    existing <stem>.csv is replaced at the start; with it, its rows are kept and the groups it
+    already has (both models, same engine, provider, batch, precision) are not timed again.
+    `warn(line)` receives one line per noisy row measured now."""
     from gsdeploy.bench.measure import MeasureConfig
-    from gsdeploy.bench.sweep import run_sweep
-    from gsdeploy.bench.table import write_results
+    from gsdeploy.bench.sweep import ENGINES, run_sweep
+    from gsdeploy.bench.table import append_rows, write_results
     from gsdeploy.load import load_model, parse_input_shape
 
     shape = parse_input_shape(req.input_shape) if req.input_shape else None
-    loaded = load_model(req.model, arch=req.arch, trust=req.trust, input_shape=shape)
-    base = resolve_baseline(loaded, req.baseline, req.baseline_arch, req.input_shape, req.trust)
-    if tuple(base.input_shape) != tuple(loaded.input_shape):
-        raise GsdeployError(f"baseline input shape {base.input_shape} differs from the model's {loaded.input_shape}")
+    onnx_sides = [s for s in (req.model, req.baseline) if is_onnx(s)]
+    if onnx_sides:
+        bad = [e for e in req.engines if e not in ENGINES or ENGINES[e].family != "ort"]
+        if bad:
+            raise GsdeployError(f"{onnx_sides[0]} is an ONNX file, which only ORT engines run as is; engine(s) "
+                                f"{', '.join(bad)} need a torch model (pass --engine ort, or the checkpoint)")
+    if is_onnx(req.model):
+        comp_subject = _onnx_subject(req.model, "compressed", shape)
+        loaded = None
+        shape = shape or comp_subject.input_shape
+        if req.baseline is None:
+            raise GsdeployError(f"{req.model} is an ONNX file: pass its dense baseline with --baseline")
+    else:
+        loaded = load_model(req.model, arch=req.arch, trust=req.trust, input_shape=shape)
+        comp_subject = None
+        shape = tuple(loaded.input_shape)
+    if is_onnx(req.baseline):
+        base_subject, base = _onnx_subject(req.baseline, "baseline", shape), None
+        base_shape = base_subject.input_shape
+    else:
+        if loaded is not None:
+            base = resolve_baseline(loaded, req.baseline, req.baseline_arch, req.input_shape, req.trust)
+        else:
+            base = load_model(req.baseline, arch=req.baseline_arch, trust=req.trust, input_shape=shape)
+        base_subject, base_shape = None, tuple(base.input_shape)
+    if shape and base_shape and tuple(base_shape) != tuple(shape):
+        raise GsdeployError(f"baseline input shape {tuple(base_shape)} differs from the model's {tuple(shape)}")
+    name = loaded.name if loaded is not None else comp_subject.name
+    base_name = base.name if base is not None else base_subject.name
+    if name == base_name:
+        raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
     req.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = req.name or f"bench_{name}"
+    csv_path = req.out_dir / f"{stem}.csv"
+    old = _resume_rows(csv_path) if req.resume else None
+    if old is not None:
+        write_results(old, req.out_dir, stem)  # the current schema, so appended rows match the header
+    else:
+        for p in (csv_path, req.out_dir / f"{stem}.md"):
+            p.unlink(missing_ok=True)
+    done = _done_keys(old)
+    power_factory = None
+    if req.power is not None:
+        from gsdeploy.bench.tegrastats import TegrastatsSampler
+
+        spec = req.power
+        power_factory = lambda: TegrastatsSampler(spec.tegrastats_interval_ms, spec.module)  # noqa: E731
     cfg = MeasureConfig(warmup_s=req.warmup_s, min_iterations=req.min_iterations, min_duration_s=req.min_duration_s)
     with tempfile.TemporaryDirectory(prefix="gsdeploy-bench-") as tmp:
         trt = (req.precision, req.batches) if "trt" in req.engines else None
         need_onnx = trt is not None or any(e.startswith("ort") for e in req.engines)
-        subjects = [_subject(base, "baseline", options, Path(tmp), need_onnx, trt),
-                    _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt)]
-        df = run_sweep(subjects, req.engines, req.batches, cfg, threads=req.threads, command=req.command)
-    stem = req.name or f"bench_{loaded.name}"
+        subjects = [base_subject or _subject(base, "baseline", options, Path(tmp), need_onnx, trt),
+                    comp_subject or _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt)]
+        df = run_sweep(subjects, req.engines, req.batches, cfg, threads=req.threads, command=req.command,
+                       on_group=lambda g: append_rows(csv_path, g), memory=req.memory,
+                       skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
+                       power_sampler_factory=power_factory, power_duration_s=req.power_duration_s)
+    if warn is not None:
+        for line in noisy_rows(df):
+            warn(line)
+    if old is not None and not old.empty:
+        df = pd.concat([old, df], ignore_index=True) if not df.empty else old
     files = list(write_results(df, req.out_dir, stem))
     return render(df), files
 

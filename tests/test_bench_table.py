@@ -105,3 +105,34 @@ def test_append_row_writes_header_once(tmp_path):
     assert back["command"][2] == CMD  # commas/quotes inside fields survive
     with pytest.raises(ValueError, match="different columns"):
         append_row(path, {"model": "x"})
+
+
+def test_new_columns_are_appended_after_the_old_schema():
+    old = ["cpu", "gsdeploy_version", "torch_version", "ort_version", "timestamp", "command"]
+    assert COLUMNS[COLUMNS.index("cpu"):COLUMNS.index("command") + 1] == old
+    new = ["cores", "gpu", "gpu_driver", "cuda_version", "cudnn_version", "tensorrt_version", "ort_package",
+           "activation_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj", "power_skipped"]
+    assert COLUMNS[COLUMNS.index("command") + 1:] == new
+
+
+def test_make_row_fills_environment_and_memory_columns():
+    env = {**ENV, "usable_cores": 6, "gpu": "Orin", "gpu_driver": "540.4", "cuda": "12.6", "cudnn": 90300,
+           "tensorrt": "10.3.0", "onnxruntime_dist": "onnxruntime-gpu"}
+    r = row("m", "baseline", 4.0, 100, env=env, activation_bytes=123, peak_rss_bytes=456, avg_power_w=7.5,
+            energy_per_inference_mj=1.25)
+    assert (r["cores"], r["gpu"], r["gpu_driver"], r["cuda_version"], r["cudnn_version"]) == \
+        (6, "Orin", "540.4", "12.6", 90300)
+    assert (r["tensorrt_version"], r["ort_package"]) == ("10.3.0", "onnxruntime-gpu")
+    assert (r["activation_bytes"], r["peak_rss_bytes"], r["avg_power_w"], r["energy_per_inference_mj"]) == \
+        (123, 456, 7.5, 1.25)
+    assert row("m", "baseline", 4.0, 100)["gpu"] == "" and row("m", "baseline", 4.0, 100)["power_skipped"] is None
+
+
+def test_append_rows_adds_a_group_under_one_header(tmp_path):
+    from gsdeploy.bench.table import append_rows
+
+    path = tmp_path / "g.csv"
+    append_rows(path, pd.DataFrame([row("a", "baseline", 2.0, 10), row("b", "compressed", 1.0, 5)]))
+    append_rows(path, pd.DataFrame([row("a", "baseline", 2.0, 10, batch=2)]))
+    back = pd.read_csv(path)
+    assert list(back.columns) == COLUMNS and list(back["model"]) == ["a", "b", "a"]

@@ -15,10 +15,10 @@ from typing import Callable
 import pandas as pd
 import torch.nn as nn
 
-from gsdeploy.bench.env import capture_env
+from gsdeploy.bench.env import _dist_version, capture_env
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.base import Runner
-from gsdeploy.bench.table import ROLES, add_speedups, make_row, utc_now
+from gsdeploy.bench.table import COLUMNS, ROLES, add_speedups, make_row, utc_now
 from gsdeploy.errors import GsdeployError
 
 
@@ -129,13 +129,65 @@ def _progress(enabled: bool):
                     refresh_per_second=4)
 
 
+def _activation_bytes(s: Subject, batch: int) -> int | None:
+    """Peak live activations of the deployed torch module at `batch` (None without a module)."""
+    if s.module is None or s.input_shape is None:
+        return None
+    from gsdeploy.bench.memory import activation_estimate
+
+    try:
+        return activation_estimate(s.module, tuple(s.input_shape), batch)
+    except Exception:  # an estimate must never cost the latency measurement
+        return None
+
+
+def _peak_rss(s: Subject, batch: int, threads: int | None) -> int | None:
+    """Peak RSS of an ORT CPU session of the subject's ONNX file at `batch` (child process)."""
+    if s.onnx_path is None:
+        return None
+    from gsdeploy.bench.memory import ort_peak_rss
+
+    return ort_peak_rss(s.onnx_path, batch, input_shape=s.input_shape, threads=threads)
+
+
+def _power(runner: Runner, batch: int, factory: Callable[[], object], duration_s: float) -> dict:
+    """One extra pass of `duration_s` inside a power sampler (a TegrastatsSampler or alike):
+    average power and energy per inference, or the reason there are none."""
+    import time
+
+    runner.prepare(batch)
+    runs = 0
+    with factory() as sampler:
+        end = time.perf_counter() + duration_s
+        while runs == 0 or time.perf_counter() < end:
+            runner.run_once()
+            runs += 1
+    r = sampler.result(inferences=runs * batch)
+    return {"avg_power_w": r.avg_power_w, "energy_per_inference_mj": r.energy_per_inference_mj,
+            "power_skipped": r.skipped}
+
+
+GroupKey = tuple  # (model, engine, provider, batch, precision) of one row a group would produce
+
+
 def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], cfg: MeasureConfig,
               threads: int | None, command: str, progress: bool = True, spinning: bool = True,
-              on_group: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+              on_group: Callable[[pd.DataFrame], None] | None = None, memory: bool = False,
+              skip_group: Callable[[list[GroupKey]], bool] | None = None,
+              power_sampler_factory: Callable[[], object] | None = None,
+              power_duration_s: float = 5.0) -> pd.DataFrame:
     """Time every subject on every engine and batch; rows in COLUMNS order with speedups.
 
     `on_group`, if given, receives the rows of each finished (engine, batch) group (with
-    speedups), e.g. to append them to a CSV as the sweep goes.
+    speedups), e.g. to append them to a CSV as the sweep goes. `skip_group` receives the
+    (model, engine, provider, batch, precision) keys a group would produce, from its
+    runners, and returns True to skip it (e.g. already measured, for --resume).
+
+    activation_bytes is estimated for every subject with a torch module; `memory=True` also
+    measures peak_rss_bytes of ORT CPU rows in a child process (~1.5 s per subject and
+    batch). `power_sampler_factory` (e.g. a TegrastatsSampler constructor) adds one extra
+    pass of `power_duration_s` per subject and group, untimed, for avg_power_w and
+    energy_per_inference_mj; where the sampler cannot measure, power_skipped says why.
     """
     if not subjects:
         raise ValueError("run_sweep needs at least one subject")
@@ -148,8 +200,10 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise GsdeployError(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
-    env = capture_env()
+    env = {**capture_env(), "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11")[0]}
     frames: list[pd.DataFrame] = []
+    activations: dict[tuple[str, int], int | None] = {}
+    rss: dict[tuple[str, int], int | None] = {}
     with _progress(progress) as bar:
         tasks = {(e, b): bar.add_task(f"{e} batch {b}", total=1.0) for e in engines for b in batches}
         for engine in engines:
@@ -159,18 +213,33 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
                 try:
                     for s in subjects:
                         runners[s.name] = make_runner(engine, s, threads, spinning=spinning)
+                    keys = [(s.name, runners[s.name].engine, runners[s.name].provider, batch,
+                             runners[s.name].precision) for s in subjects]
+                    if skip_group is not None and skip_group(keys):
+                        bar.update(task, completed=1.0, description=f"{engine} batch {batch} (done before)")
+                        continue
                     stats = measure_interleaved(runners, batch, cfg,
                                                 on_progress=lambda f, t=task: bar.update(t, completed=f))
+                    power = {s.name: (_power(runners[s.name], batch, power_sampler_factory, power_duration_s)
+                                      if power_sampler_factory is not None else {}) for s in subjects}
                     stamp = utc_now()
                     rows = []
                     for s in subjects:
                         r = runners[s.name]
+                        if (s.name, batch) not in activations:
+                            activations[(s.name, batch)] = _activation_bytes(s, batch)
+                        peak = None
+                        if memory and ENGINES[engine].family == "ort" and r.provider == "CPUExecutionProvider":
+                            if (s.name, batch) not in rss:
+                                rss[(s.name, batch)] = _peak_rss(s, batch, threads)
+                            peak = rss[(s.name, batch)]
                         rows.append(make_row(
                             model=s.name, role=s.role, engine=r.engine, provider=r.provider,
                             precision=r.precision, batch=batch, device=r.device, threads=r.threads,
                             macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
-                            command=command, timestamp=stamp))
+                            command=command, timestamp=stamp, activation_bytes=activations[(s.name, batch)],
+                            peak_rss_bytes=peak, **power[s.name]))
                 finally:
                     # Reverse order: TorchRunner restores the process-wide thread count it found.
                     for r in reversed(list(runners.values())):
@@ -179,4 +248,6 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
                 if on_group is not None:
                     on_group(group)
                 frames.append(group)
+    if not frames:  # every group was skipped
+        return pd.DataFrame(columns=COLUMNS)
     return pd.concat(frames, ignore_index=True)

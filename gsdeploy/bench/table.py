@@ -28,6 +28,9 @@ COLUMNS = [
     "speedup_vs_baseline", "flop_speedup", "efficiency",
     "max_rel_err", "weights_bytes", "artifact_bytes",
     "cpu", "gsdeploy_version", "torch_version", "ort_version", "timestamp", "command",
+    # appended later; the order above stays stable for old CSVs and scripts
+    "cores", "gpu", "gpu_driver", "cuda_version", "cudnn_version", "tensorrt_version", "ort_package",
+    "activation_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj", "power_skipped",
 ]
 
 ROLES = ("baseline", "compressed")
@@ -43,9 +46,12 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
              threads: int, macs: int | None, params: int | None, stats: TimingStats,
              max_rel_err: float | None = None, weights_bytes: int | None = None,
              artifact_bytes: int | None = None, env: dict | None = None, command: str = "",
-             timestamp: str | None = None) -> dict:
+             timestamp: str | None = None, activation_bytes: int | None = None,
+             peak_rss_bytes: int | None = None, avg_power_w: float | None = None,
+             energy_per_inference_mj: float | None = None, power_skipped: str | None = None) -> dict:
     """One result row. `macs` are per sample (the convention of `flops.count_macs` with
-    batch=1); the speedup columns are NaN until `add_speedups` fills them."""
+    batch=1); the speedup columns are NaN until `add_speedups` fills them. `env` is a
+    `capture_env()` dict (plus "tensorrt", the TensorRT package version, if any)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     env = env or {}
@@ -63,6 +69,11 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
         "max_rel_err": max_rel_err, "weights_bytes": weights_bytes, "artifact_bytes": artifact_bytes,
         "cpu": env.get("cpu"), "gsdeploy_version": env.get("gsdeploy"), "torch_version": env.get("torch"),
         "ort_version": env.get("onnxruntime"), "timestamp": timestamp or utc_now(), "command": command,
+        "cores": env.get("usable_cores"), "gpu": env.get("gpu") or "", "gpu_driver": env.get("gpu_driver"),
+        "cuda_version": env.get("cuda"), "cudnn_version": env.get("cudnn"), "tensorrt_version": env.get("tensorrt"),
+        "ort_package": env.get("onnxruntime_dist"),
+        "activation_bytes": activation_bytes, "peak_rss_bytes": peak_rss_bytes, "avg_power_w": avg_power_w,
+        "energy_per_inference_mj": energy_per_inference_mj, "power_skipped": power_skipped,
     }
     assert list(row) == COLUMNS
     return row
@@ -201,13 +212,17 @@ def write_results(df: pd.DataFrame, out_dir: Path, stem: str) -> tuple[Path, Pat
 
 
 def append_row(csv_path: Path, row: dict) -> None:
-    """Add one row to a CSV, writing the header only when the file is new.
+    """Add one row to a CSV, writing the header only when the file is new (see `append_rows`)."""
+    append_rows(csv_path, pd.DataFrame([row]))
+
+
+def append_rows(csv_path: Path, line_df: pd.DataFrame) -> None:
+    """Add rows to a CSV, writing the header only when the file is new.
 
     The whole file is rewritten through a temp file, so a sweep killed mid-write leaves the
     rows finished so far intact (a sweep has hundreds of rows, not millions; the copy is cheap).
     """
     csv_path = Path(csv_path)
-    line_df = pd.DataFrame([row])
     existing = ""
     if csv_path.exists():
         try:
