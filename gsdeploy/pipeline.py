@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from gsdeploy.errors import GsdeployError, NumericMismatchError
@@ -71,6 +72,17 @@ def _trt_engine(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str, 
     return path
 
 
+def _variant_name(name: str, role: str, options) -> str:
+    """Rows of one model deployed with non-default options must not merge with the default's in
+    reports: the compressed model's name carries them (the dense baseline has nothing to fuse)."""
+    if role != "compressed":
+        return name
+    tags = [f"fuse={options.fuse}"] if options.fuse != "flops" else []
+    if options.prune_threshold is not None:
+        tags.append(f"threshold={options.prune_threshold:g}")
+    return f"{name}[{','.join(tags)}]" if tags else name
+
+
 def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: bool,
              trt: tuple[str, list[int]] | None = None):
     from gsdeploy.bench.flops import count_macs, count_params, weight_bytes
@@ -90,7 +102,8 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
         artifact_bytes = onnx_path.stat().st_size
         err = max(err, check.max_rel_err)
     engine_path = _trt_engine(loaded, onnx_path, workdir, role, *trt) if trt and onnx_path else None
-    return Subject(name=loaded.name, role=role, macs=count_macs(result.module, loaded.input_shape),
+    return Subject(name=_variant_name(loaded.name, role, options), role=role,
+                   macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
                    weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes,
                    input_shape=tuple(loaded.input_shape), engine_path=engine_path)
@@ -242,7 +255,7 @@ def render(df: pd.DataFrame) -> Table:
     t = Table("model", "role", "engine", "batch", "median ms", "p90 ms", "CoV", "thr/s", "speedup", "FLOP speedup",
               "efficiency", title="latency against the dense baseline")
     for _, r in df.iterrows():
-        t.add_row(str(r["model"]), str(r["role"]), str(r["engine"]), str(r["batch"]),
+        t.add_row(escape(str(r["model"])), str(r["role"]), str(r["engine"]), str(r["batch"]),
                   f"{r['latency_ms_median']:.3f}", f"{r['latency_ms_p90']:.3f}", f"{r['latency_cov']:.1%}",
                   f"{r['throughput_per_s']:.0f}", f"{r['speedup_vs_baseline']:.2f}x", f"{r['flop_speedup']:.2f}x",
                   f"{r['efficiency']:.2f}")
