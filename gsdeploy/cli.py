@@ -265,7 +265,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the table here instead of stdout")] = None) -> None:
     """Merge result rows from many runs and devices into latency tables with speedups vs the dense baseline."""
     from gsdeploy.report import latency_table, load_rows, render
-    from gsdeploy.report.io import write_text_atomic
+    from gsdeploy.atomic import write_text_atomic
 
     df = load_rows(paths)
     for skipped in df.attrs.get("skipped", []):

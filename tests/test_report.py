@@ -11,7 +11,7 @@ import pytest
 
 from gsdeploy.errors import GsdeployError, OutputPathError
 from gsdeploy.report import latency_table, load_rows, plot, render
-from gsdeploy.report.io import write_text_atomic
+from gsdeploy.atomic import write_text_atomic
 
 SCHEMA = [
     "model", "role", "engine", "provider", "precision", "batch", "device", "threads", "macs", "params",

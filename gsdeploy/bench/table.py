@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.bench.stats import NOISY_COV, TimingStats
+from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import OutputPathError
 
 COLUMNS = [
@@ -117,28 +116,13 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
 # -- writers --------------------------------------------------------------------------------
 
 def _atomic_write(path: Path, data: str) -> None:
-    """Write via a temp file in the same directory and os.replace: readers (and an
-    interrupted run) see the old file or the new one, never half of one."""
+    """Readers (and an interrupted run) see the old file or the new one, never half of one."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OutputPathError(f"cannot write to {path.parent}: {e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OutputPathError(f"cannot write {path}: {e}") from None
-        raise
+    write_text_atomic(path, data)
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ Importing this package does not import matplotlib (only `plot` does, when called
 
 from __future__ import annotations
 
-from gsdeploy.report.io import write_bytes_atomic, write_text_atomic
+from gsdeploy.atomic import write_bytes_atomic, write_text_atomic
 from gsdeploy.report.rows import load_rows
 from gsdeploy.report.tables import FORMATS, latency_table, render
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.report.io import write_bytes_atomic
+from gsdeploy.atomic import write_bytes_atomic
 from gsdeploy.report.tables import INDEX, latency_table
 
 _MAX_BARS = 40  # per device; beyond that the labels are unreadable

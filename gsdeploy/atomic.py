@@ -1,4 +1,4 @@
-"""Atomic file writes for the report stage: a reader (or an interrupted run) sees the old
+"""Atomic file writes (results tables, reports, plots): a reader (or an interrupted run) sees the old
 file or the new one, never half of one."""
 
 from __future__ import annotations
