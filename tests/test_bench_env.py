@@ -35,3 +35,22 @@ def test_no_hostname_recorded():
     assert "hostname" not in env and "node" not in env
     if len(host) >= 4 and host != "localhost":
         assert host not in json.dumps(env)
+
+
+def test_jetson_fields_are_empty_off_a_jetson(monkeypatch):
+    from gsdeploy.bench import env as env_mod
+
+    monkeypatch.setattr(env_mod, "_read", lambda path: "AMD EPYC server board" if "model" in path else None)
+    assert env_mod._jetson() == {"jetson_module": None, "power_mode": None}
+
+
+def test_jetson_module_and_power_mode_are_read(monkeypatch, tmp_path):
+    """On a Jetson the device-tree model names the module and `nvpmodel -q` the power mode."""
+    from gsdeploy.bench import env as env_mod
+
+    fake = tmp_path / "nvpmodel"
+    fake.write_text("#!/bin/sh\necho 'NV Power Mode: MAXN'\necho 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(env_mod, "_read", lambda path: "NVIDIA Jetson AGX Orin Developer Kit\x00" if "model" in path else None)
+    assert env_mod._jetson() == {"jetson_module": "NVIDIA Jetson AGX Orin Developer Kit", "power_mode": "MAXN (0)"}

@@ -2,8 +2,8 @@
 
 Latency numbers are meaningless without the machine and software that produced them, so
 this is captured once per run and copied into each row. It must stay cheap (well under
-0.5 s): nothing here imports an engine that is not already loaded, spawns a process, or
-touches the network. The hostname is deliberately not recorded: results are published.
+0.5 s): nothing here imports an engine that is not already loaded or touches the network,
+and the one process it may spawn is `nvpmodel -q`, on a Jetson only. The hostname is deliberately not recorded: results are published.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata as md
 import os
+import shutil
+import subprocess
 import platform
 import sys
 from pathlib import Path
@@ -131,6 +133,24 @@ def _gpu() -> dict | None:
     }
 
 
+def _jetson() -> dict:
+    """Module name and power mode on a Jetson (they change its latency as much as the model does)."""
+    model = _read("/proc/device-tree/model")
+    if not model or "jetson" not in model.lower():
+        return {"jetson_module": None, "power_mode": None}
+    mode = None
+    if shutil.which("nvpmodel"):
+        try:
+            out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=3).stdout
+            # "NV Power Mode: MAXN\n0" -> "MAXN (0)"
+            lines = [l.strip() for l in out.splitlines() if l.strip()]
+            name = next((l.split(":", 1)[1].strip() for l in lines if "power mode" in l.lower()), None)
+            mode = f"{name} ({lines[-1]})" if name and lines[-1].isdigit() else name
+        except (OSError, subprocess.SubprocessError):
+            mode = None
+    return {"jetson_module": model.strip("\x00 \n"), "power_mode": mode}
+
+
 def capture_env() -> dict:
     """A flat dict describing this machine and the software stack."""
     import torch
@@ -161,4 +181,5 @@ def capture_env() -> dict:
     gpu = _gpu()
     if gpu:
         env.update(gpu)
+    env.update(_jetson())
     return env

@@ -141,6 +141,19 @@ def _activation_bytes(s: Subject, batch: int) -> int | None:
         return None
 
 
+def _reset_cuda_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_peak() -> int | None:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
 def _peak_rss(s: Subject, batch: int, threads: int | None) -> int | None:
     """Peak RSS of an ORT CPU session of the subject's ONNX file at `batch` (child process)."""
     if s.onnx_path is None:
@@ -218,8 +231,13 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
                     if skip_group is not None and skip_group(keys):
                         bar.update(task, completed=1.0, description=f"{engine} batch {batch} (done before)")
                         continue
+                    cuda = ENGINES[engine].device == "cuda"
+                    if cuda:
+                        _reset_cuda_peak()
                     stats = measure_interleaved(runners, batch, cfg,
                                                 on_progress=lambda f, t=task: bar.update(t, completed=f))
+                    # torch's allocator sees only torch engines' memory; one peak per interleaved group
+                    cuda_peak = _cuda_peak() if cuda and ENGINES[engine].family == "torch" else None
                     power = {s.name: (_power(runners[s.name], batch, power_sampler_factory, power_duration_s)
                                       if power_sampler_factory is not None else {}) for s in subjects}
                     stamp = utc_now()
@@ -239,7 +257,7 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
                             macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
                             command=command, timestamp=stamp, activation_bytes=activations[(s.name, batch)],
-                            peak_rss_bytes=peak, **power[s.name]))
+                            peak_rss_bytes=peak, cuda_peak_bytes=cuda_peak, **power[s.name]))
                 finally:
                     # Reverse order: TorchRunner restores the process-wide thread count it found.
                     for r in reversed(list(runners.values())):
