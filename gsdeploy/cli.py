@@ -329,6 +329,10 @@ def _measure_claim(claim) -> float:
 
 
 def main() -> None:
+    import warnings
+
+    # torch's own deprecation notices (e.g. pytree's LeafSpec when loading .pt2) are not the user's to fix
+    warnings.filterwarnings("ignore", category=FutureWarning)
     app()
 
 

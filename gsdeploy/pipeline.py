@@ -72,6 +72,20 @@ def _trt_engine(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str, 
     return path
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before any timing if the tables cannot be written."""
+    import os
+
+    from gsdeploy.errors import OutputPathError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create output directory {out_dir}: {e.strerror or e}") from None
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
+        raise OutputPathError(f"output directory {out_dir} is not a writable directory")
+
+
 def _variant_name(name: str, role: str, options) -> str:
     """Rows of one model deployed with non-default options must not merge with the default's in
     reports: the compressed model's name carries them (the dense baseline has nothing to fuse)."""
@@ -216,7 +230,7 @@ def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Pa
     base_name = base.name if base is not None else base_subject.name
     if name == base_name:
         raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
-    req.out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(req.out_dir)
     stem = req.name or f"bench_{name}"
     csv_path = req.out_dir / f"{stem}.csv"
     old = _resume_rows(csv_path) if req.resume else None

@@ -87,3 +87,20 @@ def test_bench_checkpoint_needs_known_baseline(tmp_path, hinge_fixtures):
            "--output", str(tmp_path), "--warmup-s", "0.02", "--min-iterations", "3", "--min-duration-s", "0.02")
     df = pd.read_csv(next(tmp_path.glob("*.csv")))
     assert set(df["model"]) == {"resnet20", "hinge_resnet20_cifar10"}
+
+
+def test_export_program_file_deploys_like_the_module(tmp_path):
+    """A .pt2 from torch.export.save goes through the same passes as the module it came from."""
+    from gsdeploy.zoo import create_model
+
+    m = create_model("resnet20_pruned50_masked").module
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(m, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    path = tmp_path / "masked.pt2"
+    torch.export.save(program, str(path))
+    ok("export", str(path), "--output", str(tmp_path / "m.onnx"))
+    ok("export", "resnet20_pruned50", "--output", str(tmp_path / "ref.onnx"))
+    got = json.loads((tmp_path / "m.manifest.json").read_text())
+    ref = json.loads((tmp_path / "ref.manifest.json").read_text())
+    assert got["source"]["arch"] == "exported-program"
+    assert got["macs"]["after"] == ref["macs"]["after"] < got["macs"]["before"]

@@ -104,3 +104,10 @@ def test_numeric_mismatch_writes_nothing(tmp_path, monkeypatch):
     r = run("export", "resnet20", "--output", str(out))
     assert_clean_failure(r, "exceeds tolerance", tmp_path)
     assert "max abs" in r.stderr
+
+
+def test_bench_output_directory_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = run("bench", "resnet20_hinge50", "--output", str(blocker / "results"), "--batch", "1")
+    assert_clean_failure(r, "cannot create output directory")
