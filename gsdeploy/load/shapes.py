@@ -9,12 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gsdeploy.errors import ArchMismatchError
-
-
-def _list(keys: list[str], n: int = 5) -> str:
-    more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
+from gsdeploy.load.archs.keys import mismatch, name_list
 
 
 def load_by_shapes(template: nn.Module, state: dict[str, torch.Tensor], arch: str,
@@ -41,14 +36,14 @@ def load_by_shapes(template: nn.Module, state: dict[str, torch.Tensor], arch: st
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} tensors ({_list(missing)})")
+            parts.append(f"missing {len(missing)} tensors ({name_list(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} tensors it has no place for ({_list(unexpected)})")
-        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: " + "; ".join(parts))
+            parts.append(f"{len(unexpected)} tensors it has no place for ({name_list(unexpected)})")
+        raise mismatch(arch, "; ".join(parts))
     bad_rank = [k for k in own if own[k].dim() != given[k].dim()]
     if bad_rank:
-        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: tensors of another rank "
-                                f"({_list([f'{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}' for k in bad_rank])})")
+        raise mismatch(arch, "tensors of another rank "
+                             f"({name_list([f'{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}' for k in bad_rank])})")
     with torch.no_grad():
         for key, tensor in own.items():
             new = given[key].detach().to(torch.float32 if tensor.is_floating_point() else tensor.dtype)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from gsdeploy.zoo.layers import DReLU, DownsampleA, conv
+from gsdeploy.zoo.layers import DReLU, DownsampleA, conv, FeaturesClassifier
 
 # factory(site, cin, cout, stride) -> module; site is "s{stage}.b{block}.c{1|2}"
 ConvFactory = Callable[[str, int, int, int], nn.Module]
@@ -36,14 +36,8 @@ class ResBlock(nn.Module):
         return self.act_out(self.body(x) + shortcut)
 
 
-class CifarResNet(nn.Module):
-    def __init__(self, features: nn.Sequential, classifier: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+class CifarResNet(FeaturesClassifier):
+    """Named for repr and isinstance checks; the structure is FeaturesClassifier's."""
 
 
 def blocks_per_stage(depth: int) -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from gsdeploy.zoo.layers import conv
+from gsdeploy.zoo.layers import conv, FeaturesClassifier
 
 # factory(block, layer, cin, growth) -> modules after BN+ReLU; transition(t, cin, cout) -> modules before the pool
 LayerFactory = Callable[[int, int, int, int], list[nn.Module]]
@@ -31,14 +31,8 @@ class DenseLayer(nn.Module):
         return torch.cat((x, self.body(x)), 1)
 
 
-class DenseNet(nn.Module):
-    def __init__(self, features: nn.Sequential, classifier: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+class DenseNet(FeaturesClassifier):
+    """Named for repr and isinstance checks; the structure is FeaturesClassifier's."""
 
 
 def plain_layer(b: int, j: int, cin: int, k: int) -> list[nn.Module]:

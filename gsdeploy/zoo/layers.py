@@ -40,6 +40,19 @@ class DownsampleA(nn.Module):
         return F.pad(pooled, [0, 0, 0, 0, self.pad_before, self.pad_after])
 
 
+class FeaturesClassifier(nn.Module):
+    """The official CIFAR models' top level: `features` (a Sequential ending in a pooling that
+    leaves 1x1 or a fixed size), flatten, `classifier`. The attribute names are the official keys."""
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1, bias: bool = False, groups: int = 1) -> nn.Conv2d:
     """A 'same'-padded conv, as the official default_conv builds it."""
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias, groups=groups)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 import torch.nn as nn
 
-from gsdeploy.zoo.layers import conv
+from gsdeploy.zoo.layers import conv, FeaturesClassifier
 
 VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -19,14 +18,8 @@ VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 51
 VggConvFactory = Callable[[int, int, int], nn.Module]
 
 
-class VGG(nn.Module):
-    def __init__(self, features: nn.Sequential, classifier: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+class VGG(FeaturesClassifier):
+    """Named for repr and isinstance checks; the structure is FeaturesClassifier's."""
 
 
 def build_vgg16(

@@ -13,19 +13,12 @@ import re
 import torch
 import torch.nn as nn
 
-from gsdeploy.errors import ArchMismatchError
+from gsdeploy.load.archs.keys import mismatch, shape
 from gsdeploy.load.archs.registry import OfficialArch, register_arch
 from gsdeploy.zoo.cifar_resnet import build_cifar_resnet, plain_conv
 from gsdeploy.zoo.layers import hinge_pair
 
 SOURCE = "github ofsoundof/group_sparsity model/resnet.py, model_hinge/hinge_resnet_basic_svd.py"
-
-
-def _classes(state: dict[str, torch.Tensor], arch: str) -> int:
-    w = state.get("classifier.weight")
-    if w is None or w.dim() != 2:
-        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: no 2-D 'classifier.weight'")
-    return int(w.shape[0])
 
 
 def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
@@ -39,8 +32,8 @@ def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
             found = f"ResNet-{9 * per_stage + 2} with bottleneck blocks" if bottleneck else f"ResNet-{6 * per_stage + 2}"
         else:
             found = f"{len(blocks)} residual blocks"
-        raise ArchMismatchError(f"the checkpoint does not fit --arch {arch}: it has {found}, "
-                                f"--arch {arch} needs {3 * n} residual blocks")
+        raise mismatch(arch, f"it has {found}, "
+                             f"--arch {arch} needs {3 * n} residual blocks")
 
 
 def _template(depth: int, hinge: bool, arch: str):
@@ -50,7 +43,7 @@ def _template(depth: int, hinge: bool, arch: str):
         def pair(site: str, cin: int, cout: int, stride: int) -> nn.Module:
             return hinge_pair(cin, cout, cout, 3, stride)
 
-        return build_cifar_resnet(depth, num_classes=_classes(state, arch),
+        return build_cifar_resnet(depth, num_classes=shape(state, "classifier.weight", arch, 2)[0],
                                   conv_factory=pair if hinge else plain_conv,
                                   act="drelu" if hinge else "relu")
 

@@ -14,7 +14,7 @@ def mismatch(arch: str, what: str) -> ArchMismatchError:
     return ArchMismatchError(f"the checkpoint does not fit --arch {arch}: {what}")
 
 
-def _names(keys: list[str], n: int = 5) -> str:
+def name_list(keys: list[str], n: int = 5) -> str:
     more = f" and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
 
@@ -23,7 +23,7 @@ def need(state: dict[str, torch.Tensor], arch: str, *keys: str) -> None:
     """All `keys` must be present; otherwise name the missing ones."""
     missing = [k for k in keys if k not in state]
     if missing:
-        raise mismatch(arch, f"missing {len(missing)} tensors ({_names(missing)})")
+        raise mismatch(arch, f"missing {len(missing)} tensors ({name_list(missing)})")
 
 
 def shape(state: dict[str, torch.Tensor], key: str, arch: str, dim: int | None = None) -> tuple[int, ...]:
