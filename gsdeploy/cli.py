@@ -260,17 +260,20 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
 @app.command()
 @guarded
 def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or directories of them")],
-           fmt: Annotated[str, typer.Option("--format", help="md | csv | html")] = "md",
+           fmt: Annotated[str, typer.Option("--format", help="md | csv | html (one self-contained page: tables, plots, environment, plans, per-layer profiles, claims)")] = "md",
            plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw latency vs MACs and speedups to this PNG")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the table here instead of stdout")] = None) -> None:
     """Merge result rows from many runs and devices into latency tables with speedups vs the dense baseline."""
-    from gsdeploy.report import latency_table, load_rows, render
+    from gsdeploy.report import FORMATS, load_inputs, report_text
     from gsdeploy.atomic import write_text_atomic
 
-    df = load_rows(paths)
-    for skipped in df.attrs.get("skipped", []):
+    if fmt not in FORMATS:  # before reading anything
+        raise GsdeployError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    inputs = load_inputs(paths)
+    df = inputs.rows
+    for skipped in inputs.skipped:
         err.print(f"skipped {skipped}", highlight=False, markup=False)
-    text = render(latency_table(df), fmt)
+    text = report_text(inputs, fmt)
     if output is not None:
         write_text_atomic(output, text)
         out.print(f"wrote {output}", highlight=False)

@@ -1,16 +1,30 @@
 """The report stage: result rows -> latency tables, plots and claim verdicts.
 
-Importing this package does not import matplotlib (only `plot` does, when called) or torch
-(only claim evaluation does), so `gsdeploy report` starts fast.
+Importing this package does not import matplotlib (only `plot` and the HTML page do, when
+called) or torch (only claim evaluation does), so `gsdeploy report` starts fast.
 """
 
 from __future__ import annotations
 
 from gsdeploy.atomic import write_bytes_atomic, write_text_atomic
+from gsdeploy.errors import GsdeployError
+from gsdeploy.report.bundle import ReportInputs, load_inputs
 from gsdeploy.report.rows import load_rows
 from gsdeploy.report.tables import FORMATS, latency_table, render
 
-__all__ = ["FORMATS", "load_rows", "latency_table", "render", "plot", "write_text_atomic", "write_bytes_atomic"]
+__all__ = ["FORMATS", "ReportInputs", "load_inputs", "load_rows", "latency_table", "render", "report_text", "plot",
+           "write_text_atomic", "write_bytes_atomic"]
+
+
+def report_text(inputs: ReportInputs, fmt: str = "md") -> str:
+    """The report of `inputs` as Markdown or CSV (the latency table) or HTML (the whole page)."""
+    if fmt == "html":
+        from gsdeploy.report.page import html_page
+
+        return html_page(inputs)
+    if fmt not in FORMATS:
+        raise GsdeployError(f"unknown report format '{fmt}'; choose from {', '.join(FORMATS)}")
+    return render(latency_table(inputs.rows), fmt)
 
 
 def plot(df, out_png):  # noqa: ANN001 — thin lazy wrapper, see gsdeploy.report.plots.plot

@@ -30,8 +30,25 @@ def plot(df: pd.DataFrame, out_png: str | os.PathLike) -> Path:
     """Write a PNG with (top) latency vs MACs per call, one series per device/engine, and
     (below, one panel per device) the measured speedup of each compressed configuration with
     its FLOP speedup drawn beside it. Accepts result rows or a `latency_table`."""
+    return write_bytes_atomic(out_png, figure_bytes(df, "png"))
+
+
+def figure_bytes(df: pd.DataFrame, fmt: str = "png") -> bytes:
+    """The figure of `plot` as PNG or SVG bytes (SVG keeps its text as text: small, sharp in print)."""
+    import matplotlib
+
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt must be png or svg, got {fmt!r}")
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "gsdeploy"}):
+        fig = _figure(df)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
+    return buf.getvalue()
+
+
+def _figure(df: pd.DataFrame):
     from matplotlib.figure import Figure
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
 
     table = _as_table(df).reset_index()
     if table.empty:
@@ -58,7 +75,10 @@ def plot(df: pd.DataFrame, out_png: str | os.PathLike) -> Path:
                            label=f"{dev} / {eng} ({role})")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())  # "2", not "2×10⁰"
+    # "2" and "50", not "2×10⁰" and "5×10¹"; minor ticks labelled at 2 and 5 only, so they never crowd
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
     ax.set_xlabel("MACs per call (MACs per sample × batch)")
     ax.set_ylabel("median latency (ms)")
     ax.set_title("latency vs MACs (hollow: dense baseline, filled: compressed)")
@@ -93,6 +113,4 @@ def plot(df: pd.DataFrame, out_png: str | os.PathLike) -> Path:
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(True, axis="y", alpha=0.3)
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return write_bytes_atomic(out_png, buf.getvalue())
+    return fig

@@ -55,11 +55,12 @@ def _read_one(path: Path) -> pd.DataFrame:
     return df
 
 
-def _expand(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
-    """(explicit files, files found in directories), each without duplicates."""
+def _expand(paths: Iterable[str | os.PathLike], exclude: set[Path]) -> tuple[list[Path], list[Path]]:
+    """(explicit files, files found in directories), each without duplicates; files found in
+    directories whose resolved path is in `exclude` are left out."""
     explicit: list[Path] = []
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[Path] = set(exclude)
     for p in map(Path, paths):
         if p.is_dir():
             # Hidden files are skipped: atomic writers leave ".name.tmp" files while writing.
@@ -76,7 +77,7 @@ def _expand(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]
     return explicit, found
 
 
-def load_rows(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+def load_rows(paths: Iterable[str | os.PathLike], exclude: Iterable[Path] = ()) -> pd.DataFrame:
     """Merge result CSVs (files, or directories searched recursively for *.csv).
 
     A file named explicitly that is not a gsdeploy results CSV is an error. In a directory
@@ -84,12 +85,13 @@ def load_rows(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     and listed in `df.attrs["skipped"]` as "path: reason", so the caller can say so.
     Every row gets a `source` column (the file it came from); optional schema columns that a
     file lacks are added as empty; rows repeated verbatim (the same file copied into two
-    folders) are kept once.
+    folders) are kept once. `exclude` names files (resolved paths) that a directory search
+    must not read as rows: the report's side files (bundle.py).
     """
     paths = list(paths)
     if not paths:
         raise GsdeployError("no result files or directories given")
-    explicit, found = _expand(paths)
+    explicit, found = _expand(paths, {Path(p).resolve() for p in exclude})
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
     for f in explicit:

@@ -15,7 +15,6 @@ zoo's known baseline of a zoo model breaks ties; a tie that remains is reported,
 
 from __future__ import annotations
 
-import html
 import io
 import math
 from typing import Any
@@ -34,7 +33,7 @@ TABLE_COLUMNS = [
 # Optional row columns carried into the table when the rows have them (memory from the bench
 # rows; power/energy on Jetson from bench/tegrastats.py, under these names).
 PASSTHROUGH = ("weights_bytes", "artifact_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj")
-FORMATS = ("md", "csv", "html")
+FORMATS = ("md", "csv", "html")  # html: report/page.py
 
 
 def _norm(v: Any) -> str:
@@ -203,20 +202,9 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(table: pd.DataFrame) -> str:
-    flat = table.reset_index()
-    body = flat.to_html(index=False, na_rep="–", border=0, classes="gsdeploy", escape=True,
-                        float_format=lambda x: f"{x:.3f}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>gsdeploy report</title>\n"
-            "<style>table.gsdeploy{border-collapse:collapse;font:13px sans-serif}"
-            "table.gsdeploy td,table.gsdeploy th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
-            "</style></head><body>\n<h1>" + html.escape("gsdeploy latency report") + "</h1>\n"
-            + body + "\n</body></html>\n")
-
-
 def render(table: pd.DataFrame, fmt: str = "md") -> str:
-    """The table as Markdown (for people), CSV (every column, full precision) or a
-    self-contained HTML page."""
+    """The table as Markdown (for people) or CSV (every column, full precision). The HTML
+    report is a page of its own (report/page.py): it needs the rows' environment too."""
     if fmt == "md":
         return _markdown(table)
     if fmt == "csv":
@@ -224,5 +212,5 @@ def render(table: pd.DataFrame, fmt: str = "md") -> str:
         table.reset_index().to_csv(buf, index=False, lineterminator="\n")
         return buf.getvalue()
     if fmt == "html":
-        return _html(table)
+        raise GsdeployError("the HTML report is made from the rows, not the table: use gsdeploy.report.report_text")
     raise GsdeployError(f"unknown report format '{fmt}'; choose from {', '.join(FORMATS)}")
