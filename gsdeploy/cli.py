@@ -216,7 +216,8 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
           precision: Annotated[str, typer.Option("--precision", help="TensorRT engines: fp32 | fp16 | int8")] = "fp16",
           name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None,
           memory: Annotated[bool, typer.Option("--memory", help="also measure peak RSS of ORT CPU sessions (a child process, ~1.5 s per model and batch)")] = False,
-          resume: Annotated[bool, typer.Option("--resume", help="keep the rows of an existing DIR/<stem>.csv and skip the (engine, batch) groups it already has")] = False) -> None:
+          resume: Annotated[bool, typer.Option("--resume", help="keep the rows of an existing DIR/<stem>.csv and skip the (engine, batch) groups it already has")] = False,
+          per_layer: Annotated[bool, typer.Option("--per-layer", help="after timing, profile both models layer by layer (ORT's profiler, TensorRT's layer profiler) in a separate run and write DIR/<stem>.layers.csv/.md: where the time goes, deployed vs dense")] = False) -> None:
     """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables.
 
     Settings come from the profile (default cpu-ort); flags given explicitly override it.
@@ -250,7 +251,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
         prune_threshold=prune_threshold, trust=trust, threads=threads if threads is not None else prof.threads,
         warmup_s=warmup_s, min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
         command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), precision=precision, profile=prof.name,
-        memory=memory, resume=resume, power=prof.power)
+        memory=memory, resume=resume, power=prof.power, per_layer=per_layer)
     table, files = run_bench_job(request, options=_options(fuse, prune_threshold),
                                  warn=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     out.print(table)

@@ -39,6 +39,8 @@ class BenchRequest:
     resume: bool = False  # keep the rows of an existing <stem>.csv and skip the groups it has
     power: object | None = None  # profiles.PowerSpec: sample tegrastats (Jetson profiles)
     power_duration_s: float = 5.0  # the extra untimed pass per model and group inside the sampler
+    per_layer: bool = False  # after timing, profile both models per layer in a separate run (bench/layers.py)
+    per_layer_runs: int = 20
 
 
 def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: str | None,
@@ -98,13 +100,15 @@ def _variant_name(name: str, role: str, options) -> str:
 
 
 def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: bool,
-             trt: tuple[str, list[int]] | None = None):
+             trt: tuple[str, list[int]] | None = None, plans: dict | None = None):
     from gsdeploy.bench.flops import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
     from gsdeploy.transforms import deploy
 
     result = deploy(loaded.module, loaded.input_shape, options)
+    if plans is not None:  # the plan goes into the results (report) and the per-layer join
+        plans[role] = (result, options)
     onnx_path, artifact_bytes, err = None, None, result.verification.max_rel_err
     if need_onnx:
         onnx_path = workdir / f"{role}.onnx"
@@ -205,6 +209,9 @@ def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Pa
         if bad:
             raise GsdeployError(f"{onnx_sides[0]} is an ONNX file, which only ORT engines run as is; engine(s) "
                                 f"{', '.join(bad)} need a torch model (pass --engine ort, or the checkpoint)")
+    if onnx_sides and req.per_layer:
+        raise GsdeployError(f"--per-layer joins the profile to the deployment plan, which {onnx_sides[0]} (an ONNX "
+                            "file benched as is) does not have: pass the checkpoint or zoo name")
     if is_onnx(req.model):
         comp_subject = _onnx_subject(req.model, "compressed", shape)
         loaded = None
@@ -237,8 +244,9 @@ def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Pa
     if old is not None:
         write_results(old, req.out_dir, stem)  # the current schema, so appended rows match the header
     else:
-        for p in (csv_path, req.out_dir / f"{stem}.md"):
-            p.unlink(missing_ok=True)
+        # side files of an earlier run of this stem go too: a report must not pair them with new rows
+        for suffix in (".csv", ".md", ".plan.json", ".layers.csv", ".layers.md"):
+            (req.out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
     done = _done_keys(old)
     power_factory = None
     if req.power is not None:
@@ -250,19 +258,67 @@ def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Pa
     with tempfile.TemporaryDirectory(prefix="gsdeploy-bench-") as tmp:
         trt = (req.precision, req.batches) if "trt" in req.engines else None
         need_onnx = trt is not None or any(e.startswith("ort") for e in req.engines)
-        subjects = [base_subject or _subject(base, "baseline", options, Path(tmp), need_onnx, trt),
-                    comp_subject or _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt)]
+        plans: dict = {}
+        subjects = [base_subject or _subject(base, "baseline", options, Path(tmp), need_onnx, trt, plans),
+                    comp_subject or _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt, plans)]
+        extra_files = _write_plan(plans, subjects[1].name, req, stem)
         df = run_sweep(subjects, req.engines, req.batches, cfg, threads=req.threads, command=req.command,
                        on_group=lambda g: append_rows(csv_path, g), memory=req.memory,
                        skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
                        power_sampler_factory=power_factory, power_duration_s=req.power_duration_s)
+        if req.per_layer:
+            extra_files += _per_layer(subjects, plans, req, stem, warn)
     if warn is not None:
         for line in noisy_rows(df):
             warn(line)
     if old is not None and not old.empty:
         df = pd.concat([old, df], ignore_index=True) if not df.empty else old
-    files = list(write_results(df, req.out_dir, stem))
+    files = list(write_results(df, req.out_dir, stem)) + extra_files
     return render(df), files
+
+
+def _write_plan(plans: dict, name: str, req: BenchRequest, stem: str) -> list[Path]:
+    """DIR/<stem>.plan.json: the compressed model's deployment plan, for the report."""
+    import json
+
+    from gsdeploy.atomic import write_text_atomic
+    from gsdeploy.bench.table import utc_now
+    from gsdeploy.transforms.plan import plan_record
+
+    if "compressed" not in plans:  # an ONNX file benched as is has no plan
+        return []
+    result, options = plans["compressed"]
+    record = plan_record(result, name, options, command=req.command, timestamp=utc_now())
+    path = req.out_dir / f"{stem}.plan.json"
+    write_text_atomic(path, json.dumps(record, indent=1, default=str) + "\n")
+    return [path]
+
+
+def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warn) -> list[Path]:
+    """Profile both models layer by layer on each engine that has a profiler, in runs of their
+    own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}."""
+    from gsdeploy.atomic import write_text_atomic
+    from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
+    from gsdeploy.bench.table import utc_now
+
+    base, comp = subjects
+    frames = []
+    for engine in req.engines:
+        if not can_profile(engine):
+            if warn is not None:
+                warn(f"warning: --per-layer: no per-layer profiler for engine {engine} (ORT engines and trt have one)")
+            continue
+        for batch in req.batches:
+            frames.append(profile_pair(comp, base, decisions_of(plans["compressed"][0].plan),
+                                       decisions_of(plans["baseline"][0].plan), engine, batch, threads=req.threads,
+                                       runs=req.per_layer_runs))
+    if not frames:
+        return []
+    df = pd.concat(frames, ignore_index=True).assign(command=req.command, timestamp=utc_now())
+    csv_path, md_path = req.out_dir / f"{stem}.layers.csv", req.out_dir / f"{stem}.layers.md"
+    write_text_atomic(csv_path, df.to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(md_path, layers_markdown(df))
+    return [csv_path, md_path]
 
 
 def render(df: pd.DataFrame) -> Table:

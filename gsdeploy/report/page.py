@@ -376,7 +376,7 @@ def html_page(inputs: ReportInputs, *, title: str = "gsdeploy report", cov_limit
     rows = inputs.rows
     table = latency_table(rows)
     flat = table.reset_index()
-    devices = list(dict.fromkeys(flat["device"]))
+    devices = sorted(dict.fromkeys(flat["device"]))
     n_files = rows["source"].nunique() if "source" in rows.columns else 0
     comp = flat[flat["role"] == "compressed"]
     slow = int((comp["speedup"] < 1.0).sum())

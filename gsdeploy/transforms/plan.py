@@ -65,3 +65,19 @@ class DeployResult:
     verification: Verification  # deployed vs reference
     threshold_error: Verification | None = None  # only with prune_threshold: thresholded vs original
     fp32_error: Verification | None = None  # deployed vs reference, both run in float32 (reported)
+
+
+def plan_record(result: DeployResult, model: str, options: DeployOptions, **extra: object) -> dict:
+    """A deploy's plan as plain data (JSON-ready) for result files and reports: every decision
+    with all its fields, the options, MACs/params before and after, and the verification."""
+    from dataclasses import asdict, fields
+
+    return {
+        "kind": "gsdeploy-plan", "model": model,
+        "options": {f.name: getattr(options, f.name) for f in fields(options)},
+        "macs_before": result.macs_before, "macs_after": result.macs_after,
+        "params_before": result.params_before, "params_after": result.params_after,
+        "verification": asdict(result.verification),
+        "decisions": [asdict(d) for d in result.plan],
+        **extra,
+    }

@@ -10,7 +10,7 @@ Two facts about ORT shape this file (see shared/MEASURING.md):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -60,9 +60,10 @@ class OrtRunner(Runner):
 
     def __init__(self, onnx_path: str | Path, providers: Sequence[str | tuple[str, dict]] = (CPU_PROVIDER,),
                  threads: int | None = None, spinning: bool = True, graph_opt: str = "all",
-                 input_shape: tuple[int, ...] | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, tune: Callable[[Any], None] | None = None) -> None:
         """`input_shape` (one sample, no batch axis) is only needed when the ONNX input has
-        symbolic dimensions other than the batch."""
+        symbolic dimensions other than the batch. `tune(session_options)` may add to the
+        options before the session is made (the per-layer profile turns ORT's profiler on)."""
         ort = import_ort()
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
@@ -87,6 +88,8 @@ class OrtRunner(Runner):
         flag = "1" if spinning else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", flag)
         so.add_session_config_entry("session.inter_op.allow_spinning", flag)
+        if tune is not None:
+            tune(so)
 
         available = ort.get_available_providers()
         try:
@@ -174,6 +177,10 @@ class OrtRunner(Runner):
         dtype = self._inputs[0][2]
         out = self._sess.run(self._out_names[:1], {self.input_name: np.ascontiguousarray(x, dtype=dtype)})
         return out[0]
+
+    def end_profiling(self) -> Path:
+        """Stop ORT's profiler (turned on through `tune`) and return its JSON trace file."""
+        return Path(self._sess.end_profiling())
 
     def close(self) -> None:
         # Dropping the session stops its thread pool, so it cannot spin against the next one.

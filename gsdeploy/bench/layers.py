@@ -1,0 +1,394 @@
+"""Where the time goes, layer by layer: an engine's own per-node profile joined to the plan's sites.
+
+ONNX Runtime's profiler (SessionOptions.enable_profiling) writes one event per executed node
+and run; TensorRT's IProfiler reports one time per engine layer and run. Both name what ran
+after the engine's own graph rewriting (ORT fuses Conv+activation, moves convs to its blocked
+NCHWc layout and inserts reorders; TensorRT fuses layers), so each executed node is traced back
+to the module whose weights it reads:
+
+  ONNX node  -> layer   the module path of its weight initializer (the exporter names
+                        initializers after parameters: "features.1.0.body.0.0.weight"); a node
+                        without weights (ReLU, Add, pooling) belongs to the layer that produced its
+                        first input;
+  layer      -> site    the plan decision that grouped it (a kept or fused pair is one site,
+                        named like the dense conv it replaced), else the layer itself;
+
+so the deployed model and its dense baseline meet on the same site names. ORT's nodes after
+optimisation are matched through the optimised graph ORT saves (`optimized_model_filepath`):
+a node keeps its original name, or is named after an original tensor (NCHWc convs), or reads
+an original weight; reorder nodes go with the conv they feed or drain.
+
+The profiler slows inference down (2–5× measured here), so these runs are separate from the
+timed ones and only ratios and shares mean anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import statistics
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from gsdeploy.errors import GsdeployError, MissingDependencyError
+
+UNATTRIBUTED = "(unattributed)"
+# Plan actions that do not group layers into a site (one layer each, or none left in the graph).
+_NOT_GROUPING = ("fold BN", "remove zero groups", "fold DReLU")
+LAYER_COLUMNS = ["model", "baseline", "engine", "provider", "device", "threads", "batch", "site", "action",
+                 "deployed_shape", "dense_us", "deployed_us", "speedup", "deployed_share", "deployed_ops", "dense_ops",
+                 "runs", "command", "timestamp"]
+
+
+# ---- ONNX graph -> layer of each node and tensor --------------------------------------------------
+
+
+@dataclass
+class LayerMap:
+    """What each node and tensor of an exported ONNX graph belongs to (module paths)."""
+
+    node: dict[str, str] = field(default_factory=dict)  # node name -> layer
+    tensor: dict[str, str] = field(default_factory=dict)  # tensor name (node outputs) -> layer
+    weight: dict[str, str] = field(default_factory=dict)  # initializer name -> layer
+
+
+def _layer_of_initializer(name: str) -> str:
+    """'features.1.0.body.0.0.weight' -> 'features.1.0.body.0.0'."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def layer_map(graph: Any) -> LayerMap:
+    """The layers of an `onnx.GraphProto` exported from a torch module (nodes are in
+    topological order, as ONNX requires)."""
+    inits = {i.name for i in graph.initializer}
+    m = LayerMap(weight={n: _layer_of_initializer(n) for n in inits})
+    for node in graph.node:
+        weights = [i for i in node.input if i in inits]
+        layer = None
+        if weights:
+            named = [w for w in weights if w.endswith(".weight")] or weights
+            layer = m.weight[named[0]]
+        else:
+            layer = next((m.tensor[i] for i in node.input if i in m.tensor), None)
+        layer = layer or UNATTRIBUTED
+        m.node[node.name] = layer
+        for o in node.output:
+            m.tensor[o] = layer
+    return m
+
+
+def _strip(name: str) -> str:
+    for suffix in ("_nchwc",):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def executed_layers(original: LayerMap, optimized_graph: Any) -> dict[str, str]:
+    """Node name in ORT's optimised graph -> layer of the original graph."""
+    nodes = list(optimized_graph.node)
+    out: dict[str, str] = {}
+    for n in nodes:
+        layer = original.node.get(n.name)
+        if layer is None:
+            layer = next((original.weight[i] for i in n.input if i in original.weight and i.endswith(".weight")), None)
+        if layer is None:
+            layer = next((original.tensor[_strip(o)] for o in (*n.output, n.name) if _strip(o) in original.tensor),
+                         None)
+        if layer is not None and layer != UNATTRIBUTED:
+            out[n.name] = layer
+    # Layout reorders and other inserted nodes: the layer they feed, else the one they drain.
+    producer = {o: n.name for n in nodes for o in n.output}
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for n in nodes:
+        for i in n.input:
+            consumers[i].append(n.name)
+    for _ in range(3):  # reorder chains are short
+        for n in nodes:
+            if n.name in out:
+                continue
+            fed = [c for o in n.output for c in consumers.get(o, []) if c in out]
+            drained = [producer[i] for i in n.input if i in producer and producer[i] in out]
+            if fed:
+                out[n.name] = out[fed[0]]
+            elif drained:
+                out[n.name] = out[drained[0]]
+    return out
+
+
+def site_of(layer: str, decisions: Iterable[dict]) -> tuple[str, dict | None]:
+    """The plan site a layer belongs to (and its decision), else the layer itself."""
+    best: tuple[str, dict | None] = (layer, None)
+    for d in decisions:
+        if d.get("action") in _NOT_GROUPING:
+            continue
+        site = str(d.get("site", ""))
+        inside = layer in (d.get("layers") or []) or layer == site or layer.startswith(site + ".")
+        if site and inside and (best[1] is None or len(site) > len(best[0])):
+            best = (site, d)
+    return best
+
+
+# ---- profiles ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteTimes:
+    """One model's profile at one batch: median µs per inference of each site over the runs."""
+
+    us: dict[str, float]  # site -> median over runs of the summed node time
+    ops: dict[str, Counter]  # site -> op types executed
+    order: list[str]  # sites in execution order
+    runs: int
+    decisions: dict[str, dict]  # site -> the plan decision that made it a site
+    device: str = ""  # what ran it, as the runner names it (CPU model, GPU name)
+    threads: int | None = None
+
+
+def _group(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str], layers: dict[str, str],
+           decisions: list[dict]) -> SiteTimes:
+    site_cache: dict[str, tuple[str, dict | None]] = {}
+
+    def site(node: str) -> str:
+        layer = layers.get(node, UNATTRIBUTED)
+        if layer not in site_cache:
+            site_cache[layer] = site_of(layer, decisions) if layer != UNATTRIBUTED else (UNATTRIBUTED, None)
+        return site_cache[layer][0]
+
+    sums: list[dict[str, float]] = []
+    for run in per_run:
+        s: dict[str, float] = defaultdict(float)
+        for node, us in run.items():
+            s[site(node)] += us
+        sums.append(s)
+    sites = list(dict.fromkeys(site(n) for n in order))
+    op_counts: dict[str, Counter] = defaultdict(Counter)
+    for n in order:
+        op_counts[site(n)][ops.get(n, "?")] += 1
+    us = {s: statistics.median(r.get(s, 0.0) for r in sums) for s in sites}
+    dec = {v[0]: v[1] for v in site_cache.values() if v[1] is not None}
+    return SiteTimes(us=us, ops=dict(op_counts), order=sites, runs=len(per_run), decisions=dec)
+
+
+def read_ort_trace(path: Path, skip_runs: int) -> tuple[list[dict[str, float]], dict[str, str], list[str]]:
+    """(per-run node µs, node -> op type, node execution order) from an ORT profile JSON;
+    the first `skip_runs` runs (warm-up) are dropped."""
+    try:
+        events = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GsdeployError(f"cannot read ONNX Runtime's profile {path}: {e}") from None
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = runs[skip_runs:]
+    per_run: list[dict[str, float]] = [defaultdict(float) for _ in runs]
+    ops: dict[str, str] = {}
+    order: list[str] = []
+    starts = [a for a, _ in runs]
+
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        k = bisect.bisect_right(starts, e["ts"]) - 1
+        if k < 0 or e["ts"] > runs[k][1]:
+            continue
+        per_run[k][node] += float(e["dur"])
+        if node not in ops:
+            ops[node] = str(e.get("args", {}).get("op_name", "?"))
+            order.append(node)
+    if not per_run:
+        raise GsdeployError(f"ONNX Runtime's profile {path} has no timed runs")
+    return per_run, ops, order
+
+
+def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, threads: int | None = None,
+                warmup: int = 5, runs: int = 20, input_shape: tuple[int, ...] | None = None,
+                providers: Sequence[str] = ("CPUExecutionProvider",)) -> SiteTimes:
+    """Run `onnx_path` `warmup + runs` times under ORT's profiler and sum node times per site."""
+    import onnx
+
+    from gsdeploy.bench.runners.ort import OrtRunner
+
+    onnx_path = Path(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-layers-") as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+
+        def tune(so: Any) -> None:
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort_profile")
+            so.optimized_model_filepath = str(optimized)
+            so.log_severity_level = 3  # ORT warns that an NCHWc graph is machine-specific: we know
+
+        runner = OrtRunner(onnx_path, providers=tuple(providers), threads=threads, input_shape=input_shape, tune=tune)
+        device, used_threads = runner.device, runner.threads
+        try:
+            runner.prepare(batch)
+            for _ in range(warmup + runs):
+                runner.run_once()
+            trace = runner.end_profiling()
+        finally:
+            runner.close()
+        per_run, ops, order = read_ort_trace(trace, skip_runs=warmup)
+        original = layer_map(onnx.load(str(onnx_path), load_external_data=False).graph)
+        layers = dict(original.node)
+        if optimized.is_file():
+            layers.update(executed_layers(original, onnx.load(str(optimized), load_external_data=False).graph))
+    times = _group(per_run, ops, order, layers, decisions)
+    times.device, times.threads = device, used_threads
+    return times
+
+
+def profile_trt(runner: Any, onnx_path: Path, batch: int, decisions: list[dict], *, warmup: int = 5,
+                runs: int = 20) -> SiteTimes:
+    """TensorRT's per-layer times (IProfiler) of a prepared-able `TrtRunner`, joined to sites
+    through the ONNX graph it was built from. TensorRT names a fused layer after the ONNX
+    nodes it holds ("/body.0.0/Conv + /body.2/LeakyRelu"); the first node with a known layer
+    names the site."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise MissingDependencyError(f"TensorRT's layer profiler needs the tensorrt package ({e})") from None
+    import onnx
+
+    class _Times(trt.IProfiler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.runs: list[dict[str, float]] = []
+            self.current: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:  # TensorRT's signature
+            self.current[layer_name] = self.current.get(layer_name, 0.0) + ms * 1e3
+
+    prof = _Times()
+    runner.prepare(batch)
+    runner.trt.context.profiler = prof
+    order: list[str] = []
+    for i in range(warmup + runs):
+        prof.current = {}
+        runner.run_once()  # synchronous: the profiler has reported every layer when it returns
+        if i >= warmup:
+            prof.runs.append(prof.current)
+            order.extend(n for n in prof.current if n not in order)
+    original = layer_map(onnx.load(str(onnx_path), load_external_data=False).graph)
+    layers = {}
+    for name in order:
+        parts = [p.strip() for p in name.replace("+", "\n").splitlines()]
+        layers[name] = next((original.node[p] for p in parts if p in original.node), UNATTRIBUTED)
+    ops = {name: "TensorRT layer" for name in order}
+    times = _group(prof.runs, ops, order, layers, decisions)
+    times.device, times.threads = str(getattr(runner, "device", "")), 1
+    return times
+
+
+# ---- the table -----------------------------------------------------------------------------------
+
+
+def _ops_text(c: Counter | None) -> str:
+    if not c:
+        return ""
+    return ", ".join(f"{op}×{n}" if n > 1 else op for op, n in c.most_common())
+
+
+def join_sites(deployed: SiteTimes, dense: SiteTimes) -> pd.DataFrame:
+    """One row per site (deployed order, then sites only the dense model has): µs per
+    inference in each, the speedup (dense / deployed) and the deployed model's share of time."""
+    total = sum(deployed.us.values())
+    sites = deployed.order + [s for s in dense.order if s not in deployed.us]
+    rows = []
+    for s in sites:
+        dep, den = deployed.us.get(s), dense.us.get(s)
+        d = deployed.decisions.get(s) or {}
+        rows.append({
+            "site": s, "action": d.get("action", ""), "deployed_shape": d.get("shape_after", ""),
+            "dense_us": den if den is not None else math.nan, "deployed_us": dep if dep is not None else math.nan,
+            "speedup": den / dep if den and dep else math.nan,
+            "deployed_share": dep / total if dep is not None and total > 0 else math.nan,
+            "deployed_ops": _ops_text(deployed.ops.get(s)), "dense_ops": _ops_text(dense.ops.get(s)),
+            "runs": min(deployed.runs, dense.runs),
+        })
+    return pd.DataFrame(rows)
+
+
+def layers_markdown(df: pd.DataFrame) -> str:
+    """The per-layer rows as Markdown, one table per (model, engine, batch)."""
+    lines = ["# Where the time goes, layer by layer", ""]
+    keys = ["model", "baseline", "engine", "batch"]
+    for key, g in df.groupby(keys, sort=False):
+        model, base, engine, batch = key
+        dep, den = g["deployed_us"].sum(), g["dense_us"].sum()
+        lines += [f"## {model} vs {base}, {engine}, batch {batch}", "",
+                  f"Sum of node times per inference under the profiler: dense {den:,.0f} µs, deployed {dep:,.0f} µs"
+                  + (f" ({den / dep:.2f}×)." if dep > 0 else "."), "",
+                  "| site | action | deployed | dense µs | deployed µs | speedup | share | deployed ops |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
+        for r in g.to_dict("records"):
+            f = lambda v, spec: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)  # noqa: E731
+            lines.append(f"| {r['site']} | {r['action'] or '–'} | {r['deployed_shape'] or '–'} | {f(r['dense_us'], ',.1f')}"
+                         f" | {f(r['deployed_us'], ',.1f')} | {f(r['speedup'], '.2f')} | {f(r['deployed_share'], '.1%')}"
+                         f" | {r['deployed_ops']} |")
+        lines.append("")
+    cmds = sorted({str(c) for c in df.get("command", pd.Series(dtype=str)).dropna()})
+    lines += [f"Command: `{c}`" for c in cmds]
+    lines += ["", "Node times come from a separate profiled run after the timed one (ONNX Runtime's profiler "
+              "slows inference down 2–5×): read ratios and shares, not absolute times.", ""]
+    return "\n".join(lines)
+
+
+def decisions_of(plan: Iterable[Any]) -> list[dict]:
+    """Plan decisions (dataclasses or dicts) as dicts."""
+    from dataclasses import asdict, is_dataclass
+
+    return [asdict(d) if is_dataclass(d) else dict(d) for d in plan]
+
+
+
+def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_plan: list[dict], engine: str,
+                 batch: int, *, threads: int | None = None, runs: int = 20, warmup: int = 5) -> pd.DataFrame:
+    """The per-site table of a compressed subject and its dense baseline (bench/sweep.Subject)
+    on one engine and batch. ORT engines use ORT's profiler with the engine's providers; "trt"
+    uses TensorRT's layer profiler on the built engines."""
+    from gsdeploy.bench.sweep import ENGINES
+
+    spec = ENGINES.get(engine)
+    if engine == "trt":
+        from gsdeploy.bench.runners.trt import TrtRunner
+
+        times = []
+        for subject, plan in ((deployed, deployed_plan), (dense, dense_plan)):
+            if subject.engine_path is None or subject.onnx_path is None:
+                raise GsdeployError(f"per-layer profile on trt needs the built engine of {subject.name}")
+            runner = TrtRunner(subject.engine_path)
+            try:
+                times.append(profile_trt(runner, subject.onnx_path, batch, plan, warmup=warmup, runs=runs))
+            finally:
+                runner.close()
+        provider = "tensorrt"
+    elif spec is not None and spec.family == "ort":
+        times = [profile_ort(s.onnx_path, batch, plan, threads=threads, warmup=warmup, runs=runs,
+                             input_shape=s.input_shape, providers=spec.providers)
+                 for s, plan in ((deployed, deployed_plan), (dense, dense_plan))]
+        provider = spec.providers[0]
+    else:
+        raise GsdeployError(f"no per-layer profiler for engine '{engine}' (ORT engines and trt have one)")
+    df = join_sites(*times)
+    df.insert(0, "model", deployed.name)
+    df.insert(1, "baseline", dense.name)
+    df.insert(2, "engine", engine)
+    df.insert(3, "provider", provider)
+    df.insert(4, "device", times[0].device)
+    df.insert(5, "threads", times[0].threads)
+    df.insert(6, "batch", int(batch))
+    return df
+
+
+def can_profile(engine: str) -> bool:
+    from gsdeploy.bench.sweep import ENGINES
+
+    return engine == "trt" or (engine in ENGINES and ENGINES[engine].family == "ort")
