@@ -28,7 +28,9 @@ import torch
 
 from gsdeploy.bench.env import capture_env, usable_cpus
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
-from gsdeploy.bench.runners.ort import OrtRunner, import_ort
+from gsdeploy.bench.runners.ort import OrtRunner
+from gsdeploy.loaders import import_ort
+from gsdeploy.target import make_target
 from gsdeploy.zoo import create_model
 
 
@@ -98,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / f"{args.model}.onnx"
         shape = export(args.model, path)
         for rnd in range(1, args.rounds + 1):
-            r = OrtRunner(path, threads=threads, spinning=spinning)
+            r = OrtRunner(path, make_target("ort", threads=threads, allow_spinning=spinning))
             s = measure_interleaved({"m": r}, args.batch, cfg)["m"]
             r.close()
             del r
             results["gsdeploy"].append(s.median_ms)
             covs["gsdeploy"].append(s.cov)
 
-            a, b = OrtRunner(path, threads=threads, spinning=spinning), OrtRunner(path, threads=threads,
-                                                                                   spinning=spinning)
+            target = make_target("ort", threads=threads, allow_spinning=spinning)
+            a, b = OrtRunner(path, target), OrtRunner(path, target)
             pair = measure_interleaved({"A": a, "B": b}, args.batch, cfg)
             a.close(), b.close()
             del a, b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shlex
 import sys
@@ -27,6 +28,7 @@ ShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="per-samp
 FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs: flops (when MACs drop) | latency (when faster in ORT on this machine) | always | never")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--prune-threshold", help="also remove groups whose L2 norm is at most this")]
 TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whole nn.Module (runs code from the file)")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")]
 
 
 def _fail(code: int, message: str) -> None:
@@ -56,20 +58,36 @@ def guarded(fn):
     return wrapper
 
 
-def _options(fuse: str, prune_threshold: float | None):
-    from gsdeploy.transforms import DeployOptions
-
+def _check_deploy_flags(fuse: str, prune_threshold: float | None) -> None:
     if fuse not in ("flops", "latency", "always", "never"):
         raise GsdeployError(f"--fuse must be flops, latency, always or never, not '{fuse}'")
-    if prune_threshold is not None and prune_threshold < 0:
-        raise GsdeployError("--prune-threshold must be >= 0")
-    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold)
+    if prune_threshold is not None and not (math.isfinite(prune_threshold) and prune_threshold >= 0):
+        raise GsdeployError(f"--prune-threshold must be a finite number >= 0, not {prune_threshold}")
 
 
-def _load(model: str, arch: str | None, input_shape: str | None, trust: bool):
-    from gsdeploy.load import load_model, parse_input_shape
+def _options(fuse: str, prune_threshold: float | None, target=None):
+    from gsdeploy.transforms import DeployOptions
 
-    shape = parse_input_shape(input_shape) if input_shape else None
+    _check_deploy_flags(fuse, prune_threshold)
+    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, target=target)
+
+
+def _targets(profile: str | None, **flags):
+    """The profile's targets with the flags applied, validated: built once, before any work."""
+    from gsdeploy.target import TargetFlags, resolve_targets
+
+    return resolve_targets(profile, TargetFlags(**flags))
+
+
+def _shape(input_shape: str | None) -> tuple[int, ...] | None:
+    from gsdeploy.load import parse_input_shape
+
+    return tuple(parse_input_shape(input_shape)) if input_shape else None
+
+
+def _load(model: str, arch: str | None, shape: tuple[int, ...] | None, trust: bool):
+    from gsdeploy.load import load_model
+
     return load_model(model, arch=arch, trust=trust, input_shape=shape)
 
 
@@ -125,12 +143,14 @@ def _summary(result) -> str:
 @guarded
 def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
             arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
-            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False) -> None:
+            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None) -> None:
     """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason."""
     from gsdeploy.transforms import deploy
 
-    loaded = _load(model, arch, input_shape, trust)
-    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold))
+    _check_deploy_flags(fuse, prune_threshold)
+    target = _targets(profile, input_shape=_shape(input_shape))[0]
+    loaded = _load(model, arch, target.input_shape, trust)
+    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold, target))
     out.print(_plan_table(result))
     out.print(_summary(result), highlight=False)
 
@@ -141,7 +161,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            output: Annotated[Path, typer.Option("--output", "-o", help="artifact to write (.onnx, .engine, .ep)")],
            engine: Annotated[str, typer.Option("--engine", help="onnx | trt | torch-trt")] = "onnx",
            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
-           prune_threshold: ThresholdOpt = None, trust: TrustOpt = False,
+           prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
            precision: Annotated[str, typer.Option(help="trt/torch-trt: fp32 | fp16 | int8")] = "fp16",
            batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32")] = None,
            min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
@@ -158,6 +178,8 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
 
     if engine not in ("onnx", "trt", "torch-trt"):
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
+    _check_deploy_flags(fuse, prune_threshold)
+    target = _targets(profile, input_shape=_shape(input_shape))[0]
     check_output_path(output)
     if engine != "onnx":
         from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
@@ -166,8 +188,8 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
         else:
             from gsdeploy.export.torch_tensorrt import require_torch_tensorrt
             require_torch_tensorrt()
-    loaded = _load(model, arch, input_shape, trust)
-    options = _options(fuse, prune_threshold)
+    loaded = _load(model, arch, target.input_shape, trust)
+    options = _options(fuse, prune_threshold, target)
     result = deploy(loaded.module, loaded.input_shape, options)
     out.print(_summary(result), highlight=False)
     if engine == "onnx":
@@ -203,8 +225,8 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
           arch: ArchOpt = None,
           baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense baseline: zoo name, checkpoint or .onnx file")] = None,
           baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None,
-          profile: Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")] = None,
-          engine: Annotated[Optional[str], typer.Option("--engine", help="ort | torch | ort-cuda | ort-trt | torch-cuda | torch-cuda-graph | trt, comma-separated")] = None,
+          profile: ProfileOpt = None,
+          engine: Annotated[Optional[str], typer.Option("--engine", help="entries of the profile by label or engine (ort | torch | trt), comma-separated; default: all of them")] = None,
           batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes, e.g. 1,32")] = None,
           output: Annotated[Path, typer.Option("--output", "-o", help="directory for the CSV and Markdown tables")] = Path("results"),
           input_shape: ShapeOpt = None, fuse: FuseOpt = "flops", prune_threshold: ThresholdOpt = None,
@@ -213,49 +235,51 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
           warmup_s: Annotated[Optional[float], typer.Option("--warmup-s", help="warm-up time per model and batch")] = None,
           min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
           min_duration_s: Annotated[Optional[float], typer.Option("--min-duration-s")] = None,
-          precision: Annotated[str, typer.Option("--precision", help="TensorRT engines: fp32 | fp16 | int8")] = "fp16",
+          max_cov: Annotated[Optional[float], typer.Option("--max-cov", help="warn about rows whose latency CoV is above this (0.025 = 2.5%)")] = None,
+          precision: Annotated[Optional[str], typer.Option("--precision", help="override the profile's precision: fp32 | fp16 | int8")] = None,
           name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None,
           memory: Annotated[bool, typer.Option("--memory", help="also measure peak RSS of ORT CPU sessions (a child process, ~1.5 s per model and batch)")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="keep the rows of an existing DIR/<stem>.csv and skip the (engine, batch) groups it already has")] = False,
           per_layer: Annotated[bool, typer.Option("--per-layer", help="after timing, profile both models layer by layer (ORT's profiler, TensorRT's layer profiler) in a separate run and write DIR/<stem>.layers.csv/.md: where the time goes, deployed vs dense")] = False) -> None:
     """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables.
 
-    Settings come from the profile (default cpu-ort); flags given explicitly override it.
-    Rows are appended to DIR/<stem>.csv as each (engine, batch) group finishes, so an
-    interrupted sweep keeps what it measured; without --resume an existing CSV (and MD) of
-    the same stem is replaced at the start."""
-    from gsdeploy.errors import MissingDependencyError
+    Settings come from the profile (default cpu-ort): every engine entry × precision is timed
+    and labelled; flags given explicitly override it. Rows are appended to DIR/<stem>.csv as
+    each (engine, batch) group finishes, so an interrupted sweep keeps what it measured;
+    without --resume an existing CSV (and MD) of the same stem is replaced at the start."""
     from gsdeploy.pipeline import BenchRequest, run_bench_job
-    from gsdeploy.profiles import load_profile, unavailable_reason
+    from gsdeploy.target import require_available
     from gsdeploy.zoo import DEFAULT_MODEL
 
-    prof = load_profile(profile or "cpu-ort")
-    reason = unavailable_reason(prof)
-    if reason:
-        raise MissingDependencyError(f"profile {prof.name} cannot run here: {reason}")
-    engines = ([e.strip() for e in engine.split(",") if e.strip()] if engine
-               else list(dict.fromkeys(e.bench_engine(prof.device) for e in prof.engines)))
-    if not engines:
+    _check_deploy_flags(fuse, prune_threshold)
+    engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
+    if engine is not None and not engines:
         raise GsdeployError("--engine names no engine")
-    batches = _int_list(batch, "--batch") if batch else list(prof.batches)
-    warmup_s = prof.warmup_s if warmup_s is None else warmup_s
-    min_iterations = prof.min_iterations if min_iterations is None else min_iterations
-    min_duration_s = prof.min_duration_s if min_duration_s is None else min_duration_s
-    if warmup_s < 0 or min_iterations < 1 or min_duration_s < 0:
-        raise GsdeployError("--warmup-s and --min-duration-s must be >= 0 and --min-iterations >= 1")
-    if input_shape is None and prof.input_shape:
-        input_shape = "x".join(map(str, prof.input_shape))
+    targets = _targets(profile, engines=engines, batches=tuple(_int_list(batch, "--batch")) if batch else None,
+                       threads=threads, precision=precision, input_shape=_shape(input_shape), warmup_s=warmup_s,
+                       min_iterations=min_iterations, min_duration_s=min_duration_s, max_cov=max_cov)
+    require_available(targets)
     request = BenchRequest(
-        model=model or DEFAULT_MODEL, arch=arch, baseline=baseline, baseline_arch=baseline_arch, engines=engines,
-        batches=batches, out_dir=output, input_shape=input_shape, fuse=fuse,
-        prune_threshold=prune_threshold, trust=trust, threads=threads if threads is not None else prof.threads,
-        warmup_s=warmup_s, min_iterations=min_iterations, min_duration_s=min_duration_s, name=name,
-        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), precision=precision, profile=prof.name,
-        memory=memory, resume=resume, power=prof.power, per_layer=per_layer)
-    table, files = run_bench_job(request, options=_options(fuse, prune_threshold),
-                                 warn=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
-    out.print(table)
-    out.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+        model=model or DEFAULT_MODEL, targets=targets, out_dir=output, arch=arch, baseline=baseline,
+        baseline_arch=baseline_arch, fuse=fuse, prune_threshold=prune_threshold, trust=trust, name=name,
+        command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), memory=memory, resume=resume,
+        per_layer=per_layer)
+    result = run_bench_job(request)
+    for line in result.warnings:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    out.print(_bench_table(result.rows))
+    out.print("wrote " + ", ".join(str(f) for f in result.files), highlight=False)
+
+
+def _bench_table(df) -> Table:
+    t = Table("model", "role", "engine", "batch", "median ms", "p90 ms", "CoV", "thr/s", "speedup", "FLOP speedup",
+              "efficiency", title="latency against the dense baseline")
+    for _, r in df.iterrows():
+        t.add_row(escape(str(r["model"])), str(r["role"]), escape(str(r["engine"])), str(r["batch"]),
+                  f"{r['latency_ms_median']:.3f}", f"{r['latency_ms_p90']:.3f}", f"{r['latency_cov']:.1%}",
+                  f"{r['throughput_per_s']:.0f}", f"{r['speedup_vs_baseline']:.2f}x", f"{r['flop_speedup']:.2f}x",
+                  f"{r['efficiency']:.2f}")
+    return t
 
 
 @app.command()
@@ -292,44 +316,15 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
 def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a directory of them)")],
              profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None) -> None:
     """Check speedup / FLOP / params / latency claims: PASS or FAIL with measured vs claimed; exit 1 on any FAIL."""
+    from gsdeploy.pipeline import measure_claim
     from gsdeploy.profiles import load_profile
     from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts
 
     if profile is not None:
         load_profile(profile)  # a typo fails before any work
-    verdicts = evaluate_claims(load_claims(claims), _measure_claim, profile=profile)
+    verdicts = evaluate_claims(load_claims(claims), measure_claim, profile=profile)
     typer.echo(render_verdicts(verdicts))
     raise typer.Exit(exit_code(verdicts))
-
-
-def _measure_claim(claim) -> float:
-    """Time one claim with its profile's settings; returns speedup or latency of the compressed model."""
-    import tempfile
-
-    import pandas as pd
-
-    from gsdeploy.errors import MissingDependencyError
-    from gsdeploy.pipeline import BenchRequest, run_bench_job
-    from gsdeploy.profiles import load_profile, unavailable_reason
-    from gsdeploy.report.claims import claim_settings
-
-    prof = load_profile(claim.profile or "cpu-ort")
-    reason = unavailable_reason(prof)
-    if reason:
-        raise MissingDependencyError(reason)
-    eng, precision, batch = claim_settings(claim, prof)
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-claim-") as tmp:
-        request = BenchRequest(
-            model=claim.model, arch=getattr(claim, "arch", None), baseline=claim.baseline,
-            baseline_arch=getattr(claim, "baseline_arch", None), engines=[eng.bench_engine(prof.device)],
-            batches=[batch], out_dir=Path(tmp), input_shape=None, fuse="flops", prune_threshold=None, trust=False,
-            threads=prof.threads, warmup_s=prof.warmup_s, min_iterations=prof.min_iterations,
-            min_duration_s=prof.min_duration_s, name="claim", command=f"gsdeploy validate ({claim.id})",
-            precision=precision, profile=prof.name)
-        _, files = run_bench_job(request, options=_options("flops", None))
-        df = pd.read_csv(next(f for f in files if f.suffix == ".csv"))
-    row = df[df["role"] == "compressed"].iloc[0]
-    return float(row["speedup_vs_baseline"] if claim.metric == "speedup" else row["latency_ms_median"])
 
 
 def main() -> None:

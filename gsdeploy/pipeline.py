@@ -3,54 +3,67 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from rich.markup import escape
-from rich.table import Table
 
 from gsdeploy.errors import GsdeployError, NumericMismatchError
+from gsdeploy.loaders import trt_build_options, trt_engine_batches
 from gsdeploy.model import LoadedModel
+from gsdeploy.target import Target
 
 
 @dataclass
 class BenchRequest:
+    """One bench job: a model, its dense baseline and the targets to time them on.
+
+    `targets` come from `gsdeploy.target.resolve_targets` (profile + flags, validated); their
+    batches, threads, timing budget, input shape and power sampling are the job's. `fuse` and
+    `prune_threshold` deploy the compressed model; the dense baseline is deployed with the
+    same fuse mode and never with the threshold (its groups are not the model's to cut)."""
+
     model: str
-    arch: str | None
-    baseline: str | None
-    baseline_arch: str | None
-    engines: list[str]
-    batches: list[int]
-    out_dir: Path
-    input_shape: str | None
-    fuse: str
-    prune_threshold: float | None
-    trust: bool
-    threads: int | None
-    warmup_s: float
-    min_iterations: int
-    min_duration_s: float
-    name: str | None
-    command: str
-    precision: str = "fp16"  # TensorRT engines only; ORT and torch run the fp32 graph
-    profile: str | None = None
+    targets: tuple[Target, ...]
+    out_dir: Path = Path("results")
+    arch: str | None = None
+    baseline: str | None = None
+    baseline_arch: str | None = None
+    fuse: str = "flops"
+    prune_threshold: float | None = None
+    trust: bool = False
+    name: str | None = None  # file stem of the tables (default bench_<model>)
+    command: str = "gsdeploy bench"
     memory: bool = False  # also measure peak RSS of ORT CPU sessions (child process, ~1.5 s each)
     resume: bool = False  # keep the rows of an existing <stem>.csv and skip the groups it has
-    power: object | None = None  # profiles.PowerSpec: sample tegrastats (Jetson profiles)
     power_duration_s: float = 5.0  # the extra untimed pass per model and group inside the sampler
     per_layer: bool = False  # after timing, profile both models per layer in a separate run (bench/layers.py)
     per_layer_runs: int = 20
+    progress: bool = True  # a progress bar on stderr
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self.targets[0].input_shape if self.targets else None
+
+
+@dataclass
+class BenchResult:
+    """What a bench job produced: its rows (this run's and, with resume, the kept ones), the
+    files written, and one warning per row measured now whose CoV is above its target's limit."""
+
+    rows: pd.DataFrame
+    files: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: str | None,
-                     input_shape: str | None, trust: bool) -> LoadedModel:
+                     input_shape: tuple[int, ...] | None, trust: bool) -> LoadedModel:
     """The dense model to compare against: given explicitly, known from the zoo, or the zoo model of
     the official dense arch (its weights are random, which does not change latency)."""
-    from gsdeploy.load import load_model, parse_input_shape
+    from gsdeploy.load import load_model
     from gsdeploy.zoo.registry import _REGISTRY as ZOO
 
-    shape = parse_input_shape(input_shape) if input_shape else loaded.input_shape
+    shape = tuple(input_shape) if input_shape else loaded.input_shape
     if baseline is not None:
         return load_model(baseline, arch=baseline_arch, trust=trust, input_shape=shape)
     name = loaded.baseline or loaded.notes.get("baseline_arch")
@@ -61,17 +74,24 @@ def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: s
     raise GsdeployError(f"no known dense baseline for {loaded.name}; pass --baseline MODEL [--baseline-arch ARCH]")
 
 
-def _trt_engine(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str, precision: str,
-                batches: list[int]) -> Path:
-    """Build a TensorRT engine for the batch range from the verified ONNX (checked against the
-    original module at the precision's tolerance by export_trt)."""
+def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str,
+                 targets: tuple[Target, ...]) -> dict:
+    """Build the TensorRT engines the TensorRT targets need from the verified ONNX (checked
+    against the original module at the precision's tolerance by export_trt): one dynamic engine
+    per target, or one static engine per batch for DLA. Build options come from the target
+    (`gsdeploy.loaders.trt_build_options`: precision, workspace, DLA core, GPU fallback, ...)."""
     from gsdeploy.export.tensorrt import export_trt
-    from gsdeploy.export.trt_config import BatchRange, TrtBuildOptions
 
-    path = workdir / f"{role}.engine"
-    opts = TrtBuildOptions(precision=precision, batch=BatchRange(min(batches), max(batches), max(batches)))
-    export_trt(loaded.module, onnx_path, loaded.input_shape, opts, path, {"source": loaded.name})
-    return path
+    engines = {}
+    for t in targets:
+        if t.engine != "trt":
+            continue
+        for batch in trt_engine_batches(t):
+            path = workdir / f"{role}-{t.label}-{t.precision}-{batch or 'dynamic'}.engine"
+            export_trt(loaded.module, onnx_path, loaded.input_shape, trt_build_options(t, batch), path,
+                       {"source": loaded.name, "target": t.label})
+            engines[(t.label, t.precision, batch)] = path
+    return engines
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -99,8 +119,8 @@ def _variant_name(name: str, role: str, options) -> str:
     return f"{name}[{','.join(tags)}]" if tags else name
 
 
-def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: bool,
-             trt: tuple[str, list[int]] | None = None, plans: dict | None = None):
+def _subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tuple[Target, ...],
+             plans: dict | None = None):
     from gsdeploy.bench.flops import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
@@ -110,7 +130,7 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
     if plans is not None:  # the plan goes into the results (report) and the per-layer join
         plans[role] = (result, options)
     onnx_path, artifact_bytes, err = None, None, result.verification.max_rel_err
-    if need_onnx:
+    if any(t.engine in ("ort", "trt") for t in targets):
         onnx_path = workdir / f"{role}.onnx"
         export_onnx(result.module, loaded.input_shape, onnx_path)
         check = check_onnx(onnx_path, loaded.module, loaded.input_shape).verification
@@ -119,12 +139,12 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, need_onnx: 
                                        f"{check.max_rel_err:.3e} (tolerance {check.tolerance:.0e})")
         artifact_bytes = onnx_path.stat().st_size
         err = max(err, check.max_rel_err)
-    engine_path = _trt_engine(loaded, onnx_path, workdir, role, *trt) if trt and onnx_path else None
+    engines = build_trt_engines(loaded, onnx_path, workdir, role, targets) if onnx_path is not None else {}
     return Subject(name=_variant_name(loaded.name, role, options), role=role,
                    macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
                    weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes,
-                   input_shape=tuple(loaded.input_shape), engine_path=engine_path)
+                   input_shape=tuple(loaded.input_shape), trt_engines=engines)
 
 
 def is_onnx(source: str | None) -> bool:
@@ -137,7 +157,7 @@ def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
     import onnx
 
     from gsdeploy.bench.memory import artifact_bytes
-    from gsdeploy.bench.sweep import Subject, _onnx_input_shape
+    from gsdeploy.bench.sweep import Subject, onnx_input_shape
 
     path = Path(source)
     if not path.is_file():
@@ -153,7 +173,7 @@ def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
             n *= int(d)
         params += n
         weights += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    shape = tuple(input_shape) if input_shape else _onnx_input_shape(path)
+    shape = tuple(input_shape) if input_shape else onnx_input_shape(path)
     return Subject(name=path.stem, role=role, macs=None, params=params, max_rel_err=None, module=None,
                    onnx_path=path, weights_bytes=weights, artifact_bytes=artifact_bytes(path), input_shape=shape)
 
@@ -178,34 +198,45 @@ def _done_keys(old: pd.DataFrame | None) -> set[tuple]:
             for m, e, p, b, pr in zip(old["model"], old["engine"], old["provider"], old["batch"], old["precision"])}
 
 
-def noisy_rows(df: pd.DataFrame) -> list[str]:
-    """One warning per row whose latency CoV is above NOISY_COV."""
+def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
+    """One warning per row whose latency CoV is above `max_cov` (default stats.NOISY_COV)."""
     from gsdeploy.bench import stats
 
+    limit = stats.NOISY_COV if max_cov is None else max_cov
     lines = []
     for r in df.to_dict("records"):
         cov = pd.to_numeric(pd.Series([r.get("latency_cov")]), errors="coerce").iloc[0]
-        if cov > stats.NOISY_COV:
+        if cov > limit:
             lines.append(f"warning: {r['model']} on {r['engine']} batch {r['batch']}: latency CoV {cov:.1%} > "
-                         f"{stats.NOISY_COV:.1%} (noisy machine or unlocked clocks); repeat before trusting it")
+                         f"{limit:.1%} (noisy machine or unlocked clocks); repeat before trusting it")
     return lines
 
 
-def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Path]]:
-    """Deploy, export and time; rows are appended to DIR/<stem>.csv as each (engine, batch)
-    group finishes, so an interrupted sweep keeps what it measured. Without `req.resume` an
-    existing <stem>.csv is replaced at the start; with it, its rows are kept and the groups it
-    already has (both models, same engine, provider, batch, precision) are not timed again.
-    `warn(line)` receives one line per noisy row measured now."""
-    from gsdeploy.bench.measure import MeasureConfig
-    from gsdeploy.bench.sweep import ENGINES, run_sweep
-    from gsdeploy.bench.table import append_rows, write_results
-    from gsdeploy.load import load_model, parse_input_shape
+def _deploy_options(req: BenchRequest, role: str):
+    """The compressed model gets the request's fuse mode and threshold; the dense baseline the
+    fuse mode only. The first target is where a latency plan is timed."""
+    from gsdeploy.transforms import DeployOptions
 
-    shape = parse_input_shape(req.input_shape) if req.input_shape else None
+    threshold = req.prune_threshold if role == "compressed" else None
+    return DeployOptions(fuse=req.fuse, prune_threshold=threshold, target=req.targets[0])
+
+
+def run_bench_job(req: BenchRequest) -> BenchResult:
+    """Deploy, export and time; returns the rows and the files written. Rows are appended to
+    DIR/<stem>.csv as each (target, batch) group finishes, so an interrupted sweep keeps what
+    it measured. Without `req.resume` an existing <stem>.csv is replaced at the start; with it,
+    its rows are kept and the groups it already has (both models, same engine label, provider,
+    batch, precision) are not timed again."""
+    from gsdeploy.bench.sweep import run_sweep
+    from gsdeploy.bench.table import append_rows, write_results
+    from gsdeploy.load import load_model
+
+    if not req.targets:
+        raise GsdeployError("a bench job needs at least one target")
+    shape = req.input_shape
     onnx_sides = [s for s in (req.model, req.baseline) if is_onnx(s)]
     if onnx_sides:
-        bad = [e for e in req.engines if e not in ENGINES or ENGINES[e].family != "ort"]
+        bad = [t.label for t in req.targets if t.engine != "ort"]
         if bad:
             raise GsdeployError(f"{onnx_sides[0]} is an ONNX file, which only ORT engines run as is; engine(s) "
                                 f"{', '.join(bad)} need a torch model (pass --engine ort, or the checkpoint)")
@@ -249,32 +280,31 @@ def run_bench_job(req: BenchRequest, options, warn=None) -> tuple[Table, list[Pa
             (req.out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
     done = _done_keys(old)
     power_factory = None
-    if req.power is not None:
+    power = req.targets[0].power
+    if power is not None:
         from gsdeploy.bench.tegrastats import TegrastatsSampler
 
-        spec = req.power
-        power_factory = lambda: TegrastatsSampler(spec.tegrastats_interval_ms, spec.module)  # noqa: E731
-    cfg = MeasureConfig(warmup_s=req.warmup_s, min_iterations=req.min_iterations, min_duration_s=req.min_duration_s)
+        power_factory = lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="gsdeploy-bench-") as tmp:
-        trt = (req.precision, req.batches) if "trt" in req.engines else None
-        need_onnx = trt is not None or any(e.startswith("ort") for e in req.engines)
         plans: dict = {}
-        subjects = [base_subject or _subject(base, "baseline", options, Path(tmp), need_onnx, trt, plans),
-                    comp_subject or _subject(loaded, "compressed", options, Path(tmp), need_onnx, trt, plans)]
+        subjects = [base_subject or _subject(base, "baseline", _deploy_options(req, "baseline"), Path(tmp),
+                                             req.targets, plans),
+                    comp_subject or _subject(loaded, "compressed", _deploy_options(req, "compressed"), Path(tmp),
+                                             req.targets, plans)]
         extra_files = _write_plan(plans, subjects[1].name, req, stem)
-        df = run_sweep(subjects, req.engines, req.batches, cfg, threads=req.threads, command=req.command,
+        df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
                        on_group=lambda g: append_rows(csv_path, g), memory=req.memory,
                        skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
                        power_sampler_factory=power_factory, power_duration_s=req.power_duration_s)
+        warnings = [line for t in req.targets if not df.empty
+                    for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
+                                           t.max_cov)]
         if req.per_layer:
-            extra_files += _per_layer(subjects, plans, req, stem, warn)
-    if warn is not None:
-        for line in noisy_rows(df):
-            warn(line)
+            extra_files += _per_layer(subjects, plans, req, stem, warnings)
     if old is not None and not old.empty:
         df = pd.concat([old, df], ignore_index=True) if not df.empty else old
     files = list(write_results(df, req.out_dir, stem)) + extra_files
-    return render(df), files
+    return BenchResult(rows=df, files=files, warnings=warnings)
 
 
 def _write_plan(plans: dict, name: str, req: BenchRequest, stem: str) -> list[Path]:
@@ -294,8 +324,8 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, stem: str) -> list[Pa
     return [path]
 
 
-def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warn) -> list[Path]:
-    """Profile both models layer by layer on each engine that has a profiler, in runs of their
+def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnings: list[str]) -> list[Path]:
+    """Profile both models layer by layer on each target that has a profiler, in runs of their
     own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}."""
     from gsdeploy.atomic import write_text_atomic
     from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
@@ -303,14 +333,14 @@ def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warn) 
 
     base, comp = subjects
     frames = []
-    for engine in req.engines:
-        if not can_profile(engine):
-            if warn is not None:
-                warn(f"warning: --per-layer: no per-layer profiler for engine {engine} (ORT engines and trt have one)")
+    for target in req.targets:
+        if not can_profile(target):
+            warnings.append(f"warning: --per-layer: no per-layer profiler for engine {target.label} "
+                            "(ORT engines and trt have one)")
             continue
-        for batch in req.batches:
+        for batch in target.batches:
             frames.append(profile_pair(comp, base, decisions_of(plans["compressed"][0].plan),
-                                       decisions_of(plans["baseline"][0].plan), engine, batch, threads=req.threads,
+                                       decisions_of(plans["baseline"][0].plan), target, batch,
                                        runs=req.per_layer_runs))
     if not frames:
         return []
@@ -321,12 +351,19 @@ def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warn) 
     return [csv_path, md_path]
 
 
-def render(df: pd.DataFrame) -> Table:
-    t = Table("model", "role", "engine", "batch", "median ms", "p90 ms", "CoV", "thr/s", "speedup", "FLOP speedup",
-              "efficiency", title="latency against the dense baseline")
-    for _, r in df.iterrows():
-        t.add_row(escape(str(r["model"])), str(r["role"]), str(r["engine"]), str(r["batch"]),
-                  f"{r['latency_ms_median']:.3f}", f"{r['latency_ms_p90']:.3f}", f"{r['latency_cov']:.1%}",
-                  f"{r['throughput_per_s']:.0f}", f"{r['speedup_vs_baseline']:.2f}x", f"{r['flop_speedup']:.2f}x",
-                  f"{r['efficiency']:.2f}")
-    return t
+def measure_claim(claim) -> float:
+    """Time one claim (report/claims.Claim) on its profile's target, engine, precision and
+    batch; returns the compressed model's speedup or median latency (ms), by the claim's metric."""
+    from gsdeploy.report.claims import claim_target
+    from gsdeploy.target import require_available
+
+    target = claim_target(claim)
+    require_available([target])
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-claim-") as tmp:
+        request = BenchRequest(model=claim.model, targets=(target,), out_dir=Path(tmp),
+                               arch=getattr(claim, "arch", None), baseline=claim.baseline,
+                               baseline_arch=getattr(claim, "baseline_arch", None), name="claim",
+                               command=f"gsdeploy validate ({claim.id})", progress=False)
+        df = run_bench_job(request).rows
+    row = df[df["role"] == "compressed"].iloc[0]
+    return float(row["speedup_vs_baseline"] if claim.metric == "speedup" else row["latency_ms_median"])

@@ -19,24 +19,22 @@ Where bare names are looked up, in order:
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import os
 import re
-import shutil
 import sysconfig
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.target import (DEVICE_KINDS, ENGINES, PRECISIONS, PowerSpec, Target, TargetError, engine_defaults,
+                             validate)
+from gsdeploy.target import unavailable_reason as target_unavailable_reason
 
-DEVICE_KINDS = ("cpu", "cuda", "jetson")
-ENGINE_NAMES = ("ort", "torch", "trt", "trtexec", "torch-trt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 POWER_MODULES = ("auto", "orin-agx", "orin-nx", "xavier-agx", "xavier-nx", "nano")
-GPU_ENGINES = ("trt", "trtexec", "torch-trt")  # need CUDA (server GPU or Jetson)
 DEFAULT_PROFILE = "cpu-ort"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -50,54 +48,14 @@ class ProfileError(GsdeployError):
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """One engine of a profile: run every batch at every precision listed.
-
-    `options` holds the engine's own settings, already checked against that engine's schema
-    (see `ENGINE_OPTIONS`), e.g. ORT providers and provider options, torch `cuda_graph`,
-    TensorRT `dla_core` / `gpu_fallback` / `workspace_mb`.
-    """
-
-    name: str
-    precisions: tuple[str, ...]
-    options: Mapping[str, Any] = field(default_factory=dict)
-    label: str | None = None  # optional display name, e.g. "trt-dla0"
-
-    @property
-    def display_name(self) -> str:
-        return self.label or self.name
-
-    def bench_engine(self, device: str) -> str:
-        """The key of `gsdeploy.bench.sweep.ENGINES` this entry maps to, for the engines the
-        sweep runs itself (ort/torch); TensorRT-family engines keep their own name."""
-        if self.name == "ort":
-            providers = tuple(self.options.get("providers", ()))
-            if "TensorrtExecutionProvider" in providers:
-                return "ort-trt"
-            if "CUDAExecutionProvider" in providers:
-                return "ort-cuda"
-            return "ort"
-        if self.name == "torch":
-            if device == "cpu":
-                return "torch"
-            return "torch-cuda-graph" if self.options.get("cuda_graph") else "torch-cuda"
-        return self.name
-
-
-@dataclass(frozen=True)
-class PowerSpec:
-    """Power sampling on Jetson: `tegrastats --interval N` during each timed loop."""
-
-    tegrastats_interval_ms: int = 100
-    module: str = "auto"  # which rails make up the module's total, see bench/tegrastats.py
-
-
-@dataclass(frozen=True)
 class Profile:
+    """A parsed profile: its engine entries already resolved into one validated `Target` per
+    entry × precision (see gsdeploy/target.py), plus the profile-wide settings they share."""
+
     name: str
     description: str
     device: str  # cpu | cuda | jetson
-    engines: tuple[EngineSpec, ...]
+    targets: tuple[Target, ...]
     batches: tuple[int, ...]
     input_shape: tuple[int, ...] | None = None  # per sample, overrides the model's
     warmup_s: float = 0.5
@@ -133,14 +91,14 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 STR = _T("a string", lambda v: isinstance(v, str) and v.strip() != "")
 BOOL = _T("true or false", lambda v: isinstance(v, bool))
 POS_INT = _T("a positive integer", lambda v: _is_int(v) and v > 0)
 NONNEG_INT = _T("an integer >= 0", lambda v: _is_int(v) and v >= 0)
-NONNEG_NUM = _T("a number >= 0", lambda v: _is_num(v) and v >= 0)
+NONNEG_NUM = _T("a finite number >= 0", lambda v: _is_num(v) and math.isfinite(v) and v >= 0)
 STR_LIST = _T("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))
 POS_INT_LIST = _T("a non-empty list of positive integers",
                   lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v))
@@ -175,12 +133,13 @@ TOP_KEYS: dict[str, _T] = {
     "min_iterations": POS_INT,
     "min_duration_s": NONNEG_NUM,
     "threads": _nullable(POS_INT),
+    "max_cov": _T("a number > 0 (a CoV of 0.025 is 2.5%)", lambda v: _is_num(v) and v > 0),
     "power": _nullable(MAPPING),
 }
 TOP_REQUIRED = ("description", "device", "engines", "batches")
 
 ENGINE_KEYS: dict[str, _T] = {
-    "name": _enum(*ENGINE_NAMES),
+    "name": _enum(*ENGINES),
     "precisions": _list_of_enum(*PRECISIONS),
     "options": MAPPING,
     "label": STR,
@@ -208,11 +167,14 @@ ENGINE_OPTIONS: dict[str, dict[str, _T]] = {
         "channels_last": BOOL,
     },
     "trt": dict(_TRT_BUILD),
-    # trtexec's defaults flipped in TensorRT 11 (see MEASURING.md): profiles state every
-    # switch explicitly so the same profile means the same measurement on 10.x and 11.x.
-    "trtexec": {**_TRT_BUILD, "cuda_graph": BOOL, "data_transfers": BOOL, "spin_wait": BOOL,
-                "extra_args": STR_LIST},
-    "torch-trt": {"workspace_mb": POS_INT, "ir": _enum("dynamo", "ts")},
+}
+# Engine names profiles once accepted, and why they are gone.
+RETIRED_ENGINES = {
+    "trtexec": ("trtexec is not a bench engine: it times its own loop in a separate process, so it cannot be "
+                "interleaved with the dense baseline in one measurement; use engine 'trt' (the same engine, "
+                "timed with CUDA events) and gsdeploy.bench.trtexec for a cross-check"),
+    "torch-trt": ("torch-trt has no bench runner; `gsdeploy export --engine torch-trt` builds the artifact, and "
+                  "engine 'trt' benchmarks TensorRT"),
 }
 
 POWER_KEYS: dict[str, _T] = {
@@ -237,57 +199,47 @@ def _check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, _T], p
             raise error(f"{where}: key '{prefix}{key}' must be {t.words}, got {type(value).__name__} {value!r}")
 
 
-def _parse_engine(where: str, i: int, raw: Any, device: str) -> EngineSpec:
+def _entry_targets(where: str, i: int, raw: Any, common: dict[str, Any]) -> list[Target]:
+    """One validated Target per precision of engine entry `i`; `common` holds the profile-wide
+    fields (device, batches, timing, threads, power)."""
     prefix = f"engines[{i}]."
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: key 'engines[{i}]' must be a mapping with name, precisions, options; "
                            f"got {type(raw).__name__} {raw!r}")
+    if raw.get("name") in RETIRED_ENGINES:
+        raise ProfileError(f"{where}: key '{prefix}name': {RETIRED_ENGINES[raw['name']]}")
     _check_keys(where, raw, ENGINE_KEYS, prefix, ENGINE_REQUIRED)
     name = raw["name"]
     options = dict(raw.get("options") or {})
     _check_keys(where, options, ENGINE_OPTIONS[name], f"{prefix}options.")
-    precisions = tuple(raw["precisions"])
-
-    # Cross-field rules: combinations that cannot mean what the author intended.
-    if device == "cpu" and name in GPU_ENGINES:
-        raise ProfileError(f"{where}: engine '{name}' (engines[{i}]) needs a GPU; device is cpu")
-    if device == "cpu" and precisions != ("fp32",):
-        raise ProfileError(f"{where}: key '{prefix}precisions' must be [fp32] on a cpu device "
-                           f"(gsdeploy's CPU engines run fp32), got {list(precisions)}")
-    if name == "torch" and options.get("cuda_graph") and device == "cpu":
-        raise ProfileError(f"{where}: key '{prefix}options.cuda_graph' needs a cuda or jetson device")
-    if name == "ort":
-        providers = options.get("providers")
-        if providers is None:
-            if device != "cpu":
-                raise ProfileError(f"{where}: key '{prefix}options.providers' is required for ORT on a {device} "
-                                   "device (ORT silently falls back to CPU, so the profile must say what it wants)")
-            options["providers"] = ["CPUExecutionProvider"]
-        elif device == "cpu" and any(p != "CPUExecutionProvider" for p in providers):
-            raise ProfileError(f"{where}: key '{prefix}options.providers' lists GPU providers on a cpu device")
-        popts = options.get("provider_options")
-        if popts is not None and len(popts) != len(options["providers"]):
-            raise ProfileError(f"{where}: key '{prefix}options.provider_options' must have one mapping per "
-                               f"provider ({len(options['providers'])}), got {len(popts)}")
-    if name in ("trt", "trtexec"):
-        if options.get("dla_core") is not None and device != "jetson":
-            raise ProfileError(f"{where}: key '{prefix}options.dla_core' needs a jetson device (DLA is on Jetson only)")
-        if options.get("gpu_fallback") and options.get("dla_core") is None:
-            raise ProfileError(f"{where}: key '{prefix}options.gpu_fallback' only applies with a dla_core")
-    return EngineSpec(name=name, precisions=precisions, options=options, label=raw.get("label"))
+    device = common["device"]
+    if name == "ort" and "providers" not in options and device != "cpu":
+        raise ProfileError(f"{where}: key '{prefix}options.providers' is required for ORT on a {device} "
+                           "device (ORT silently falls back to CPU, so the profile must say what it wants)")
+    fields_ = {**engine_defaults(name, device), **common}
+    for key, value in options.items():
+        if key == "providers":
+            value = tuple(value)
+        elif key == "provider_options":
+            value = tuple(dict(m) for m in value)
+        fields_[key] = value
+    out = []
+    for precision in raw["precisions"]:
+        try:
+            out.append(validate(Target(engine=name, label=raw.get("label", name), precision=precision, **fields_)))
+        except TargetError as e:  # name the file and the entry, as the schema errors do
+            raise ProfileError(f"{where}: engines[{i}] ({raw.get('label', name)}, {precision}): "
+                               f"{str(e).split(': ', 1)[-1]}") from None
+    return out
 
 
 def parse_profile(data: Any, where: str, default_name: str) -> Profile:
-    """Check `data` (the parsed YAML) against the schema and build a Profile."""
+    """Check `data` (the parsed YAML) against the schema and build a Profile whose targets are
+    validated (every rule in gsdeploy/target.validate)."""
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile must be a YAML mapping at the top level, got {type(data).__name__}")
     _check_keys(where, data, TOP_KEYS, "", TOP_REQUIRED)
     device = data["device"]
-    engines = tuple(_parse_engine(where, i, e, device) for i, e in enumerate(data["engines"]))
-    labels = [e.display_name + "/" + ",".join(e.precisions) for e in engines]
-    if len(set(labels)) != len(labels):
-        raise ProfileError(f"{where}: two engine entries are identical in name and precisions; "
-                           "give one a distinct 'label'")
     batches = tuple(data["batches"])
     if len(set(batches)) != len(batches):
         raise ProfileError(f"{where}: key 'batches' lists a batch size twice: {list(batches)}")
@@ -301,16 +253,26 @@ def parse_profile(data: Any, where: str, default_name: str) -> Profile:
     if not _NAME_RE.match(name):
         raise ProfileError(f"{where}: key 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
     defaults = Profile.__dataclass_fields__
+    timing = {k: data.get(k, defaults[k].default) for k in ("warmup_s", "min_iterations", "min_duration_s")}
+    common: dict[str, Any] = {
+        "device": device, "profile": name, "batches": batches, "threads": data.get("threads"),
+        "input_shape": tuple(data["input_shape"]) if data.get("input_shape") else None,
+        "max_cov": data.get("max_cov", Target.__dataclass_fields__["max_cov"].default), "power": power, **timing}
+    targets = tuple(t for i, e in enumerate(data["engines"]) for t in _entry_targets(where, i, e, common))
+    keys = [(t.label, t.precision) for t in targets]
+    if len(set(keys)) != len(keys):
+        raise ProfileError(f"{where}: two engine entries have the same label and precision; "
+                           "give one a distinct 'label'")
     return Profile(
         name=name,
         description=data["description"].strip(),
         device=device,
-        engines=engines,
+        targets=targets,
         batches=batches,
-        input_shape=tuple(data["input_shape"]) if data.get("input_shape") else None,
-        warmup_s=float(data.get("warmup_s", defaults["warmup_s"].default)),
-        min_iterations=int(data.get("min_iterations", defaults["min_iterations"].default)),
-        min_duration_s=float(data.get("min_duration_s", defaults["min_duration_s"].default)),
+        input_shape=common["input_shape"],
+        warmup_s=float(timing["warmup_s"]),
+        min_iterations=int(timing["min_iterations"]),
+        min_duration_s=float(timing["min_duration_s"]),
         threads=data.get("threads"),
         power=power,
     )
@@ -406,47 +368,11 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
 # ---- availability ---------------------------------------------------------------------------
 
 
-def _is_jetson() -> bool:
-    # L4T writes /etc/nv_tegra_release; the device tree model names the board.
-    if Path("/etc/nv_tegra_release").exists():
-        return True
-    try:
-        return "jetson" in Path("/proc/device-tree/model").read_text(errors="replace").lower()
-    except OSError:
-        return False
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken CUDA install reads as "no CUDA", not as a crash
-        return False
-
-
-def engine_unavailable_reason(engine: EngineSpec) -> str | None:
-    """Why this engine cannot run here (a missing module or tool), or None."""
-    if engine.name == "ort" and importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed"
-    if engine.name == "trt" and importlib.util.find_spec("tensorrt") is None:
-        return "the TensorRT Python package (tensorrt) is not installed"
-    if engine.name == "torch-trt" and importlib.util.find_spec("torch_tensorrt") is None:
-        return "torch-tensorrt is not installed"
-    if engine.name == "trtexec" and shutil.which("trtexec") is None:
-        return "trtexec is not on PATH"
-    return None
-
-
 def unavailable_reason(profile: Profile) -> str | None:
     """Why `profile` cannot run on this machine, or None when it can (as far as can be told
-    without running: device kind present, every engine's module or tool present)."""
-    if profile.device == "jetson" and not _is_jetson():
-        return f"profile '{profile.name}' needs a Jetson device; this machine is not one"
-    if profile.needs_gpu and not _cuda_available():
-        return f"profile '{profile.name}' needs a CUDA GPU; none is available here"
-    for e in profile.engines:
-        reason = engine_unavailable_reason(e)
+    without running: device kind present, every target's engine, module and provider present)."""
+    for t in profile.targets:
+        reason = target_unavailable_reason(t)
         if reason:
-            return f"profile '{profile.name}', engine {e.display_name}: {reason}"
+            return f"profile '{profile.name}': {reason}"
     return None

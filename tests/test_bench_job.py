@@ -19,14 +19,18 @@ pytest.importorskip("onnxruntime")
 
 from gsdeploy.bench.env import capture_env, usable_cpus  # noqa: E402
 from gsdeploy.bench.flops import count_macs, count_params, weight_bytes  # noqa: E402
-from gsdeploy.bench.measure import MeasureConfig  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
 from gsdeploy.bench.table import COLUMNS  # noqa: E402
 from gsdeploy.bench.tegrastats import TegrastatsSampler  # noqa: E402
 from gsdeploy.cli import app  # noqa: E402
+from gsdeploy.target import make_target  # noqa: E402
 
 SHAPE = (3, 16, 16)
-CFG = MeasureConfig(warmup_s=0.02, min_iterations=3, min_duration_s=0.02)
+FAST_T = dict(threads=1, warmup_s=0.02, min_iterations=3, min_duration_s=0.02)
+
+
+def targets(*engines: str, batches=(1,)) -> list:
+    return [make_target(e, batches=batches, **FAST_T) for e in engines]
 FAST = ("--warmup-s", "0.02", "--min-iterations", "3", "--min-duration-s", "0.02")
 NANO = ("RAM 1923/3964MB (lfb 2x2MB) SWAP 191/1982MB (cached 6MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [5%@1224,4%@1224,3%@1224,6%@1224] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 PLL@37C CPU@40C "
@@ -62,7 +66,7 @@ def subjects(tmp_path_factory):
 
 
 def test_rows_carry_environment_and_memory(subjects):
-    df = run_sweep(subjects, ["ort", "torch"], [1, 2], CFG, threads=1, command="c", progress=False, memory=True)
+    df = run_sweep(subjects, targets("ort", "torch", batches=(1, 2)), command="c", progress=False, memory=True)
     assert list(df.columns) == COLUMNS
     env = capture_env()
     assert (df["cores"] == usable_cpus()).all() and (df["cpu"] == env["cpu"]).all()
@@ -83,12 +87,12 @@ def test_rows_carry_environment_and_memory(subjects):
 
 
 def test_no_peak_rss_without_memory(subjects):
-    df = run_sweep(subjects[:1], ["ort"], [1], CFG, threads=1, command="c", progress=False)
+    df = run_sweep(subjects[:1], targets("ort"), command="c", progress=False)
     assert df["peak_rss_bytes"].isna().all() and df["activation_bytes"].notna().all()
 
 
 def test_power_without_tegrastats_records_why(subjects):
-    df = run_sweep(subjects, ["ort"], [1], CFG, threads=1, command="c", progress=False, power_duration_s=0.05,
+    df = run_sweep(subjects, targets("ort"), command="c", progress=False, power_duration_s=0.05,
                    power_sampler_factory=lambda: TegrastatsSampler(100, executable="tegrastats-not-installed-here"))
     assert df["avg_power_w"].isna().all() and df["energy_per_inference_mj"].isna().all()
     assert df["power_skipped"].str.contains("not on PATH").all()
@@ -102,7 +106,7 @@ def test_power_sampler_wiring_with_recorded_lines(subjects, tmp_path):
                       "interval = int(sys.argv[sys.argv.index('--interval') + 1]) / 1000\n"
                       f"while True:\n    print({NANO!r}, flush=True)\n    time.sleep(interval)\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    df = run_sweep(subjects, ["ort"], [2], CFG, threads=1, command="c", progress=False, power_duration_s=0.4,
+    df = run_sweep(subjects, targets("ort", batches=(2,)), command="c", progress=False, power_duration_s=0.4,
                    power_sampler_factory=lambda: TegrastatsSampler(20, executable=str(script)))
     assert df["power_skipped"].isna().all(), df["power_skipped"].tolist()
     assert df["avg_power_w"].tolist() == pytest.approx([1.75, 1.75])
@@ -117,13 +121,12 @@ def test_append_as_you_go_keeps_finished_groups(tmp_path, monkeypatch):
     from gsdeploy.bench import sweep
     from gsdeploy.errors import GsdeployError
 
-    def boom(s, threads, spinning):
-        raise GsdeployError("engine boom is broken")
+    def boom(s, target, batch):
+        raise GsdeployError("engine torch is broken")
 
-    monkeypatch.setattr(sweep, "ENGINES", dict(sweep.ENGINES))
-    sweep.register_engine("boom", boom)
-    r = bench("resnet20_hinge50", "--engine", "ort,boom", "--batch", "1", "-o", str(tmp_path), "--name", "x")
-    assert r.exit_code != 0 and "boom is broken" in r.stderr
+    monkeypatch.setitem(sweep.RUNNERS, "torch", boom)
+    r = bench("resnet20_hinge50", "--engine", "ort,torch", "--batch", "1", "-o", str(tmp_path), "--name", "x")
+    assert r.exit_code != 0 and "torch is broken" in r.stderr
     df = pd.read_csv(tmp_path / "x.csv")  # the ort group finished before boom failed
     assert len(df) == 2 and set(df["engine"]) == {"ort"} and list(df.columns) == COLUMNS
 
@@ -148,11 +151,9 @@ def test_resume_skips_measured_groups_and_fresh_run_replaces(tmp_path):
     assert list(pd.read_csv(tmp_path / "r.csv")["batch"]) == [2, 2]  # replaced, not appended
 
 
-def test_noisy_rows_warn_on_stderr(tmp_path, monkeypatch):
-    from gsdeploy.bench import stats
-
-    monkeypatch.setattr(stats, "NOISY_COV", -1.0)  # every row counts as noisy
-    r = bench("resnet20_hinge50", "--engine", "ort", "--batch", "1", "-o", str(tmp_path))
+def test_noisy_rows_warn_on_stderr(tmp_path):
+    # a CoV limit no real series stays under: every row counts as noisy
+    r = bench("resnet20_hinge50", "--engine", "ort", "--batch", "1", "-o", str(tmp_path), "--max-cov", "1e-12")
     assert r.exit_code == 0, r.output + r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "noisy machine or unlocked clocks" in ln]
     assert len(lines) == 2 and "unlocked clocks" not in r.stdout
@@ -177,15 +178,19 @@ def test_onnx_files_benchmarked_as_is(tmp_path, subjects):
 def test_profile_power_reaches_the_sweep(tmp_path, monkeypatch, subjects):
     """A profile with `power` makes the job sample tegrastats; here it is missing, so the
     power columns stay empty and every row says why."""
+    from dataclasses import replace
+
     from gsdeploy.pipeline import BenchRequest, run_bench_job
-    from gsdeploy.profiles import PowerSpec
+    from gsdeploy.target import PowerSpec
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no tegrastats, whatever the machine has
     dense, thin = (str(s.onnx_path) for s in subjects)
-    req = BenchRequest(model=thin, arch=None, baseline=dense, baseline_arch=None, engines=["ort"], batches=[1],
-                       out_dir=tmp_path, input_shape=None, fuse="flops", prune_threshold=None, trust=False,
-                       threads=1, warmup_s=0.02, min_iterations=3, min_duration_s=0.02, name="p", command="c",
-                       power=PowerSpec(tegrastats_interval_ms=50), power_duration_s=0.05)
-    run_bench_job(req, options=None)
+    # power is a Jetson setting; the target is built as a profile would, then the device swapped
+    # back so that the CPU session runs here (the sampler is what is under test)
+    target = replace(targets("ort")[0], power=PowerSpec(tegrastats_interval_ms=50))
+    req = BenchRequest(model=thin, targets=(target,), out_dir=tmp_path, baseline=dense, name="p", command="c",
+                       power_duration_s=0.05, progress=False)
+    result = run_bench_job(req)
     df = pd.read_csv(tmp_path / "p.csv")
+    assert result.files and result.rows["model"].tolist() == df["model"].tolist()
     assert df["avg_power_w"].isna().all() and df["power_skipped"].str.contains("tegrastats").all()

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
+from gsdeploy.target import make_target  # noqa: E402
 from gsdeploy.bench.layers import (UNATTRIBUTED, join_sites, layer_map, profile_ort, read_ort_trace,  # noqa: E402
                                    site_of)
 from gsdeploy.cli import app  # noqa: E402
@@ -105,8 +106,9 @@ def test_trace_is_split_per_run_and_warmup_dropped(tmp_path):
 
 def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
     deployed, dense = onnx_pair
-    dep = profile_ort(deployed, 2, [PAIR], threads=1, warmup=2, runs=5)
-    den = profile_ort(dense, 2, [], threads=1, warmup=2, runs=5)
+    one = make_target("ort", threads=1)
+    dep = profile_ort(deployed, 2, [PAIR], target=one, warmup=2, runs=5)
+    den = profile_ort(dense, 2, [], target=one, warmup=2, runs=5)
     assert dep.runs == den.runs == 5
     assert set(dep.order) == {"stem", "block.conv", "head"}, dep.order  # both convs of the pair: one site
     assert set(den.order) == {"stem", "block.conv", "head"}, den.order

@@ -15,8 +15,12 @@ ort = pytest.importorskip("onnxruntime")
 
 from gsdeploy.bench.env import usable_cpus  # noqa: E402
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved  # noqa: E402
-from gsdeploy.bench.runners.ort import OrtRunner, import_ort  # noqa: E402
+from gsdeploy.bench.runners.ort import OrtRunner  # noqa: E402
 from gsdeploy.errors import InputShapeError, LoadError, MissingDependencyError  # noqa: E402
+from gsdeploy.loaders import import_ort  # noqa: E402
+from gsdeploy.target import TargetError, make_target  # noqa: E402
+
+ONE = make_target("ort", threads=1)
 
 SHAPE = (3, 16, 16)
 
@@ -58,7 +62,7 @@ def model_and_onnx(tmp_path_factory):
 
 def test_infer_matches_torch(model_and_onnx):
     m, path = model_and_onnx
-    r = OrtRunner(path, threads=1)
+    r = OrtRunner(path, ONE)
     x = np.random.default_rng(1).standard_normal((3, *SHAPE), dtype=np.float32)
     with torch.no_grad():
         ref = m(torch.from_numpy(x)).numpy()
@@ -70,7 +74,7 @@ def test_infer_matches_torch(model_and_onnx):
 
 def test_records_provider_threads_and_settings(model_and_onnx):
     _, path = model_and_onnx
-    r = OrtRunner(path, threads=1, spinning=False, graph_opt="basic")
+    r = OrtRunner(path, make_target("ort", threads=1, allow_spinning=False, graph_optimization_level="basic"))
     assert (r.engine, r.provider, r.precision, r.threads) == ("ort", "CPUExecutionProvider", "fp32", 1)
     assert r.active_providers == ["CPUExecutionProvider"]
     assert isinstance(r.device, str) and r.device
@@ -88,7 +92,7 @@ def test_records_provider_threads_and_settings(model_and_onnx):
 
 def test_prepare_and_run_once_for_several_batches(model_and_onnx):
     _, path = model_and_onnx
-    r = OrtRunner(path, threads=1)
+    r = OrtRunner(path, ONE)
     for batch in (1, 4):
         r.prepare(batch)
         assert r._feed["input"].shape == (batch, *SHAPE)
@@ -102,7 +106,7 @@ def test_prepare_and_run_once_for_several_batches(model_and_onnx):
 
 def test_measure_with_real_sessions(model_and_onnx):
     _, path = model_and_onnx
-    a, b = OrtRunner(path, threads=1), OrtRunner(path, threads=1)
+    a, b = OrtRunner(path, ONE), OrtRunner(path, ONE)
     stats = measure_interleaved({"a": a, "b": b}, 2,
                                 MeasureConfig(warmup_s=0.02, min_iterations=5, min_duration_s=0.02, block=10))
     for s in stats.values():
@@ -117,7 +121,7 @@ def test_asking_for_cuda_on_cpu_ort_is_an_error(model_and_onnx):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ORT warns about the unknown provider before we raise
         with pytest.raises(MissingDependencyError) as e:
-            OrtRunner(path, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+            OrtRunner(path, make_target("ort", device="cuda", providers=("CUDAExecutionProvider", "CPUExecutionProvider")))
     msg = str(e.value)
     assert "asked for CUDAExecutionProvider" in msg
     assert "ORT is running CPUExecutionProvider" in msg
@@ -126,7 +130,7 @@ def test_asking_for_cuda_on_cpu_ort_is_an_error(model_and_onnx):
 
 def test_fixed_batch_model_refuses_other_batches(tmp_path):
     path = export(tiny_cnn(), tmp_path / "fixed.onnx", dynamic_batch=False)
-    r = OrtRunner(path, threads=1)
+    r = OrtRunner(path, ONE)
     r.prepare(2)  # the exported batch works
     with pytest.raises(InputShapeError, match="fixed batch of 2"):
         r.prepare(3)
@@ -141,10 +145,10 @@ def test_bad_arguments(model_and_onnx, tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(LoadError, match="cannot load"):
         OrtRunner(bad)
-    with pytest.raises(ValueError):
-        OrtRunner(path, graph_opt="fast")
-    with pytest.raises(ValueError):
-        OrtRunner(path, threads=0)
+    with pytest.raises(TargetError, match="graph_optimization_level"):
+        make_target("ort", graph_optimization_level="fast")
+    with pytest.raises(TargetError, match="threads"):
+        make_target("ort", threads=0)
 
 
 def test_missing_onnxruntime_says_what_to_install(monkeypatch):

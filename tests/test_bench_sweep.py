@@ -14,13 +14,17 @@ import torch.nn as nn
 pytest.importorskip("onnxruntime")
 
 from gsdeploy.bench.flops import count_macs, count_params, weight_bytes  # noqa: E402
-from gsdeploy.bench.measure import MeasureConfig  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
 from gsdeploy.bench.table import COLUMNS  # noqa: E402
 from gsdeploy.errors import GsdeployError  # noqa: E402
+from gsdeploy.target import TargetError, make_target  # noqa: E402
 
 SHAPE = (3, 16, 16)
-CFG = MeasureConfig(warmup_s=0.05, min_iterations=5, min_duration_s=0.05)
+FAST = dict(threads=1, warmup_s=0.05, min_iterations=5, min_duration_s=0.05)
+
+
+def targets(*engines: str, batches=(1,)) -> list:
+    return [make_target(e, batches=batches, **FAST) for e in engines]
 
 
 def cnn(width: int) -> nn.Module:
@@ -57,7 +61,7 @@ def subjects(tmp_path_factory):
 
 def test_sweep_rows(subjects):
     groups: list[pd.DataFrame] = []
-    df = run_sweep(subjects, ["ort", "torch"], [1, 2], CFG, threads=1, command="gsdeploy bench test",
+    df = run_sweep(subjects, targets("ort", "torch", batches=(1, 2)), command="gsdeploy bench test",
                    progress=False, on_group=groups.append)
     assert list(df.columns) == COLUMNS
     assert len(df) == 8 and len(groups) == 4
@@ -82,35 +86,31 @@ def test_sweep_rows(subjects):
 
 
 def test_sweep_with_progress_bar(subjects, capsys):
-    df = run_sweep(subjects[:1], ["ort"], [1], CFG, threads=1, command="c", progress=True)
+    df = run_sweep(subjects[:1], targets("ort"), command="c", progress=True)
     assert len(df) == 1 and math.isnan(df["flop_speedup"][0]) is False
     assert capsys.readouterr().out == ""  # the bar never touches stdout
 
 
 def test_sweep_errors(subjects):
-    with pytest.raises(GsdeployError, match="unknown engine"):
-        run_sweep(subjects, ["tensorrt-magic"], [1], CFG, threads=1, command="c", progress=False)
+    with pytest.raises(TargetError, match="unknown engine"):
+        make_target("tensorrt-magic")
     no_onnx = Subject("x", "baseline", 1, 1, None, subjects[0].module, None, None, None, SHAPE)
     with pytest.raises(GsdeployError, match="needs an ONNX file"):
-        run_sweep([no_onnx], ["ort"], [1], CFG, threads=1, command="c", progress=False)
+        run_sweep([no_onnx], targets("ort"), command="c", progress=False)
     with pytest.raises(ValueError, match="unique"):
-        run_sweep([subjects[0], subjects[0]], ["ort"], [1], CFG, threads=1, command="c", progress=False)
+        run_sweep([subjects[0], subjects[0]], targets("ort"), command="c", progress=False)
+    with pytest.raises(ValueError, match="differ in label"):
+        run_sweep(subjects, targets("ort", "ort"), command="c", progress=False)
 
 
-def test_registered_engine_slots_into_the_sweep(subjects, monkeypatch):
-    """A new backend is one factory; scheduler, stats and table are untouched. (The runner
-    built here is the real TorchRunner, registered under a second name.)"""
-    from gsdeploy.bench import sweep
-    from gsdeploy.bench.runners.torch_runner import TorchRunner
+def test_two_entries_of_one_engine_are_two_labelled_groups(subjects):
+    """Two entries of one engine (as jetson-orin-trt's trt-gpu and trt-dla0) stay apart: each
+    is timed as its own group and its rows carry its label; each runner gets its own entry's
+    settings (here ORT with and without spinning)."""
+    from dataclasses import replace
 
-    built: list[str] = []
-
-    def factory(s: Subject, threads, spinning):
-        built.append(s.name)
-        return TorchRunner(s.module, threads=threads, input_shape=SHAPE)
-
-    monkeypatch.setattr(sweep, "ENGINES", dict(sweep.ENGINES))
-    sweep.register_engine("torch-again", factory)
-    df = run_sweep(subjects, ["torch-again"], [1], CFG, threads=1, command="c", progress=False)
-    assert built == ["dense", "thin"]
-    assert list(df["engine"]) == ["torch", "torch"] and df["speedup_vs_baseline"][0] == 1.0
+    spin, calm = (replace(t, label=label, allow_spinning=s) for t, label, s in
+                  ((targets("ort")[0], "ort-spin", True), (targets("ort")[0], "ort-calm", False)))
+    df = run_sweep(subjects, [spin, calm], command="c", progress=False)
+    assert list(df["engine"]) == ["ort-spin", "ort-spin", "ort-calm", "ort-calm"]
+    assert (df[df["role"] == "baseline"]["speedup_vs_baseline"] == 1.0).all()

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.report.claims import (Claim, ClaimError, Tolerance, claim_settings, evaluate_claims, exit_code, judge,
+from gsdeploy.report.claims import (Claim, ClaimError, Tolerance, claim_target, evaluate_claims, exit_code, judge,
                                     load_claims, render_verdicts, verdicts_frame)
 from gsdeploy.profiles import load_profile
 
@@ -131,9 +131,9 @@ def test_hinge_resnet20_claims_pass_with_the_real_deploy():
 
 
 def test_dwgl_skip_reason_comes_from_the_profile_when_no_cuda(monkeypatch):
-    from gsdeploy import profiles
+    from gsdeploy import target
 
-    monkeypatch.setattr(profiles, "_cuda_available", lambda: False)
+    monkeypatch.setattr(target, "_cuda_available", lambda: False)
     speed = [c for c in load_claims(CLAIMS_DIR / "dwgl.yaml") if c.metric == "speedup"]
     verdicts = evaluate_claims(speed, measure_fn=lambda c: 1.0)
     assert {v.status for v in verdicts} == {"SKIP"}
@@ -212,14 +212,15 @@ def test_engine_the_profile_lacks_is_an_error():
     assert v.status == "ERROR" and "has no engine 'trt'" in v.reason
 
 
-def test_claim_settings_defaults_and_overrides():
+def test_claim_target_defaults_and_overrides():
     prof = load_profile("server-gpu-ort-trt")
-    eng, prec, batch = claim_settings(claim(), prof)
-    assert (eng.display_name, prec, batch) == ("ort-trt", "fp16", 1)
-    eng, prec, batch = claim_settings(claim(engine="ort-cuda", batch=32), prof)
-    assert (eng.display_name, prec, batch) == ("ort-cuda", "fp32", 32)
+    t = claim_target(claim(), prof)
+    assert (t.label, t.precision, t.batches) == ("ort-trt", "fp16", (1,))
+    assert t.provider_options == prof.targets[0].provider_options  # the whole entry, options and all
+    t = claim_target(claim(engine="ort-cuda", batch=32), prof)
+    assert (t.label, t.precision, t.batches) == ("ort-cuda", "fp32", (32,))
     with pytest.raises(ClaimError, match="runs int8"):
-        claim_settings(claim(precision="int8"), prof)
+        claim_target(claim(precision="int8"), prof)
 
 
 def test_ratio_claims_count_the_deployed_modules():

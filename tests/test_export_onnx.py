@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gsdeploy.export.onnx import check_onnx, export_onnx, ort_session
+from gsdeploy.export.onnx import check_onnx, export_onnx
+from gsdeploy.loaders import ort_session
 from gsdeploy.transforms import DeployOptions, deploy
 from gsdeploy.zoo import create_model
 

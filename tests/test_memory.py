@@ -11,6 +11,7 @@ import torch.nn as nn
 from gsdeploy.bench import flops, memory
 from gsdeploy.bench.memory import (activation_estimate, activation_profile, artifact_bytes, cuda_peak_bytes,
                                    ort_peak_rss)
+from gsdeploy.target import make_target
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 
 
@@ -123,8 +124,9 @@ def test_ort_peak_rss_grows_with_batch(tmp_path):
     pytest.importorskip("onnxruntime")
     conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
     path = _export(conv, (16, 64, 64), tmp_path / "conv.onnx")
-    small = ort_peak_rss(path, batch=1, threads=1, runs=2)
-    big = ort_peak_rss(path, batch=64, input_shape=(16, 64, 64), threads=1, runs=2)
+    one = make_target("ort", threads=1)
+    small = ort_peak_rss(path, batch=1, target=one, runs=2)
+    big = ort_peak_rss(path, batch=64, input_shape=(16, 64, 64), target=one, runs=2)
     act = 16 * 64 * 64 * 4  # one activation at batch 1: 256 KiB
     assert small >= 0
     # At batch 64 the input and output alone are 2 × 64 × 256 KiB = 32 MiB on top of batch 1.

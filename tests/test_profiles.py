@@ -41,30 +41,31 @@ def test_all_required_profiles_ship_and_load():
     assert REQUIRED <= names
     for name in names:
         p = load_profile(name)
-        assert p.name == name and p.description and p.engines and p.batches
+        assert p.name == name and p.description and p.targets and p.batches
         assert p.source is not None and p.source.suffix == ".yaml"
 
 
 def test_default_profile_is_cpu_ort():
     p = load_profile(P.DEFAULT_PROFILE)
     assert p.name == "cpu-ort" and p.device == "cpu"
-    assert p.engines[0].name == "ort" and p.engines[0].options["providers"] == ["CPUExecutionProvider"]
+    assert p.targets[0].engine == "ort" and p.targets[0].providers == ("CPUExecutionProvider",)
 
 
 def test_gpu_profiles_say_what_the_brief_asks():
     trt = load_profile("server-gpu-trt")
     assert trt.device == "cuda" and trt.batches == (1, 8, 32, 128)
-    assert all(e.precisions == ("fp16",) for e in trt.engines)
+    assert all(t.precision == "fp16" and t.engine == "trt" for t in trt.targets)
     torch_p = load_profile("server-gpu-torch")
-    assert {e.options.get("cuda_graph") for e in torch_p.engines} == {False, True}
-    assert [e.bench_engine("cuda") for e in torch_p.engines] == ["torch-cuda", "torch-cuda-graph"]
+    assert [(t.label, t.cuda_graph, t.torch_device) for t in torch_p.targets] == [
+        ("torch-eager", False, "cuda"), ("torch-cuda-graph", True, "cuda")]
     ort_trt = load_profile("server-gpu-ort-trt")
-    providers = ort_trt.engines[0].options["providers"]
-    assert providers[:2] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
-    assert ort_trt.engines[0].bench_engine("cuda") == "ort-trt"
+    assert ort_trt.targets[0].providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    assert [t.label for t in ort_trt.targets] == ["ort-trt", "ort-cuda"]
     orin = load_profile("jetson-orin-trt")
     assert orin.device == "jetson" and orin.batches == (1, 8) and orin.power is not None
-    assert any(e.options.get("dla_core") == 0 and e.options.get("gpu_fallback") for e in orin.engines)
+    # two trt entries stay two targets: the GPU one and DLA core 0
+    assert [(t.label, t.dla_core, t.gpu_fallback) for t in orin.targets] == [
+        ("trt-gpu", None, False), ("trt-dla0", 0, True)]
     nano = load_profile("jetson-nano-trt")
     assert nano.power is not None and nano.power.module == "nano"
 
@@ -108,7 +109,9 @@ def test_missing_file_is_clear(tmp_path):
     (with_(batches="1,8"), r"key 'batches' must be a non-empty list of positive integers, got str '1,8'"),
     (with_(batches=[1, 0]), r"key 'batches' must be a non-empty list of positive integers"),
     (with_(threads=True), r"key 'threads' must be a positive integer or null, got bool True"),
-    (with_(warmup_s="1s"), r"key 'warmup_s' must be a number >= 0"),
+    (with_(warmup_s="1s"), r"key 'warmup_s' must be a finite number >= 0"),
+    (with_(warmup_s=float("inf")), r"key 'warmup_s' must be a finite number >= 0, got float inf"),
+    (with_(min_duration_s=float("nan")), r"key 'min_duration_s' must be a finite number >= 0"),
     (with_(min_iterations=2.5), r"key 'min_iterations' must be a positive integer, got float"),
     (with_(device="tpu"), r"key 'device' must be one of cpu, cuda, jetson"),
     (with_(engines=[]), r"key 'engines' must be a non-empty list"),
@@ -138,12 +141,17 @@ def test_missing_required_key(tmp_path):
 
 
 @pytest.mark.parametrize("device, engine, pattern", [
-    ("cpu", {"name": "trt", "precisions": ["fp32"]}, r"engine 'trt' .* needs a GPU; device is cpu"),
-    ("cpu", {"name": "torch", "precisions": ["fp16"]}, r"must be \[fp32\] on a cpu device"),
-    ("cpu", {"name": "torch", "precisions": ["fp32"], "options": {"cuda_graph": True}}, r"cuda_graph' needs a cuda"),
-    ("cuda", {"name": "trt", "precisions": ["fp16"], "options": {"dla_core": 0}}, r"dla_core' needs a jetson"),
+    ("cpu", {"name": "trt", "precisions": ["fp32"]}, r"engines\[0\] \(trt, fp32\): engine 'trt' needs a GPU; device is cpu"),
+    ("cpu", {"name": "torch", "precisions": ["fp16"]}, r"must be fp32 on a cpu device"),
+    ("cpu", {"name": "torch", "precisions": ["fp32"], "options": {"cuda_graph": True}}, r"cuda_graph needs engine torch on a cuda"),
+    ("cuda", {"name": "trt", "precisions": ["fp16"], "options": {"dla_core": 0}}, r"dla_core needs a jetson"),
+    ("jetson", {"name": "trt", "precisions": ["fp32"], "options": {"dla_core": 0, "gpu_fallback": True}},
+     r"DLA runs fp16 or int8 only, got fp32"),
     ("jetson", {"name": "trt", "precisions": ["fp16"], "options": {"gpu_fallback": True}},
-     r"gpu_fallback' only applies with a dla_core"),
+     r"gpu_fallback only applies with a dla_core"),
+    ("cuda", {"name": "ort", "precisions": ["fp16"], "options": {"providers": ["CUDAExecutionProvider"]}},
+     r"fp16 in ORT needs TensorrtExecutionProvider"),
+    ("cpu", {"name": "trtexec", "precisions": ["fp32"]}, r"trtexec is not a bench engine"),
     ("cuda", {"name": "ort", "precisions": ["fp32"]}, r"options.providers' is required for ORT on a cuda device"),
     ("cpu", {"name": "ort", "precisions": ["fp32"], "options": {"providers": ["CUDAExecutionProvider"]}},
      r"GPU providers on a cpu device"),
@@ -163,7 +171,7 @@ def test_duplicate_engine_entries_need_a_label(tmp_path):
     with pytest.raises(ProfileError, match="give one a distinct 'label'"):
         load_profile(str(write(tmp_path, with_(engines=[eng, eng]))))
     labelled = [eng, {**eng, "label": "torch-2"}]
-    assert len(load_profile(str(write(tmp_path, with_(engines=labelled)))).engines) == 2
+    assert len(load_profile(str(write(tmp_path, with_(engines=labelled)))).targets) == 2
 
 
 def test_invalid_yaml_reports_line(tmp_path):
@@ -198,12 +206,19 @@ def test_any_unknown_top_level_key_is_named(key, value):
 
 
 def test_unavailable_reasons(monkeypatch):
-    monkeypatch.setattr(P, "_cuda_available", lambda: False)
-    monkeypatch.setattr(P, "_is_jetson", lambda: False)
+    from gsdeploy import target as T
+
+    monkeypatch.setattr(T, "_cuda_available", lambda: False)
+    monkeypatch.setattr(T, "_is_jetson", lambda: False)
     assert P.unavailable_reason(load_profile("cpu-ort")) is None  # onnxruntime is installed here
     assert "needs a CUDA GPU" in P.unavailable_reason(load_profile("server-gpu-torch"))
     assert "needs a Jetson device" in P.unavailable_reason(load_profile("jetson-orin-trt"))
-    monkeypatch.setattr(P, "_cuda_available", lambda: True)
+    monkeypatch.setattr(T, "_cuda_available", lambda: True)
     reason = P.unavailable_reason(load_profile("server-gpu-trt"))
-    if reason is not None:  # the TensorRT engines are looked up as real modules / tools
-        assert "TensorRT" in reason or "trtexec" in reason
+    if reason is not None:  # the TensorRT engine is looked up as a real module
+        assert "TensorRT" in reason
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        # the provider the profile asks for is checked against this onnxruntime, before any work
+        assert "has no TensorrtExecutionProvider" in P.unavailable_reason(load_profile("server-gpu-ort-trt"))

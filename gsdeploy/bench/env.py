@@ -78,7 +78,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _dist_version(*names: str) -> tuple[str | None, str | None]:
+def dist_version(*names: str) -> tuple[str | None, str | None]:
     for name in names:
         try:
             return md.version(name), name
@@ -90,7 +90,7 @@ def _dist_version(*names: str) -> tuple[str | None, str | None]:
 def ort_version() -> tuple[str | None, str | None]:
     """(version, distribution). onnxruntime and onnxruntime-gpu install the same module; the
     distribution name says which build this is."""
-    version, dist = _dist_version("onnxruntime-gpu", "onnxruntime")
+    version, dist = dist_version("onnxruntime-gpu", "onnxruntime")
     mod = sys.modules.get("onnxruntime")
     if mod is not None and getattr(mod, "__version__", None):
         version = mod.__version__  # what is actually loaded wins over package metadata
@@ -156,7 +156,7 @@ def capture_env() -> dict:
     import torch
 
     cpu = _cpuinfo()
-    onnx_version, _ = _dist_version("onnx")
+    onnx_version, _ = dist_version("onnx")
     ort, ort_dist = ort_version()
     governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     env = {

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.target import Target
 
 UNATTRIBUTED = "(unattributed)"
 # Plan actions that do not group layers into a site (one layer each, or none left in the graph).
@@ -208,10 +209,10 @@ def read_ort_trace(path: Path, skip_runs: int) -> tuple[list[dict[str, float]], 
     return per_run, ops, order
 
 
-def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, threads: int | None = None,
-                warmup: int = 5, runs: int = 20, input_shape: tuple[int, ...] | None = None,
-                providers: Sequence[str] = ("CPUExecutionProvider",)) -> SiteTimes:
-    """Run `onnx_path` `warmup + runs` times under ORT's profiler and sum node times per site."""
+def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, target: Target | None = None,
+                warmup: int = 5, runs: int = 20, input_shape: tuple[int, ...] | None = None) -> SiteTimes:
+    """Run `onnx_path` `warmup + runs` times under ORT's profiler, in a session made with
+    `target`'s settings (default: ORT CPU), and sum node times per site."""
     import onnx
 
     from gsdeploy.bench.runners.ort import OrtRunner
@@ -226,7 +227,7 @@ def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, threads: 
             so.optimized_model_filepath = str(optimized)
             so.log_severity_level = 3  # ORT warns that an NCHWc graph is machine-specific: we know
 
-        runner = OrtRunner(onnx_path, providers=tuple(providers), threads=threads, input_shape=input_shape, tune=tune)
+        runner = OrtRunner(onnx_path, target, input_shape=input_shape, tune=tune)
         device, used_threads = runner.device, runner.threads
         try:
             runner.prepare(batch)
@@ -349,38 +350,38 @@ def decisions_of(plan: Iterable[Any]) -> list[dict]:
 
 
 
-def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_plan: list[dict], engine: str,
-                 batch: int, *, threads: int | None = None, runs: int = 20, warmup: int = 5) -> pd.DataFrame:
+def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_plan: list[dict], target: Target,
+                 batch: int, *, runs: int = 20, warmup: int = 5) -> pd.DataFrame:
     """The per-site table of a compressed subject and its dense baseline (bench/sweep.Subject)
-    on one engine and batch. ORT engines use ORT's profiler with the engine's providers; "trt"
-    uses TensorRT's layer profiler on the built engines."""
-    from gsdeploy.bench.sweep import ENGINES
-
-    spec = ENGINES.get(engine)
-    if engine == "trt":
+    on one target and batch. ORT targets use ORT's profiler in a session with the target's
+    providers and settings; TensorRT targets use TensorRT's layer profiler on the built engines."""
+    if target.engine == "trt":
         from gsdeploy.bench.runners.trt import TrtRunner
 
         times = []
         for subject, plan in ((deployed, deployed_plan), (dense, dense_plan)):
-            if subject.engine_path is None or subject.onnx_path is None:
-                raise GsdeployError(f"per-layer profile on trt needs the built engine of {subject.name}")
-            runner = TrtRunner(subject.engine_path)
+            engines = subject.trt_engines
+            path = engines.get((target.label, target.precision, batch)) or \
+                engines.get((target.label, target.precision, None))
+            if path is None or subject.onnx_path is None:
+                raise GsdeployError(f"per-layer profile on {target.label} needs the built engine of {subject.name}")
+            runner = TrtRunner(path)
             try:
                 times.append(profile_trt(runner, subject.onnx_path, batch, plan, warmup=warmup, runs=runs))
             finally:
                 runner.close()
         provider = "tensorrt"
-    elif spec is not None and spec.family == "ort":
-        times = [profile_ort(s.onnx_path, batch, plan, threads=threads, warmup=warmup, runs=runs,
-                             input_shape=s.input_shape, providers=spec.providers)
+    elif target.engine == "ort":
+        times = [profile_ort(s.onnx_path, batch, plan, target=target, warmup=warmup, runs=runs,
+                             input_shape=s.input_shape)
                  for s, plan in ((deployed, deployed_plan), (dense, dense_plan))]
-        provider = spec.providers[0]
+        provider = target.providers[0]
     else:
-        raise GsdeployError(f"no per-layer profiler for engine '{engine}' (ORT engines and trt have one)")
+        raise GsdeployError(f"no per-layer profiler for engine '{target.label}' (ORT engines and trt have one)")
     df = join_sites(*times)
     df.insert(0, "model", deployed.name)
     df.insert(1, "baseline", dense.name)
-    df.insert(2, "engine", engine)
+    df.insert(2, "engine", target.label)
     df.insert(3, "provider", provider)
     df.insert(4, "device", times[0].device)
     df.insert(5, "threads", times[0].threads)
@@ -388,7 +389,5 @@ def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_pla
     return df
 
 
-def can_profile(engine: str) -> bool:
-    from gsdeploy.bench.sweep import ENGINES
-
-    return engine == "trt" or (engine in ENGINES and ENGINES[engine].family == "ort")
+def can_profile(target: Target) -> bool:
+    return target.engine in ("ort", "trt")

@@ -23,6 +23,8 @@ import torch.nn as nn
 
 from gsdeploy.bench.flops import weight_bytes  # re-exported: one implementation only
 from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.loaders import cpu_target
+from gsdeploy.target import Target
 
 __all__ = ["weight_bytes", "artifact_bytes", "ort_peak_rss", "cuda_peak_bytes", "activation_estimate",
            "activation_profile", "ActivationProfile"]
@@ -66,9 +68,11 @@ def _onnx_external_files(path: Path) -> list[Path]:
 # ---- peak RSS of an ONNX Runtime session, in a child process --------------------------------
 #
 # Measured in a fresh child because a process's peak RSS never goes down: in the parent it
-# would include torch, earlier sessions and whatever the test runner loaded. The child imports
-# only numpy and onnxruntime; a second child that imports the same and stops there gives the
-# baseline, so the difference is what the session (weights, arena, activations, threads) adds.
+# would include torch, earlier sessions and whatever the test runner loaded. The child makes
+# its session with gsdeploy.loaders (the one place sessions are made, so the target's
+# threads, spinning and optimisation level apply) and imports nothing heavier; a second child
+# that imports the same modules and stops there gives the baseline, so the difference is what
+# the session (weights, arena, activations, threads) adds.
 
 _CHILD = textwrap.dedent("""
     import json, resource, sys
@@ -85,15 +89,16 @@ _CHILD = textwrap.dedent("""
         r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return r if sys.platform == "darwin" else r * 1024
     args = json.loads(sys.argv[1])
+    sys.path.insert(0, args["path"])
     import numpy as np
     import onnxruntime as ort
+    from gsdeploy.bench.runners.base import seeded_input
+    from gsdeploy.loaders import ort_session
+    from gsdeploy.target import Target
     if args["onnx"] is None:
         print(json.dumps({"peak": peak()}))
         sys.exit(0)
-    so = ort.SessionOptions()
-    if args["threads"]:
-        so.intra_op_num_threads = args["threads"]
-    sess = ort.InferenceSession(args["onnx"], so, providers=["CPUExecutionProvider"])
+    sess = ort_session(args["onnx"], Target.from_dict(args["target"]))
     inp = sess.get_inputs()[0]
     if args["shape"]:
         shape = [args["batch"], *args["shape"]]
@@ -102,11 +107,13 @@ _CHILD = textwrap.dedent("""
         if not all(isinstance(d, int) and d > 0 for d in dims):
             sys.exit("the model's input shape %s is not static; pass input_shape" % (inp.shape,))
         shape = [args["batch"], *dims]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = seeded_input(tuple(shape))
     for _ in range(args["runs"]):
         sess.run(None, {inp.name: x})
     print(json.dumps({"peak": peak()}))
 """)
+# Where the child finds this gsdeploy (a source tree that is not installed works too).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _child_peak(payload: dict, timeout_s: float) -> int:
@@ -127,9 +134,10 @@ def _child_peak(payload: dict, timeout_s: float) -> int:
 
 
 def ort_peak_rss(onnx_path: str | os.PathLike, batch: int, input_shape: tuple[int, ...] | None = None,
-                 threads: int | None = None, runs: int = 5, timeout_s: float = 300.0) -> int:
+                 target: Target | None = None, runs: int = 5, timeout_s: float = 300.0) -> int:
     """Peak resident memory (bytes) an ONNX Runtime CPU session adds: session creation plus
-    `runs` inferences at `batch`, minus a child that only imports numpy and onnxruntime.
+    `runs` inferences at `batch` with `target`'s settings (default: ORT CPU on every core),
+    minus a child that only imports the same modules.
 
     `input_shape` is one sample without the batch axis; None takes it from the model (its
     non-batch dimensions must then be static). The number includes ORT's memory arena, which
@@ -141,7 +149,7 @@ def ort_peak_rss(onnx_path: str | os.PathLike, batch: int, input_shape: tuple[in
     if batch <= 0:
         raise ValueError("batch must be positive")
     payload = {"onnx": str(path), "batch": int(batch), "shape": list(input_shape) if input_shape else None,
-               "threads": threads, "runs": max(1, int(runs))}
+               "target": (target or cpu_target()).to_dict(), "runs": max(1, int(runs)), "path": _PACKAGE_ROOT}
     peak = _child_peak(payload, timeout_s)
     return max(0, peak - _baseline_peak(timeout_s))
 
@@ -149,7 +157,7 @@ def ort_peak_rss(onnx_path: str | os.PathLike, batch: int, input_shape: tuple[in
 @functools.lru_cache(maxsize=1)
 def _baseline_peak(timeout_s: float) -> int:
     # The import-only child is the same for every measurement in one process: measure it once.
-    return _child_peak({"onnx": None}, timeout_s)
+    return _child_peak({"onnx": None, "path": _PACKAGE_ROOT}, timeout_s)
 
 
 # ---- CUDA -----------------------------------------------------------------------------------

@@ -1,32 +1,39 @@
-"""A benchmark sweep: subjects × engines × batches → one DataFrame of result rows.
+"""A benchmark sweep: subjects × targets × batches → one DataFrame of result rows.
 
-For each (engine, batch) every subject gets its own runner and all of them are timed in
+For each (target, batch) every subject gets its own runner and all of them are timed in
 ONE interleaved measurement, so the baseline and the compressed models share the machine's
-state and their ratio is meaningful. Engines are looked up by name in `ENGINES`; a new
-backend is one more entry plus a Runner class.
+state and their ratio is meaningful. A `Target` (gsdeploy/target.py) says which engine and
+how; `RUNNERS` maps each engine name to the factory that builds its runner from a subject
+and a target. Rows carry `target.label` as their engine, so two entries of one engine
+(`trt-gpu`, `trt-dla0`) stay two rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pandas as pd
 import torch.nn as nn
 
-from gsdeploy.bench.env import _dist_version, capture_env
+from gsdeploy.bench.env import capture_env, dist_version
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.bench.table import COLUMNS, ROLES, add_speedups, make_row, utc_now
 from gsdeploy.errors import GsdeployError
+from gsdeploy.loaders import torch_runner_kwargs
+from gsdeploy.target import ENGINES, Target
+
+# (target label, precision, batch or None for a dynamic engine) -> a built TensorRT engine
+EngineKey = tuple[str, str, "int | None"]
 
 
 @dataclass
 class Subject:
     """One model to time. `macs` are per sample; `module` is needed by torch engines,
-    `onnx_path` by ORT engines. `input_shape` is one sample without the batch axis (torch
-    engines need it unless the ONNX file fixes it)."""
+    `onnx_path` by ORT engines, `trt_engines` by TensorRT ones. `input_shape` is one sample
+    without the batch axis (torch engines need it unless the ONNX file fixes it)."""
 
     name: str
     role: str  # "baseline" | "compressed"
@@ -38,55 +45,17 @@ class Subject:
     weights_bytes: int | None
     artifact_bytes: int | None
     input_shape: tuple[int, ...] | None = None
-    engine_path: Path | None = None  # a gsdeploy-built TensorRT engine, for the "trt" engine
+    trt_engines: Mapping[EngineKey, Path] = field(default_factory=dict)
 
 
-# (subject, threads, spinning) -> a Runner for that subject
-RunnerFactory = Callable[["Subject", "int | None", bool], Runner]
+# (subject, target, batch) -> a Runner for that subject on that target
+RunnerFactory = Callable[[Subject, Target, int], Runner]
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    name: str
-    family: str  # "ort" | "torch" | anything a registered factory handles
-    providers: tuple[str, ...] = ()
-    device: str = "cpu"
-    cuda_graph: bool = False
-    factory: RunnerFactory | None = None  # set for engines added with register_engine
-
-
-ENGINES: dict[str, EngineSpec] = {
-    "ort": EngineSpec("ort", "ort", ("CPUExecutionProvider",)),
-    "ort-cuda": EngineSpec("ort-cuda", "ort", ("CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"),
-    "ort-trt": EngineSpec("ort-trt", "ort",
-                          ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"),
-    "torch": EngineSpec("torch", "torch"),
-    "torch-cuda": EngineSpec("torch-cuda", "torch", device="cuda"),
-    "torch-cuda-graph": EngineSpec("torch-cuda-graph", "torch", device="cuda", cuda_graph=True),
-}
-
-
-def register_engine(name: str, factory: RunnerFactory, family: str = "custom") -> None:
-    """Add an engine to the sweep (e.g. TensorRT): `factory(subject, threads, spinning)`
-    returns a Runner. The scheduler, statistics and tables need no change."""
-    ENGINES[name] = EngineSpec(name, family, factory=factory)
-
-
-def _trt_runner(subject: Subject, threads: int | None, spinning: bool) -> Runner:
-    if subject.engine_path is None:
-        raise GsdeployError(f"engine 'trt' needs a TensorRT engine for '{subject.name}'; build it first")
-    from gsdeploy.bench.runners.trt import TrtRunner
-
-    return TrtRunner(subject.engine_path)
-
-
-register_engine("trt", _trt_runner, family="tensorrt")
-
-
-def _onnx_input_shape(path: Path) -> tuple[int, ...] | None:
+def onnx_input_shape(path: Path) -> tuple[int, ...] | None:
     """Per-sample input shape from an ONNX file's first input, when it is static."""
     try:
-        import onnx
+        import onnx  # heavy-ish; only needed when a subject has no shape of its own
 
         model = onnx.load(str(path), load_external_data=False)
         dims = model.graph.input[0].type.tensor_type.shape.dim[1:]
@@ -96,26 +65,49 @@ def _onnx_input_shape(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-def make_runner(engine: str, subject: Subject, threads: int | None, spinning: bool = True) -> Runner:
-    spec = ENGINES.get(engine)
-    if spec is None:
-        raise GsdeployError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
-    if spec.factory is not None:
-        return spec.factory(subject, threads, spinning)
-    if spec.family == "ort":
-        if subject.onnx_path is None:
-            raise GsdeployError(f"engine '{engine}' needs an ONNX file for '{subject.name}'; export it first")
-        from gsdeploy.bench.runners.ort import OrtRunner
+def _ort_runner(subject: Subject, target: Target, batch: int) -> Runner:
+    if subject.onnx_path is None:
+        raise GsdeployError(f"engine '{target.label}' needs an ONNX file for '{subject.name}'; export it first")
+    from gsdeploy.bench.runners.ort import OrtRunner  # imports onnxruntime
 
-        return OrtRunner(subject.onnx_path, providers=spec.providers, threads=threads, spinning=spinning,
-                         input_shape=subject.input_shape)
+    return OrtRunner(subject.onnx_path, target, input_shape=subject.input_shape)
+
+
+def _torch_runner(subject: Subject, target: Target, batch: int) -> Runner:
     if subject.module is None:
-        raise GsdeployError(f"engine '{engine}' needs the torch module of '{subject.name}'")
-    shape = subject.input_shape or (_onnx_input_shape(Path(subject.onnx_path)) if subject.onnx_path else None)
+        raise GsdeployError(f"engine '{target.label}' needs the torch module of '{subject.name}'")
+    shape = subject.input_shape or (onnx_input_shape(Path(subject.onnx_path)) if subject.onnx_path else None)
     from gsdeploy.bench.runners.torch_runner import TorchRunner
 
-    return TorchRunner(subject.module, device=spec.device, threads=threads, cuda_graph=spec.cuda_graph,
-                       input_shape=shape)
+    return TorchRunner(subject.module, **torch_runner_kwargs(target), input_shape=shape)
+
+
+def _trt_runner(subject: Subject, target: Target, batch: int) -> Runner:
+    engines = subject.trt_engines
+    path = engines.get((target.label, target.precision, batch)) or engines.get((target.label, target.precision, None))
+    if path is None:
+        raise GsdeployError(f"engine '{target.label}' needs a TensorRT engine for '{subject.name}' "
+                            f"({target.precision}, batch {batch}); build it first")
+    from gsdeploy.bench.runners.trt import TrtRunner  # imports tensorrt
+
+    return TrtRunner(path)
+
+
+RUNNERS: dict[str, RunnerFactory] = {"ort": _ort_runner, "torch": _torch_runner, "trt": _trt_runner}
+assert set(RUNNERS) == set(ENGINES), "every engine of the vocabulary has a runner"
+
+
+def make_runner(subject: Subject, target: Target, batch: int) -> Runner:
+    factory = RUNNERS.get(target.engine)
+    if factory is None:
+        raise GsdeployError(f"unknown engine '{target.engine}'; choose from {', '.join(RUNNERS)}")
+    return factory(subject, target, batch)
+
+
+def measure_config(target: Target) -> MeasureConfig:
+    """The timing budget of `target` (warm-up, minimum iterations and duration)."""
+    return MeasureConfig(warmup_s=target.warmup_s, min_iterations=target.min_iterations,
+                         min_duration_s=target.min_duration_s)
 
 
 def _progress(enabled: bool):
@@ -154,13 +146,13 @@ def _cuda_peak() -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
-def _peak_rss(s: Subject, batch: int, threads: int | None) -> int | None:
+def _peak_rss(s: Subject, batch: int, target: Target) -> int | None:
     """Peak RSS of an ORT CPU session of the subject's ONNX file at `batch` (child process)."""
     if s.onnx_path is None:
         return None
     from gsdeploy.bench.memory import ort_peak_rss
 
-    return ort_peak_rss(s.onnx_path, batch, input_shape=s.input_shape, threads=threads)
+    return ort_peak_rss(s.onnx_path, batch, input_shape=s.input_shape, target=target)
 
 
 def _power(runner: Runner, batch: int, factory: Callable[[], object], duration_s: float) -> dict:
@@ -180,20 +172,20 @@ def _power(runner: Runner, batch: int, factory: Callable[[], object], duration_s
             "power_skipped": r.skipped}
 
 
-GroupKey = tuple  # (model, engine, provider, batch, precision) of one row a group would produce
+GroupKey = tuple  # (model, engine label, provider, batch, precision) of one row a group would produce
 
 
-def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], cfg: MeasureConfig,
-              threads: int | None, command: str, progress: bool = True, spinning: bool = True,
+def run_sweep(subjects: list[Subject], targets: list[Target], command: str, progress: bool = True,
               on_group: Callable[[pd.DataFrame], None] | None = None, memory: bool = False,
               skip_group: Callable[[list[GroupKey]], bool] | None = None,
               power_sampler_factory: Callable[[], object] | None = None,
               power_duration_s: float = 5.0) -> pd.DataFrame:
-    """Time every subject on every engine and batch; rows in COLUMNS order with speedups.
+    """Time every subject on every target and each of its batches; rows in COLUMNS order with
+    speedups. Each target brings its own batches, threads and timing budget.
 
-    `on_group`, if given, receives the rows of each finished (engine, batch) group (with
+    `on_group`, if given, receives the rows of each finished (target, batch) group (with
     speedups), e.g. to append them to a CSV as the sweep goes. `skip_group` receives the
-    (model, engine, provider, batch, precision) keys a group would produce, from its
+    (model, engine label, provider, batch, precision) keys a group would produce, from its
     runners, and returns True to skip it (e.g. already measured, for --resume).
 
     activation_bytes is estimated for every subject with a torch module; `memory=True` also
@@ -204,40 +196,47 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
     """
     if not subjects:
         raise ValueError("run_sweep needs at least one subject")
+    if not targets:
+        raise ValueError("run_sweep needs at least one target")
     names = [s.name for s in subjects]
     if len(set(names)) != len(names):
         raise ValueError(f"subject names must be unique, got {names}")
     for s in subjects:
         if s.role not in ROLES:
             raise ValueError(f"subject '{s.name}' has role {s.role!r}; expected one of {ROLES}")
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown:
-        raise GsdeployError(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
-    env = {**capture_env(), "tensorrt": _dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11")[0]}
+    keys = [(t.label, t.precision) for t in targets]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"targets must differ in label or precision, got {keys}")
+    env = {**capture_env(), "tensorrt": dist_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11")[0]}
     frames: list[pd.DataFrame] = []
     activations: dict[tuple[str, int], int | None] = {}
-    rss: dict[tuple[str, int], int | None] = {}
+    rss: dict[tuple[str, int, str], int | None] = {}
+
+    def title(t: Target, b: int) -> str:
+        return f"{t.label}{'' if t.precision == 'fp32' else ' ' + t.precision} batch {b}"
+
     with _progress(progress) as bar:
-        tasks = {(e, b): bar.add_task(f"{e} batch {b}", total=1.0) for e in engines for b in batches}
-        for engine in engines:
-            for batch in batches:
-                task = tasks[(engine, batch)]
+        tasks = {(i, b): bar.add_task(title(t, b), total=1.0) for i, t in enumerate(targets) for b in t.batches}
+        for i, target in enumerate(targets):
+            cfg = measure_config(target)
+            for batch in target.batches:
+                task = tasks[(i, batch)]
                 runners: dict[str, Runner] = {}
                 try:
                     for s in subjects:
-                        runners[s.name] = make_runner(engine, s, threads, spinning=spinning)
-                    keys = [(s.name, runners[s.name].engine, runners[s.name].provider, batch,
-                             runners[s.name].precision) for s in subjects]
+                        runners[s.name] = make_runner(s, target, batch)
+                    keys = [(s.name, target.label, runners[s.name].provider, batch, runners[s.name].precision)
+                            for s in subjects]
                     if skip_group is not None and skip_group(keys):
-                        bar.update(task, completed=1.0, description=f"{engine} batch {batch} (done before)")
+                        bar.update(task, completed=1.0, description=f"{title(target, batch)} (done before)")
                         continue
-                    cuda = ENGINES[engine].device == "cuda"
+                    cuda = target.on_gpu
                     if cuda:
                         _reset_cuda_peak()
                     stats = measure_interleaved(runners, batch, cfg,
                                                 on_progress=lambda f, t=task: bar.update(t, completed=f))
                     # torch's allocator sees only torch engines' memory; one peak per interleaved group
-                    cuda_peak = _cuda_peak() if cuda and ENGINES[engine].family == "torch" else None
+                    cuda_peak = _cuda_peak() if cuda and target.engine == "torch" else None
                     power = {s.name: (_power(runners[s.name], batch, power_sampler_factory, power_duration_s)
                                       if power_sampler_factory is not None else {}) for s in subjects}
                     stamp = utc_now()
@@ -247,12 +246,12 @@ def run_sweep(subjects: list[Subject], engines: list[str], batches: list[int], c
                         if (s.name, batch) not in activations:
                             activations[(s.name, batch)] = _activation_bytes(s, batch)
                         peak = None
-                        if memory and ENGINES[engine].family == "ort" and r.provider == "CPUExecutionProvider":
-                            if (s.name, batch) not in rss:
-                                rss[(s.name, batch)] = _peak_rss(s, batch, threads)
-                            peak = rss[(s.name, batch)]
+                        if memory and target.engine == "ort" and r.provider == "CPUExecutionProvider":
+                            if (s.name, batch, target.key()) not in rss:
+                                rss[(s.name, batch, target.key())] = _peak_rss(s, batch, target)
+                            peak = rss[(s.name, batch, target.key())]
                         rows.append(make_row(
-                            model=s.name, role=s.role, engine=r.engine, provider=r.provider,
+                            model=s.name, role=s.role, engine=target.label, provider=r.provider,
                             precision=r.precision, batch=batch, device=r.device, threads=r.threads,
                             macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,

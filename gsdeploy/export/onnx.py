@@ -14,8 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.errors import GsdeployError
 from gsdeploy.inputs import sample_inputs
+from gsdeploy.loaders import ort_session
+from gsdeploy.target import Target
 
 if TYPE_CHECKING:
     from gsdeploy.transforms import Verification
@@ -60,19 +62,6 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
     raise GsdeployError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
-def ort_session(path: Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MissingDependencyError("onnxruntime is not installed: pip install onnxruntime (CPU) or "
-                                     "onnxruntime-gpu (CUDA), never both") from None
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
-
-
 @dataclass
 class OnnxCheck:
     """ORT output vs the original computed in float64, judged against the original's own float32 error."""
@@ -83,9 +72,10 @@ class OnnxCheck:
 
 
 def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], batches: tuple[int, ...] = (1, 3),
-               seed: int = 0, tolerance: float = 1e-4) -> OnnxCheck:
-    """Max abs / rel error of the ONNX model in ORT (CPU) vs the reference, at several batch sizes
-    so that the dynamic batch axis is exercised too.
+               seed: int = 0, tolerance: float = 1e-4, target: Target | None = None) -> OnnxCheck:
+    """Max abs / rel error of the ONNX model in ORT vs the reference, at several batch sizes
+    so that the dynamic batch axis is exercised too. The session comes from the loader with
+    `target`'s settings (default: ORT CPU); a GPU target's own precision is checked by its engine.
 
     The reference output is computed in float64: ill-conditioned nets (deep, random weights) show
     float32 rounding differences above 1e-4 between two correct float32 implementations, so the
@@ -101,7 +91,7 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
     from gsdeploy.transforms import compare_outputs
 
     onnx.checker.check_model(str(path))
-    session = ort_session(path)
+    session = ort_session(path, target)
     ref64 = copy.deepcopy(reference).double().eval()
     exact, fp32, outs = [], [], []
     for b in batches:

@@ -42,8 +42,9 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, EngineSpec, Profile, _check_keys,
-                               _read_yaml, _T, load_profile, unavailable_reason)
+from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, Profile, _check_keys, _read_yaml,
+                               _T, load_profile, unavailable_reason)
+from gsdeploy.target import Target, validate
 
 METRICS = ("speedup", "flop_ratio", "params_ratio", "latency_ms")
 TIMED = ("speedup", "latency_ms")
@@ -208,25 +209,28 @@ def judge(claim: Claim, measured: float) -> tuple[str, str]:
     return ("PASS" if ok else "FAIL"), f"{claim.metric} {measured:.4g} {'is' if ok else 'is not'} {rule}"
 
 
-def claim_settings(claim: Claim, profile: Profile) -> tuple[EngineSpec, str, int]:
-    """The engine entry, precision and batch a timed claim runs at: the claim's own where it
-    names them, else the profile's first engine, that engine's first precision, the profile's
-    first batch. Raises ClaimError when the claim names something the profile lacks."""
-    engines = list(profile.engines)
+def claim_target(claim: Claim, profile: Profile | None = None) -> Target:
+    """The target a timed claim runs on: the profile's entry the claim names (by label or
+    engine name) at the claim's precision, else the profile's first target (of that precision),
+    with the claim's batch (else the profile's first) as its only batch. `profile` defaults to
+    the claim's own (else the default profile). Raises ClaimError when the claim names something
+    the profile lacks."""
+    profile = profile or load_profile(claim.profile or DEFAULT_PROFILE)
+    targets = list(profile.targets)
     if claim.engine is not None:
-        engines = [e for e in engines if claim.engine in (e.name, e.label)]
-        if not engines:
+        targets = [t for t in targets if claim.engine in (t.engine, t.label)]
+        if not targets:
             raise ClaimError(f"claim {claim.id}: profile '{profile.name}' has no engine '{claim.engine}' "
-                             f"(it has {', '.join(e.display_name for e in profile.engines)})")
+                             f"(it has {', '.join(dict.fromkeys(t.label for t in profile.targets))})")
     if claim.precision is not None:
-        with_p = [e for e in engines if claim.precision in e.precisions]
-        if not with_p:
+        targets = [t for t in targets if t.precision == claim.precision]
+        if not targets:
             raise ClaimError(f"claim {claim.id}: no engine of profile '{profile.name}' runs {claim.precision}")
-        engines = with_p
-    engine = engines[0]
-    precision = claim.precision or engine.precisions[0]
     batch = claim.batch or profile.batches[0]
-    return engine, precision, batch
+    changes: dict[str, Any] = {"batches": (batch,)}
+    if claim.input_shape:
+        changes["input_shape"] = tuple(claim.input_shape)
+    return validate(replace(targets[0], **changes))
 
 
 @dataclass
@@ -306,7 +310,7 @@ def evaluate_claims(claims: Iterable[Claim], measure_fn: Callable[[Claim], float
     `profile` is skipped (the user asked for that target only). When the profile cannot run
     here (`unavailable_fn`, e.g. no GPU) the claim is SKIPped with the reason; otherwise
     `measure_fn(claim)` is called with `claim.profile` filled in and returns the measured
-    value (use `claim_settings` for engine, precision and batch). A MissingDependencyError
+    value (use `claim_target` for the target: engine, precision and batch). A MissingDependencyError
     from it is a SKIP too.
     """
     ratios = _Ratios(deploy_fn, load_fn)
@@ -337,7 +341,7 @@ def _evaluate_one(claim: Claim, measure_fn: Callable[[Claim], float] | None, pro
         reason = unavailable_fn(prof)
         if reason:
             return Verdict(claim, "SKIP", None, reason)
-        claim_settings(claim, prof)  # a claim naming an engine the profile lacks is an error, early
+        claim_target(claim, prof)  # a claim naming an engine the profile lacks is an error, early
         if measure_fn is None:
             return Verdict(claim, "SKIP", None, "no measurement function given (timed claims need a benchmark)")
         measured = float(measure_fn(replace(claim, profile=name)))

@@ -29,7 +29,7 @@ class PassContext:
         if self._timer is None:
             from gsdeploy.transforms.latency import PairTimer
 
-            self._timer = PairTimer()
+            self._timer = PairTimer(self.options.target)
         return self._timer
 
     def example(self) -> torch.Tensor:

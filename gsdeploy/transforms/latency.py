@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import tempfile
 import time
@@ -20,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+
+from gsdeploy.loaders import cpu_target, import_ort, ort_session
+from gsdeploy.target import Target
 
 ROUNDS, RUNS_PER_ROUND, WARMUP_RUNS = 5, 40, 20
 
@@ -56,10 +60,13 @@ def _float32_default():
 
 
 class PairTimer:
-    """Times pair vs fused conv per distinct site; one instance per deploy() call."""
+    """Times pair vs fused conv per distinct site on `target` (default: ORT CPU, every core);
+    one instance per deploy() call. ORT sessions come from gsdeploy.loaders, so they run with
+    the target's providers, threads, spinning and optimisation level."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: Target | None = None) -> None:
         self._cache: dict[tuple, PairTiming] = {}
+        self.target = target or cpu_target()
 
     def time(self, a: nn.Conv2d, b: nn.Conv2d, fused: nn.Conv2d, in_shape: tuple[int, ...]) -> PairTiming:
         key = (_config(a), _config(b), tuple(in_shape[1:]))
@@ -72,14 +79,12 @@ class PairTimer:
         pair = nn.Sequential(copy.deepcopy(a), copy.deepcopy(b)).float().eval()
         single = copy.deepcopy(fused).float().eval()
         x = torch.randn((1, *sample), dtype=torch.float32)
-        try:
-            return self._measure_ort(pair, single, x)
-        except ImportError:
+        if self.target.engine != "ort" or importlib.util.find_spec("onnxruntime") is None:
             return self._measure_torch(pair, single, x)
+        return self._measure_ort(pair, single, x)
 
     def _measure_ort(self, pair: nn.Module, single: nn.Module, x: torch.Tensor) -> PairTiming:
-        import onnxruntime as ort
-
+        ort = import_ort()
         sessions = []
         with tempfile.TemporaryDirectory(prefix="gsdeploy-latency-") as tmp:
             for i, m in enumerate((pair, single)):
@@ -88,13 +93,11 @@ class PairTimer:
                     warnings.simplefilter("ignore")
                     torch.onnx.export(m, (x,), str(path), dynamo=False, opset_version=17,
                                       input_names=["input"], output_names=["output"])
-                opts = ort.SessionOptions()
-                opts.log_severity_level = 3
-                sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+                sessions.append(ort_session(path, self.target))
         feed = {"input": x.numpy()}
         runs = [lambda s=s: s.run(None, feed) for s in sessions]
         pair_us, fused_us = _interleaved_medians(runs)
-        return PairTiming(pair_us, fused_us, f"onnxruntime {ort.__version__} CPU")
+        return PairTiming(pair_us, fused_us, f"onnxruntime {ort.__version__} {self.target.label}")
 
     def _measure_torch(self, pair: nn.Module, single: nn.Module, x: torch.Tensor) -> PairTiming:
         def run(m: nn.Module):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gsdeploy.target import Target
+
 ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep")
 FUSE_MODES = ("flops", "always", "never", "latency")
 
@@ -33,6 +35,7 @@ class DeployOptions:
     tolerance: float = 1e-5  # max relative error allowed (see verify)
     verify_batches: int = 2  # random input batches used by verify
     seed: int = 0
+    target: Target | None = None  # where latency decisions are timed (None: ORT CPU on every core)
 
     def __post_init__(self) -> None:
         if self.fuse not in FUSE_MODES:
@@ -74,10 +77,16 @@ def plan_record(result: DeployResult, model: str, options: DeployOptions, **extr
 
     return {
         "kind": "gsdeploy-plan", "model": model,
-        "options": {f.name: getattr(options, f.name) for f in fields(options)},
+        "options": {f.name: _plain(getattr(options, f.name)) for f in fields(options)},
         "macs_before": result.macs_before, "macs_after": result.macs_after,
         "params_before": result.params_before, "params_after": result.params_after,
         "verification": asdict(result.verification),
         "decisions": [asdict(d) for d in result.plan],
         **extra,
     }
+
+
+def _plain(value: object) -> object:
+    """An option as JSON-ready data: a Target as its dict, everything else as it is."""
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value

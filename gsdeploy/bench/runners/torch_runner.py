@@ -32,8 +32,11 @@ class TorchRunner(Runner):
     engine = "torch"
 
     def __init__(self, module: nn.Module, device: str = "cpu", threads: int | None = None,
-                 cuda_graph: bool = False, input_shape: tuple[int, ...] | None = None) -> None:
-        """`input_shape` is one sample without the batch axis, e.g. (3, 32, 32)."""
+                 cuda_graph: bool = False, input_shape: tuple[int, ...] | None = None,
+                 channels_last: bool = False) -> None:
+        """`input_shape` is one sample without the batch axis, e.g. (3, 32, 32).
+        `channels_last` runs module and input in NHWC memory format (often faster for convs
+        on GPUs and with oneDNN); the module is then a copy, like on the GPU."""
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise MissingDependencyError(
@@ -49,6 +52,7 @@ class TorchRunner(Runner):
         self.provider = dev.type
         self.precision = "fp32"
         self.cuda_graph = cuda_graph
+        self.channels_last = channels_last
         self.input_shape = tuple(input_shape) if input_shape else _infer_input_shape(module)
         # torch's intra-op pool is process-wide: remember the setting to restore it on close
         # (several TorchRunners must therefore be closed in reverse order of creation).
@@ -58,7 +62,10 @@ class TorchRunner(Runner):
         self.threads = torch.get_num_threads()
         # A copy on the GPU: moving the caller's module in place would surprise the stages
         # that run after the benchmark (export, verify) on CPU.
-        self.module = (module if dev.type == "cpu" else copy.deepcopy(module).to(dev)).eval()
+        copied = dev.type != "cpu" or channels_last
+        self.module = (copy.deepcopy(module).to(dev) if copied else module).eval()
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
         self._x: torch.Tensor | None = None
         self._graph = None
@@ -73,6 +80,8 @@ class TorchRunner(Runner):
             raise InputShapeError("TorchRunner needs input_shape (one sample, e.g. (3, 32, 32))")
         x = seeded_input((batch, *self.input_shape))
         self._x = torch.from_numpy(x).to(self.torch_device)
+        if self.channels_last and self._x.dim() == 4:
+            self._x = self._x.contiguous(memory_format=torch.channels_last)
         self._graph = None
         if self.torch_device.type == "cuda":
             self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -140,4 +149,4 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
     def describe(self) -> dict:
-        return {**super().describe(), "cuda_graph": self.cuda_graph}
+        return {**super().describe(), "cuda_graph": self.cuda_graph, "channels_last": self.channels_last}
