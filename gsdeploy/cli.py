@@ -32,7 +32,10 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="target pro
 
 
 def _fail(code: int, message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from gsdeploy.limits import short
+
+    # one line, no control characters (ANSI colours from torch messages), bounded in length
+    err.print(f"[bold red]error:[/] {escape(short(message, 2000))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -49,6 +52,14 @@ def guarded(fn):
             _fail(130, "interrupted")
         except typer.Exit:
             raise
+        except MemoryError:
+            _fail(2, "out of memory: the input (a declared tensor, batch or input shape) is larger than this "
+                     "machine can hold")
+        except OSError as e:  # an unreadable or vanished file, a full disk: the environment, not a bug
+            if os.environ.get("GSDEPLOY_DEBUG"):
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            _fail(2, f"cannot access{where}: {e.strerror or e}")
         except Exception as e:  # noqa: BLE001
             if os.environ.get("GSDEPLOY_DEBUG"):
                 raise

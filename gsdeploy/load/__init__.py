@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -43,15 +44,16 @@ def probe_input_shape(module: nn.Module, shape: tuple[int, ...]) -> None:
 def load_model(source: str, arch: str | None = None, trust: bool = False,
                input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     path = Path(source)
-    if not path.exists() and source in ZOO and arch is None:
+    exists = os.path.lexists(path)  # a dangling link or a link loop is a file the user named, not a zoo name
+    if not exists and source in ZOO and arch is None:
         loaded = create_model(source)
-    elif not path.exists() and not any(sep in source for sep in "/\\") and "." not in source:
+    elif not exists and not any(sep in source for sep in "/\\") and "." not in source:
         raise LoadError(f"'{source}' is neither a file nor a zoo model; `gsdeploy zoo` lists the built-in models")
     elif path.suffix == ".pt2":
         from gsdeploy.load.checkpoint import check_readable
 
         check_readable(path)
-        module, shape = load_exported(path)
+        module, shape = load_exported(path, trust=trust)
         loaded = LoadedModel(module=module, input_shape=shape or (), name=path.stem, arch="exported-program",
                              source=str(path), sha256=sha256_file(path))
     else:

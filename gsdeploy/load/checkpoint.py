@@ -22,12 +22,33 @@ def sha256_file(path: Path) -> str:
 
 
 def check_readable(path: Path) -> None:
-    if not path.exists():
-        raise LoadError(f"no such file: {path}")
-    if path.is_dir():
+    """A regular, non-empty file we may read. Devices and FIFOs are refused without opening them
+    (reading /dev/zero never ends; opening a FIFO blocks until someone writes)."""
+    import errno
+    import os
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LoadError(f"{path} is a symbolic link loop") from None
+        if e.errno == errno.EACCES:
+            raise LoadError(f"cannot read {path}: permission denied") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise LoadError(f"no such file: {path}") from None
+        raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise LoadError(f"{path} is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise LoadError(f"{path} is {kind}, not a checkpoint file")
+    if st.st_size == 0:
         raise LoadError(f"{path} is empty")
+    if not os.access(path, os.R_OK):
+        raise LoadError(f"cannot read {path}: permission denied")
 
 
 def read_checkpoint(path: Path, trust: bool = False) -> Any:
@@ -35,6 +56,10 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     check_readable(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
+    except MemoryError:
+        raise LoadError(f"{path} declares tensors larger than this machine's memory") from None
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise LoadError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None

@@ -1,0 +1,83 @@
+"""Limits on what gsdeploy reads, and the one check every number from a flag or a file passes.
+
+A number that is NaN, infinite or absurdly large turns a benchmark into an endless loop or an
+allocation of the whole machine (`--min-duration-s nan`, `min_duration_s: .inf`, `batch=inf`),
+so each one is checked here before any work starts, with a message that names where it came
+from. Sizes of files read as text (YAML, JSON, CSV) are bounded for the same reason, and every
+value quoted back in an error goes through `short` so a hostile file cannot make the message
+itself huge.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from typing import Any
+
+from gsdeploy.errors import GsdeployError
+
+MAX_YAML_BYTES = 1 << 20  # profiles and claim files are a few KB
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+MAX_JSON_BYTES = 64 << 20  # a .pt2's program description and payload configs
+MAX_CSV_BYTES = 256 << 20  # result tables: a million rows is far beyond any sweep
+MAX_BATCH = 1 << 16
+MAX_THREADS = 4096
+MAX_SECONDS = 24 * 3600.0
+MAX_ITERATIONS = 10**9
+MAX_SAMPLE_ELEMENTS = 1 << 28  # one input sample (1 GiB in fp32); 3x224x224 is 150k
+MAX_BATCH_ELEMENTS = 1 << 31  # a whole batch (8 GiB in fp32)
+
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+_repr.maxlevel = 3
+
+
+def short(text: str, limit: int = 160) -> str:
+    """`text` cut to `limit` characters, with control characters (ANSI colour codes among them)
+    removed, for quoting file contents and foreign messages in one error line."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in strip_ansi(str(text)))
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def brief(value: Any) -> str:
+    """A bounded repr of any value (a YAML alias bomb expands to gigabytes when repr'd in full)."""
+    return short(_repr.repr(value), 200)
+
+
+def strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])", "", text)
+
+
+def check_number(what: str, value: Any, *, integer: bool = False, minimum: float | None = None,
+                 maximum: float | None = None, above: float | None = None,
+                 error: type[GsdeployError] = GsdeployError) -> Any:
+    """Return `value` if it is a finite number (an int when `integer`) within [minimum, maximum]
+    (and > `above`); otherwise raise `error` naming `what`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer and isinstance(value, float):
+        ok = value.is_integer()
+    if ok:
+        ok = math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if ok and above is not None:
+        ok = value > above
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        bounds = []
+        if above is not None:
+            bounds.append(f"> {above:g}")
+        if minimum is not None:
+            bounds.append(f">= {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum:g}")
+        rng = f" {' and '.join(bounds)}" if bounds else ""
+        raise error(f"{what} must be {kind}{rng}, not {brief(value)}")
+    return int(value) if integer else value

@@ -1,0 +1,341 @@
+"""Hostile files that gsdeploy reads: a .pt2 must never run code without --trust.
+
+Each crafted archive carries a payload that creates a marker file when unpickled or eval'd.
+The `live` checks open the same file with plain torch.export.load and see the marker appear,
+so the tests prove the attack is real; gsdeploy must refuse the file with the marker absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from typer.testing import CliRunner
+
+from gsdeploy.cli import app
+from gsdeploy.errors import LoadError
+from gsdeploy.load import load_model
+from gsdeploy.load.pt2_audit import UntrustedFileError
+
+runner = CliRunner()
+
+
+class _Payload:
+    """Unpickling this opens (creates) the marker file: code from the file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def good_pt2(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pt2") / "good.pt2"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(_tiny(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def _members(path: Path) -> tuple[str, dict[str, bytes]]:
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        root = names[0].split("/", 1)[0] + "/"
+        return root, {n[len(root):]: zf.read(n) for n in names}
+
+
+def _write(dst: Path, root: str, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(root + name, data)
+    return dst
+
+
+def _saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _craft(good: Path, dst: Path, site: str, marker: Path) -> Path:
+    """A copy of `good` with a code payload at `site`."""
+    root, m = _members(good)
+    payload = _Payload(marker)
+    if site == "weight-use_pickle":
+        cfg = json.loads(m["data/weights/model_weights_config.json"])
+        entry = cfg["config"]["0.weight"]
+        entry["use_pickle"] = True
+        m["data/weights/model_weights_config.json"] = json.dumps(cfg).encode()
+        m["data/weights/" + entry["path_name"]] = _saved(payload)
+    elif site == "constant-use_pickle":
+        m["data/constants/model_constants_config.json"] = json.dumps(
+            {"config": {"c0": {"path_name": "tensor_0", "is_param": False, "use_pickle": True,
+                               "tensor_meta": None}}}).encode()
+        m["data/constants/tensor_0"] = _saved(payload)
+    elif site == "opaque-object":
+        m["data/constants/model_constants_config.json"] = json.dumps(
+            {"config": {"c0": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                               "tensor_meta": None}}}).encode()
+        m["data/constants/opaque_obj_0"] = pickle.dumps(payload)
+    elif site == "custom-object":
+        m["data/constants/model_constants_config.json"] = json.dumps(
+            {"config": {"c0": {"path_name": "custom_obj_0", "is_param": False, "use_pickle": True,
+                               "tensor_meta": None}}}).encode()
+        m["data/constants/custom_obj_0"] = pickle.dumps(payload)
+    elif site == "sample-inputs":
+        m["data/sample_inputs/model.pt"] = _saved(((payload,), {}))
+    elif site == "legacy-weights":
+        del m["data/weights/model_weights_config.json"]
+        m["data/weights/model.pt"] = _saved(payload)
+    elif site == "guards-code":
+        program = json.loads(m["models/model.json"])
+        program["guards_code"] = [f"open({str(marker)!r}, 'w') is not None"]
+        m["models/model.json"] = json.dumps(program).encode()
+    elif site == "sympy-expr":
+        text = m["models/model.json"].decode()
+        assert "Symbol(" in text
+        program = json.loads(text)
+
+        def poison(o):
+            if isinstance(o, dict):
+                for k, v in o.items():
+                    if k == "expr_str":
+                        o[k] = f"(open({str(marker)!r}, 'w') and 0) + " + v
+                    else:
+                        poison(v)
+            elif isinstance(o, list):
+                for v in o:
+                    poison(v)
+
+        poison(program)
+        m["models/model.json"] = json.dumps(program).encode()
+    elif site == "operator-target":
+        program = json.loads(m["models/model.json"])
+        node = next(n for n in program["graph_module"]["graph"]["nodes"] if "relu" in n["target"])
+        node["target"] = "torch.ops.aten.from_file.default"
+        m["models/model.json"] = json.dumps(program).encode()
+    elif site == "aotinductor":
+        m["data/aotinductor/model/model.so"] = b"\x7fELF not really"
+    elif site == "old-format":
+        # the layout before the pt2 archive: torch falls back to it when the archive reader fails
+        m = {"version": b"8.20", "serialized_exported_program.json": m["models/model.json"],
+             "serialized_state_dict.pt": _saved({}), "serialized_constants.pt": _saved(payload),
+             "serialized_example_inputs.pt": b""}
+        with zipfile.ZipFile(dst, "w") as zf:
+            for name, data in m.items():
+                zf.writestr(name, data)
+        return dst
+    else:
+        raise AssertionError(site)
+    return _write(dst, root, m)
+
+
+# Sites where plain torch.export.load (or the .module() it returns) runs the payload.
+LIVE = ("weight-use_pickle", "constant-use_pickle", "opaque-object", "sample-inputs", "legacy-weights",
+        "guards-code", "sympy-expr", "old-format")
+SITES = LIVE + ("custom-object", "operator-target", "aotinductor")
+
+
+@pytest.mark.parametrize("site", LIVE)
+def test_payload_is_live_in_plain_torch(tmp_path, good_pt2, site):
+    """Guards the tests below: the crafted file really runs code when torch loads it."""
+    marker = tmp_path / "pwned"
+    path = _craft(good_pt2, tmp_path / "evil.pt2", site, marker)
+    try:
+        torch.export.load(str(path)).module()(torch.randn(2, 3, 8, 8))
+    except Exception:  # noqa: BLE001 - the payload breaks the program after running
+        pass
+    assert marker.exists(), f"payload at {site} did not run in torch.export.load"
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_untrusted_pt2_is_refused_before_any_code_runs(tmp_path, good_pt2, site):
+    marker = tmp_path / "pwned"
+    path = _craft(good_pt2, tmp_path / "evil.pt2", site, marker)
+    with pytest.raises(LoadError) as e:
+        load_model(str(path))
+    assert not marker.exists()
+    assert "--trust" in str(e.value) or "not a torch.export program" in str(e.value)
+    if site != "old-format":
+        assert isinstance(e.value, UntrustedFileError)
+
+
+def test_good_pt2_loads_without_trust(good_pt2):
+    loaded = load_model(str(good_pt2))
+    assert loaded.input_shape == (3, 8, 8)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(loaded.module(x), _tiny()(x), atol=1e-6)
+
+
+def test_trust_opens_a_pickled_weight(tmp_path, good_pt2):
+    """--trust means what it says: the user vouches for the file, torch loads it as it is."""
+    marker = tmp_path / "pwned"
+    path = _craft(good_pt2, tmp_path / "evil.pt2", "weight-use_pickle", marker)
+    with pytest.raises(LoadError):  # the payload is not a tensor, so the program breaks after it ran
+        load_model(str(path), trust=True)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "export", "bench", "bench-baseline", "validate"])
+def test_every_command_refuses_a_pickled_pt2(tmp_path, good_pt2, command):
+    marker = tmp_path / "pwned"
+    evil = _craft(good_pt2, tmp_path / "evil.pt2", "weight-use_pickle", marker)
+    out = tmp_path / "out"
+    fast = ["--batch", "1", "--warmup-s", "0", "--min-iterations", "1", "--min-duration-s", "0", "-o", str(out)]
+    args = {
+        "inspect": ["inspect", str(evil)],
+        "export": ["export", str(evil), "-o", str(tmp_path / "m.onnx")],
+        "bench": ["bench", str(evil), "--baseline", str(good_pt2), *fast],
+        "bench-baseline": ["bench", str(good_pt2), "--baseline", str(evil), *fast],
+    }.get(command)
+    if command == "validate":
+        claims = tmp_path / "claims.yaml"
+        claims.write_text(f"paper: x\nclaims:\n  - id: c\n    model: {evil}\n    baseline: {good_pt2}\n"
+                          "    metric: flop_ratio\n    claimed: 1.0\n    tolerance: {abs: 0.5}\n")
+        args = ["validate", str(claims)]
+    r = runner.invoke(app, args)
+    assert r.exit_code != 0, r.output
+    assert not marker.exists()
+    assert "Traceback" not in r.output
+    assert "refused" in r.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- corrupt and mis-shaped .pt2 files: one line, no torch traceback -------------------------
+
+
+def _corrupt(good: Path, dst: Path, kind: str) -> Path:
+    data = good.read_bytes()
+    if kind == "truncated":
+        dst.write_bytes(data[: len(data) // 2])
+    elif kind == "random":
+        dst.write_bytes(bytes(range(256)) * 40)
+    elif kind == "state_dict":
+        torch.save(_tiny().state_dict(), dst)
+    elif kind == "cut-directory":  # the end of central directory survives, a member's data does not
+        dst.write_bytes(data[:200] + data[-2000:])
+    elif kind == "empty-member-list":
+        with zipfile.ZipFile(dst, "w"):
+            pass
+    return dst
+
+
+@pytest.mark.parametrize("kind,phrase", [("truncated", "truncated or corrupt"), ("random", "not a zip"),
+                                         ("state_dict", "torch.save checkpoint"),
+                                         ("cut-directory", "corrupt"), ("empty-member-list", "not a torch.export")])
+@pytest.mark.parametrize("trust", [False, True])
+def test_corrupt_pt2_is_one_line(tmp_path, good_pt2, caplog, kind, phrase, trust):
+    path = _corrupt(good_pt2, tmp_path / "bad.pt2", kind)
+    r = runner.invoke(app, ["inspect", str(path)] + (["--trust"] if trust else []))
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "\x1b[" not in r.stderr
+    assert phrase in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not [rec for rec in caplog.records if rec.name.startswith("torch")]
+
+
+def test_fixed_batch_program_says_a_dynamic_batch_is_needed(tmp_path):
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(_tiny(), (torch.randn(4, 3, 8, 8),)), str(path))
+    r = runner.invoke(app, ["export", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2, r.output
+    assert "fixed batch size of 4" in r.stderr and "dynamic_shapes" in r.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_pt2_weight_that_outgrows_its_record_is_refused(tmp_path, good_pt2):
+    """A tiny record declaring a huge tensor (zero strides, or an empty record that torch would
+    fill with zeros) must not be materialised."""
+    root, m = _members(good_pt2)
+    cfg = json.loads(m["data/weights/model_weights_config.json"])
+    meta = cfg["config"]["0.weight"]["tensor_meta"]
+    meta["sizes"] = [{"as_int": 100000}, {"as_int": 1000}, {"as_int": 3}, {"as_int": 3}]
+    meta["strides"] = [{"as_int": 0}] * 4
+    m["data/weights/model_weights_config.json"] = json.dumps(cfg).encode()
+    with pytest.raises(LoadError, match="declares 100000x1000x3x3 float32"):
+        load_model(str(_write(tmp_path / "zero_stride.pt2", root, m)))
+    m["data/weights/" + cfg["config"]["0.weight"]["path_name"]] = b""
+    with pytest.raises(LoadError, match="record holds 0 bytes"):
+        load_model(str(_write(tmp_path / "empty_record.pt2", root, m)))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool])
+def test_pt2_with_non_float_parameters_is_refused(tmp_path, dtype):
+    class Int(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 3, 1, 1).to(dtype), requires_grad=False)
+
+        def forward(self, x):
+            return x * 2 if dtype != torch.int64 else x + self.w.sum()
+
+    path = tmp_path / "int.pt2"
+    try:
+        torch.export.save(torch.export.export(Int(), (torch.randn(2, 3, 8, 8),),
+                                              dynamic_shapes=({0: torch.export.Dim("b", min=1, max=8)},)), str(path))
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"torch cannot export a {dtype} parameter: {e}")
+    with pytest.raises(LoadError, match="floating-point weights only|not a plain number type"):
+        load_model(str(path))
+
+
+# ---- files that are not regular files, or cannot be read ----------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ""])
+def test_symlink_loop_is_named(tmp_path, suffix):
+    loop = tmp_path / f"loop{suffix}"
+    loop.symlink_to(loop)
+    r = runner.invoke(app, ["inspect", str(loop)])
+    assert r.exit_code == 2 and "symbolic link loop" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_fifo_and_device_are_refused_without_reading(tmp_path, suffix):
+    import os
+
+    fifo = tmp_path / f"pipe{suffix}"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes: the test would hang
+    r = runner.invoke(app, ["inspect", str(fifo)])
+    assert r.exit_code == 2 and "FIFO" in r.stderr, r.output
+    link = tmp_path / f"zero{suffix}"
+    link.symlink_to("/dev/zero")  # reading it never ends
+    r = runner.invoke(app, ["inspect", str(link)])
+    assert r.exit_code == 2 and "is a device" in r.stderr, r.output
+
+
+def test_unreadable_checkpoint_is_a_user_error(tmp_path, monkeypatch):
+    """A PermissionError (here raised by torch.load, as for a file root cannot read on NFS)
+    is one `error:` line with exit 2, not an internal error."""
+    path = tmp_path / "m.pt"
+    torch.save(_tiny().state_dict(), path)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "load", denied)
+    r = runner.invoke(app, ["inspect", str(path), "--arch", "hinge_resnet20"])
+    assert r.exit_code == 2 and "cannot read" in r.stderr and "Permission denied" in r.stderr, r.output
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root reads files whatever their mode")
+def test_chmod_000_checkpoint(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save(_tiny().state_dict(), path)
+    path.chmod(0)
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 2 and "permission denied" in r.stderr, r.output
