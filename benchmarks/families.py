@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gsdeploy.bench.flops import count_macs, count_params
+from gsdeploy.metrics import count_macs, count_params
 from gsdeploy.load import load_model
 from gsdeploy.pipeline import BenchRequest, run_bench_job
 from gsdeploy.transforms import DeployOptions

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gsdeploy.bench.env import capture_env, usable_cpus
+from gsdeploy.bench.env import capture_env
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.ort import OrtRunner
 from gsdeploy.loaders import import_ort
-from gsdeploy.target import make_target
+from gsdeploy.target import make_target, usable_cpus
 from gsdeploy.zoo import create_model
 
 

@@ -110,7 +110,7 @@ def _m(x: int) -> str:
 @guarded
 def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official checkpoint layouts for --arch instead")] = False) -> None:
     """List the built-in models with input shape, MACs and params."""
-    from gsdeploy.bench.flops import count_macs, count_params
+    from gsdeploy.metrics import count_macs, count_params
     from gsdeploy.load import ARCHS
     from gsdeploy.zoo import list_entries
 

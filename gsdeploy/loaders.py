@@ -16,9 +16,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from gsdeploy.bench.env import usable_cpus
 from gsdeploy.errors import LoadError, MissingDependencyError
-from gsdeploy.target import CPU_PROVIDER, Target, make_target
+from gsdeploy.target import CPU_PROVIDER, Target, make_target, usable_cpus
 
 if TYPE_CHECKING:
     from gsdeploy.export.trt_config import BatchRange, TrtBuildOptions

@@ -121,7 +121,7 @@ def _variant_name(name: str, role: str, options) -> str:
 
 def _subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tuple[Target, ...],
              plans: dict | None = None):
-    from gsdeploy.bench.flops import count_macs, count_params, weight_bytes
+    from gsdeploy.metrics import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
     from gsdeploy.transforms import deploy

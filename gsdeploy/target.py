@@ -30,12 +30,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from gsdeploy.bench.stats import NOISY_COV
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 
 # The engines the bench can run (each has a runner in bench/sweep.RUNNERS). One vocabulary:
@@ -49,7 +48,9 @@ CPU_PROVIDER = "CPUExecutionProvider"
 TRT_PROVIDER = "TensorrtExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 # A row whose latency CoV is above this is flagged noisy (profiles and --max-cov may change it).
-DEFAULT_MAX_COV = NOISY_COV
+# trtexec warns when the coefficient of variation of GPU compute time exceeds 2.5 %; the same
+# threshold flags a CPU series whose spread is large enough to blur speedups of a few percent.
+DEFAULT_MAX_COV = 0.025
 # Upper bounds that catch typos (a batch of 10**9 is not a benchmark) without limiting real use.
 MAX_BATCH = 65536
 MAX_THREADS = 4096
@@ -285,6 +286,16 @@ def validate(t: Target) -> Target:
 
 
 # ---- availability ---------------------------------------------------------------------------
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (the affinity mask, which containers and
+    `taskset` narrow; os.cpu_count() would report the whole host): what a target without
+    `threads` runs on, and what is recorded."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _is_jetson() -> bool:

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from gsdeploy.bench.env import capture_env, usable_cpus  # noqa: E402
-from gsdeploy.bench.flops import count_macs, count_params, weight_bytes  # noqa: E402
+from gsdeploy.bench.env import capture_env  # noqa: E402
+from gsdeploy.metrics import count_macs, count_params, weight_bytes  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
 from gsdeploy.bench.table import COLUMNS  # noqa: E402
 from gsdeploy.bench.tegrastats import TegrastatsSampler  # noqa: E402
 from gsdeploy.cli import app  # noqa: E402
-from gsdeploy.target import make_target  # noqa: E402
+from gsdeploy.target import make_target, usable_cpus  # noqa: E402
 
 SHAPE = (3, 16, 16)
 FAST_T = dict(threads=1, warmup_s=0.02, min_iterations=3, min_duration_s=0.02)

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 ort = pytest.importorskip("onnxruntime")
 
-from gsdeploy.bench.env import usable_cpus  # noqa: E402
+from gsdeploy.target import usable_cpus  # noqa: E402
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved  # noqa: E402
 from gsdeploy.bench.runners.ort import OrtRunner  # noqa: E402
 from gsdeploy.errors import InputShapeError, LoadError, MissingDependencyError  # noqa: E402

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 pytest.importorskip("onnxruntime")
 
-from gsdeploy.bench.flops import count_macs, count_params, weight_bytes  # noqa: E402
+from gsdeploy.metrics import count_macs, count_params, weight_bytes  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
 from gsdeploy.bench.table import COLUMNS  # noqa: E402
 from gsdeploy.errors import GsdeployError  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gsdeploy.bench import flops, memory
+from gsdeploy import metrics
+from gsdeploy.bench import memory
 from gsdeploy.bench.memory import (activation_estimate, activation_profile, artifact_bytes, cuda_peak_bytes,
                                    ort_peak_rss)
 from gsdeploy.target import make_target
@@ -27,8 +28,8 @@ class Residual(nn.Module):
         return torch.relu(self.b(torch.relu(self.a(x))) + x)
 
 
-def test_weight_bytes_is_the_flops_implementation():
-    assert memory.weight_bytes is flops.weight_bytes
+def test_weight_bytes_is_the_metrics_implementation():
+    assert memory.weight_bytes is metrics.weight_bytes
     m = nn.Linear(10, 5)
     assert memory.weight_bytes(m) == (10 * 5 + 5) * 4
 

@@ -21,7 +21,7 @@ from gsdeploy.export.trt_config import (DLA_MAX_BATCH, RANDOM_CALIBRATION_WARNIN
                                         batch_range, build_plan, check_dla_cores, check_engine_compat,
                                         engine_manifest, load_calibration_batches, onnx_precision_info,
                                         ort_gpu_providers, parse_batch_list, parse_version, plan_header_version,
-                                        profile_shapes, random_calibration_batches, relative_error,
+                                        profile_shapes, random_calibration_batches, 
                                         validate_options, verification_batches, within_tolerance)
 from gsdeploy.export.torch_tensorrt import output_format, torch_trt_precision_kwargs
 
@@ -273,13 +273,19 @@ def test_onnx_precision_info(tmp_path):
 # ------------------------------------------------------------------ numerics
 
 
-def test_relative_error_is_relative_to_output_scale():
+def test_engine_error_is_relative_to_output_scale():
+    from gsdeploy.numerics import OutputMismatchError, compare_outputs
+
+    def rel(ref, out):
+        return compare_outputs(ref, out, tolerance=1e-3).max_rel_err
+
     ref = np.array([[10.0, -20.0, 0.0]])
-    assert relative_error(ref, ref) == 0.0
-    assert relative_error(ref, ref + np.array([[0.0, 0.0, 0.02]])) == pytest.approx(1e-3)
-    assert relative_error(ref, np.array([[10.0, np.nan, 0.0]])) == float("inf")
-    with pytest.raises(TrtConfigError, match="shape"):
-        relative_error(ref, ref[:, :2])
+    assert rel(ref, ref) == 0.0
+    assert rel(ref, ref + np.array([[0.0, 0.0, 0.02]])) == pytest.approx(1e-3)
+    assert rel(ref, np.array([[10.0, np.nan, 0.0]])) == float("inf")
+    assert rel(ref, np.array([[10.0, np.inf, 0.0]])) == float("inf")
+    with pytest.raises(OutputMismatchError, match="shape"):
+        rel(ref, ref[:, :2])
 
 
 def test_tolerances_per_precision():

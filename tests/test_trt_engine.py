@@ -21,7 +21,8 @@ from gsdeploy.export.artifact import manifest_path  # noqa: E402
 from gsdeploy.export.onnx import export_onnx  # noqa: E402
 from gsdeploy.export.tensorrt import export_trt, load_engine  # noqa: E402
 from gsdeploy.export.trt_config import (RANDOM_CALIBRATION_WARNING, BatchRange, EngineCompatError,  # noqa: E402
-                                        TrtBuildOptions, TrtConfigError, relative_error, trt_major)
+                                        TrtBuildOptions, TrtConfigError, trt_major)
+from gsdeploy.numerics import compare_outputs  # noqa: E402
 
 SHAPE = (3, 16, 16)
 TRT11 = trt_major(trt.__version__) >= 11
@@ -77,7 +78,7 @@ def test_fp32_engine_export_manifest_and_runner(model_and_onnx, tmp_path):
         x = np.random.default_rng(1).standard_normal((3, *SHAPE), dtype=np.float32)
         with torch.no_grad():
             ref = m(torch.from_numpy(x)).numpy()
-        assert relative_error(ref, runner.infer(x)) <= 1e-3
+        assert compare_outputs(ref, runner.infer(x), tolerance=1e-3).passed
         runner.run_once()  # still prepared at batch 4 after infer at batch 3
         with pytest.raises(TrtConfigError, match="outside this engine's profile"):
             runner.infer(np.zeros((9, *SHAPE), np.float32))
@@ -174,5 +175,5 @@ def test_ort_cuda_provider_runner(model_and_onnx):
     x = np.random.default_rng(2).standard_normal((2, *SHAPE), dtype=np.float32)
     with torch.no_grad():
         ref = m(torch.from_numpy(x)).numpy()
-    assert relative_error(ref, runner.infer(x)) <= 1e-3
+    assert compare_outputs(ref, runner.infer(x), tolerance=1e-3).passed
     runner.close()

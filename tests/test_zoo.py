@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gsdeploy.bench.flops import count_macs
+from gsdeploy.metrics import count_macs
 from gsdeploy.zoo import DEFAULT_MODEL, create_model, list_entries
 
 

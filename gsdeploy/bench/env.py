@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import gsdeploy
+from gsdeploy.target import usable_cpus
 
 
 def _read(path: str) -> str | None:
@@ -67,15 +68,6 @@ def _cpuinfo() -> dict:
 
 def cpu_name() -> str:
     return _cpuinfo()["model"]
-
-
-def usable_cpus() -> int:
-    """Logical CPUs this process may run on (the affinity mask, which containers and
-    `taskset` narrow; os.cpu_count() would report the whole host)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def dist_version(*names: str) -> tuple[str | None, str | None]:

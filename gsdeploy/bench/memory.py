@@ -1,7 +1,7 @@
 """Memory of a deployed model: weights, artifact on disk, activations, peak RSS / GPU memory.
 
 Four different questions, four different numbers:
-  - `weight_bytes`       parameters + buffers of the torch module (from bench/flops.py);
+  - `weight_bytes`       parameters + buffers of the torch module (from gsdeploy/metrics.py);
   - `artifact_bytes`     what the deployable file(s) weigh on disk;
   - `activation_estimate` intermediate tensors a forward pass needs at its peak, from the graph;
   - `ort_peak_rss` / `cuda_peak_bytes` what an engine really allocates, measured.
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from gsdeploy.bench.flops import weight_bytes  # re-exported: one implementation only
+from gsdeploy.metrics import weight_bytes  # re-exported: one implementation only
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.loaders import cpu_target
 from gsdeploy.target import Target
@@ -92,7 +92,7 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, args["path"])
     import numpy as np
     import onnxruntime as ort
-    from gsdeploy.bench.runners.base import seeded_input
+    from gsdeploy.inputs import seeded_input
     from gsdeploy.loaders import ort_session
     from gsdeploy.target import Target
     if args["onnx"] is None:

@@ -12,9 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-# trtexec warns when the coefficient of variation of GPU compute time exceeds 2.5 %; the same
-# threshold flags a CPU series whose spread is large enough to blur speedups of a few percent.
-NOISY_COV = 0.025
+from gsdeploy.target import DEFAULT_MAX_COV as NOISY_COV  # one home for the CoV limit
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,10 +16,8 @@ import torch.nn as nn
 from gsdeploy.errors import GsdeployError
 from gsdeploy.inputs import sample_inputs
 from gsdeploy.loaders import ort_session
+from gsdeploy.numerics import Verification, compare_outputs
 from gsdeploy.target import Target
-
-if TYPE_CHECKING:
-    from gsdeploy.transforms import Verification
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -66,7 +63,7 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
 class OnnxCheck:
     """ORT output vs the original computed in float64, judged against the original's own float32 error."""
 
-    verification: "Verification"  # ORT vs original (float64), with the tolerance applied
+    verification: Verification  # ORT vs original (float64), with the tolerance applied
     original_fp32_rel_err: float  # the original module run in float32 vs float64
     tolerance_rule: str
 
@@ -88,7 +85,6 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
 
     import onnx
 
-    from gsdeploy.transforms import compare_outputs
 
     onnx.checker.check_model(str(path))
     session = ort_session(path, target)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# Max relative error (see `relative_error`) of an engine against the fp32 torch module. int8 has
+# Max relative error (gsdeploy.numerics.compare_outputs' max_rel_err) of an engine against the fp32 torch module. int8 has
 # no pass/fail bound: its error depends on the calibration data, so it is measured and reported.
 TOLERANCE: dict[str, float | None] = {"fp32": 1e-3, "fp16": 2e-2, "int8": None}
 
@@ -424,24 +424,6 @@ def check_dla_cores(dla_core: int, available: int, gpu_name: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # numerics
-
-
-def relative_error(reference: np.ndarray, output: np.ndarray) -> float:
-    """max |output - reference| / max |reference|: the error relative to the output's scale.
-
-    Element-wise relative error explodes on near-zero logits; dividing by the largest reference
-    magnitude measures what matters for a classifier. Non-finite outputs give +inf.
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(output, dtype=np.float64)
-    if ref.shape != out.shape:
-        raise TrtConfigError(f"engine output shape {out.shape} differs from the reference's {ref.shape}")
-    if ref.size == 0:
-        return 0.0
-    if not np.all(np.isfinite(out)):
-        return float("inf")
-    scale = max(float(np.max(np.abs(ref))), np.finfo(np.float32).tiny)
-    return float(np.max(np.abs(out - ref)) / scale)
 
 
 def within_tolerance(precision: str, error: float) -> bool:

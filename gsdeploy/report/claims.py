@@ -261,14 +261,14 @@ class _Ratios:
 
 
 def _count(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
-    """(MACs, params) of `module` with bench/flops.py's counters.
+    """(MACs, params) of `module` with gsdeploy/metrics.py's counters.
 
     MACs are counted on a copy on the meta device: FlopCounterMode only needs shapes, and a
     meta forward pass costs nothing, where a real ResNet-50 pass at 224x224 takes seconds on
     a busy CPU. A module that cannot run on meta (data-dependent control flow, tensors kept
     outside parameters/buffers) is counted for real.
     """
-    from gsdeploy.bench.flops import count_macs, count_params
+    from gsdeploy.metrics import count_macs, count_params
 
     params = count_params(module)
     try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gsdeploy.numerics import Verification
 from gsdeploy.target import Target
 
 ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep")
@@ -42,19 +43,6 @@ class DeployOptions:
             raise ValueError(f"fuse must be one of {FUSE_MODES}, got {self.fuse!r}")
         if self.prune_threshold is not None and self.prune_threshold < 0:
             raise ValueError(f"prune_threshold must be >= 0, got {self.prune_threshold}")
-
-
-@dataclass
-class Verification:
-    max_abs_err: float
-    max_rel_err: float  # max|y - y_ref| / max|y_ref|   (relative to output scale)
-    tolerance: float
-    passed: bool
-
-    def describe(self) -> str:
-        return (f"max relative error {self.max_rel_err:.1e} "
-                f"{'within' if self.passed else 'exceeds'} tolerance {self.tolerance:.0e} "
-                f"(max abs {self.max_abs_err:.1e})")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from gsdeploy.bench.flops import count_macs, count_params
+from gsdeploy.metrics import count_macs, count_params
 from gsdeploy.errors import InputShapeError, NumericMismatchError
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fold_bn import fold_bn

@@ -14,11 +14,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Every runner draws its benchmark input from the same seed, so two runs (or two runners of
-# the same model) time exactly the same data. Latency of dense CNNs does not depend on the
-# values, but a seeded input makes any data-dependent effect reproducible.
-INPUT_SEED = 0
-
 
 @runtime_checkable
 class RunnerLike(Protocol):
@@ -92,9 +87,3 @@ class Runner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def seeded_input(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """Standard-normal input of `shape`, the same on every call."""
-    rng = np.random.default_rng(INPUT_SEED)
-    return rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)

@@ -12,7 +12,8 @@ from typing import Any, Callable
 import numpy as np
 
 from gsdeploy.bench.env import cpu_name
-from gsdeploy.bench.runners.base import Runner, seeded_input
+from gsdeploy.bench.runners.base import Runner
+from gsdeploy.inputs import seeded_input
 from gsdeploy.errors import InputShapeError, LoadError
 from gsdeploy.loaders import cpu_target, ort_session, ort_threads
 from gsdeploy.target import CPU_PROVIDER, Target

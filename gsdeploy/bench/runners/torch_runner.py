@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.bench.env import cpu_name
-from gsdeploy.bench.runners.base import Runner, seeded_input
+from gsdeploy.bench.runners.base import Runner
+from gsdeploy.inputs import seeded_input
 from gsdeploy.errors import InputShapeError, MissingDependencyError
 
 # Eager iterations before a CUDA graph is captured: the first calls pick cuDNN algorithms

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from gsdeploy.bench.runners.base import Runner, seeded_input
+from gsdeploy.bench.runners.base import Runner
+from gsdeploy.inputs import seeded_input
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.export.trt_config import ORT_PROVIDER, BatchRange, ort_gpu_providers
 
