@@ -325,16 +325,24 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
 @app.command()
 @guarded
 def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a directory of them)")],
-             profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None) -> None:
+             profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None,
+             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the verdicts here: .csv (read back by `gsdeploy report`) or .md")] = None) -> None:
     """Check speedup / FLOP / params / latency claims: PASS or FAIL with measured vs claimed; exit 1 on any FAIL."""
     from gsdeploy.pipeline import measure_claim
     from gsdeploy.profiles import load_profile
-    from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts
+    from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts, write_verdicts
 
     if profile is not None:
         load_profile(profile)  # a typo fails before any work
+    if output is not None:
+        from gsdeploy.export.artifact import check_output_path
+
+        check_output_path(output)  # an unwritable path fails before any work
     verdicts = evaluate_claims(load_claims(claims), measure_claim, profile=profile)
     typer.echo(render_verdicts(verdicts))
+    if output is not None:
+        write_verdicts(verdicts, output, "gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        out.print(f"wrote {output}", highlight=False)
     raise typer.Exit(exit_code(verdicts))
 
 

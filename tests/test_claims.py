@@ -304,3 +304,33 @@ def test_render_and_frame():
     assert "| FAIL | a | speedup | 1 | 2 |" in text and text.rstrip().endswith("1 FAIL")
     frame = verdicts_frame(verdicts)
     assert list(frame["status"]) == ["FAIL"] and frame.loc[0, "measured"] == 1.0
+
+
+def test_written_verdicts_are_read_back_by_the_report(tmp_path):
+    import pandas as pd
+
+    from gsdeploy.report import load_inputs
+    from gsdeploy.report.claims import write_verdicts
+    from tests.test_report import one_run, write_csv
+
+    verdicts = evaluate_claims([claim(id="a"), claim(id="b|c")], lambda c: 3.0 if c.id == "a" else 1.0,
+                               unavailable_fn=ALL_THERE)
+    write_csv(tmp_path / "rows.csv", one_run())
+    write_verdicts(verdicts, tmp_path / "claims_x.csv", "gsdeploy validate x.yaml")
+    md = write_verdicts(verdicts, tmp_path / "claims_x.md", "gsdeploy validate x.yaml").read_text()
+    assert md.startswith("command: gsdeploy validate x.yaml") and "| PASS | a |" in md
+    inputs = load_inputs([tmp_path])
+    assert inputs.skipped == [] and len(inputs.rows) == 2
+    got = inputs.claims.set_index("id")
+    assert list(got["status"]) == ["PASS", "FAIL"] and got.loc["b|c", "measured"] == 1.0
+    assert set(got["command"]) == {"gsdeploy validate x.yaml"}
+    assert pd.read_csv(tmp_path / "claims_x.csv").columns[-1] == "command"
+
+
+def test_validate_output_fails_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from gsdeploy.cli import app
+
+    r = CliRunner().invoke(app, ["validate", str(CLAIMS_DIR / "hinge.yaml"), "-o", str(tmp_path / "no" / "x.csv")])
+    assert r.exit_code != 0 and "does not exist" in r.stderr and "PASS" not in r.output

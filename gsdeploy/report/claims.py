@@ -379,6 +379,18 @@ def render_verdicts(verdicts: list[Verdict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_verdicts(verdicts: list[Verdict], path: Path, command: str) -> Path:
+    """Verdicts to `path`: CSV (every field, plus the command; what `gsdeploy report` reads back)
+    when it ends in .csv, else the Markdown table under a `command:` line."""
+    from gsdeploy.atomic import write_text_atomic
+
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        frame = verdicts_frame(verdicts).assign(command=command)
+        return write_text_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
+    return write_text_atomic(path, f"command: {command}\n\n" + render_verdicts(verdicts))
+
+
 def exit_code(verdicts: list[Verdict]) -> int:
     """0 when every claim passed or was skipped, 1 when any failed or could not be evaluated."""
     return 1 if any(v.status in ("FAIL", "ERROR") for v in verdicts) else 0
