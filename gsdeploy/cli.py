@@ -143,7 +143,8 @@ def _summary(result) -> str:
     v = result.verification
     text = (f"MACs {_m(result.macs_before)} -> {_m(result.macs_after)} ({result.macs_after / max(result.macs_before, 1):.1%}), "
             f"params {_m(result.params_before)} -> {_m(result.params_after)}; "
-            f"deployed vs original: max abs {v.max_abs_err:.2e}, max rel {v.max_rel_err:.2e} (tol {v.tolerance:.0e})")
+            f"deployed vs {'thresholded ' if result.threshold_error is not None else ''}original: "
+            f"max abs {v.max_abs_err:.2e}, max rel {v.max_rel_err:.2e} (tol {v.tolerance:.0e})")
     if result.threshold_error is not None:
         te = result.threshold_error
         text += f"; --prune-threshold changed outputs by max rel {te.max_rel_err:.2e} (max abs {te.max_abs_err:.2e})"
@@ -191,7 +192,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
     _check_deploy_flags(fuse, prune_threshold)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
-    check_output_path(output)
+    check_output_path(output, [Path(model)] if Path(model).exists() else [])
     if engine != "onnx":
         from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
         if engine == "trt":
@@ -208,7 +209,8 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
 
         manifest = write_onnx_artifact(loaded, result, options, output)
         c = manifest["onnx_vs_original"]
-        out.print(f"ONNX in ONNX Runtime vs original: max abs {c['max_abs_err']:.2e}, max rel {c['max_rel_err']:.2e}",
+        against = "thresholded original" if result.threshold_error is not None else "original"
+        out.print(f"ONNX in ONNX Runtime vs {against}: max abs {c['max_abs_err']:.2e}, max rel {c['max_rel_err']:.2e}",
                   highlight=False)
     else:
         from gsdeploy.export.trt_artifact import write_trt_artifact
@@ -255,9 +257,10 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     """Benchmark the deployed model against its dense baseline, interleaved, and write CSV + Markdown tables.
 
     Settings come from the profile (default cpu-ort): every engine entry × precision is timed
-    and labelled; flags given explicitly override it. Rows are appended to DIR/<stem>.csv as
+    and labelled; flags given explicitly override it. Rows are written to DIR/<stem>.csv as
     each (engine, batch) group finishes, so an interrupted sweep keeps what it measured;
-    without --resume an existing CSV (and MD) of the same stem is replaced at the start."""
+    without --resume an existing CSV (and MD) of the same stem is replaced once the first new
+    group is done, never before."""
     from gsdeploy.pipeline import BenchRequest, run_bench_job
     from gsdeploy.target import require_available
     from gsdeploy.zoo import DEFAULT_MODEL
@@ -300,18 +303,20 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
            plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw latency vs MACs and speedups to this PNG")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the table here instead of stdout")] = None) -> None:
     """Merge result rows from many runs and devices into latency tables with speedups vs the dense baseline."""
+    from gsdeploy.atomic import check_targets, files_in, write_text_atomic
     from gsdeploy.report import FORMATS, load_inputs, report_text
-    from gsdeploy.atomic import write_text_atomic
 
     if fmt not in FORMATS:  # before reading anything
         raise GsdeployError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     inputs = load_inputs(paths)
+    read = files_in(paths)
+    check_targets([p for p in (output, plot) if p is not None], read)  # both, before writing either
     df = inputs.rows
     for skipped in inputs.skipped:
         err.print(f"skipped {skipped}", highlight=False, markup=False)
     text = report_text(inputs, fmt)
     if output is not None:
-        write_text_atomic(output, text)
+        write_text_atomic(output, text, read)
         out.print(f"wrote {output}", highlight=False)
     else:
         typer.echo(text)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import GsdeployError, NumericMismatchError
 from gsdeploy.loaders import trt_build_options, trt_engine_batches
 from gsdeploy.model import LoadedModel
@@ -75,11 +75,13 @@ def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: s
 
 
 def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role: str,
-                 targets: tuple[Target, ...]) -> dict:
+                      targets: tuple[Target, ...], reference=None) -> dict:
     """Build the TensorRT engines the TensorRT targets need from the verified ONNX (checked
     against the original module at the precision's tolerance by export_trt): one dynamic engine
     per target, or one static engine per batch for DLA. Build options come from the target
-    (`gsdeploy.loaders.trt_build_options`: precision, workspace, DLA core, GPU fallback, ...)."""
+    (`gsdeploy.loaders.trt_build_options`: precision, workspace, DLA core, GPU fallback, ...).
+    `reference` is what the engine is checked against (default the loaded module; with
+    --prune-threshold, the thresholded original the deploy was verified against)."""
     from gsdeploy.export.tensorrt import export_trt
 
     engines = {}
@@ -88,7 +90,7 @@ def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role:
             continue
         for batch in trt_engine_batches(t):
             path = workdir / f"{role}-{t.label}-{t.precision}-{batch or 'dynamic'}.engine"
-            export_trt(loaded.module, onnx_path, loaded.input_shape, trt_build_options(t, batch), path,
+            export_trt(loaded.module if reference is None else reference, onnx_path, loaded.input_shape, trt_build_options(t, batch), path,
                        {"source": loaded.name, "target": t.label})
             engines[(t.label, t.precision, batch)] = path
     return engines
@@ -133,13 +135,15 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tu
     if any(t.engine in ("ort", "trt") for t in targets):
         onnx_path = workdir / f"{role}.onnx"
         export_onnx(result.module, loaded.input_shape, onnx_path)
-        check = check_onnx(onnx_path, loaded.module, loaded.input_shape).verification
+        check = check_onnx(onnx_path, result.reference, loaded.input_shape).verification
         if not check.passed:
-            raise NumericMismatchError(f"{loaded.name}: ONNX model differs from the original by max rel "
+            against = "the thresholded original" if result.threshold_error is not None else "the original"
+            raise NumericMismatchError(f"{loaded.name}: ONNX model differs from {against} by max rel "
                                        f"{check.max_rel_err:.3e} (tolerance {check.tolerance:.0e})")
         artifact_bytes = onnx_path.stat().st_size
         err = max(err, check.max_rel_err)
-    engines = build_trt_engines(loaded, onnx_path, workdir, role, targets) if onnx_path is not None else {}
+    engines = (build_trt_engines(loaded, onnx_path, workdir, role, targets, result.reference)
+               if onnx_path is not None else {})
     return Subject(name=_variant_name(loaded.name, role, options), role=role,
                    macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
@@ -178,26 +182,6 @@ def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
                    onnx_path=path, weights_bytes=weights, artifact_bytes=artifact_bytes(path), input_shape=shape)
 
 
-def _resume_rows(csv_path: Path) -> pd.DataFrame | None:
-    """Rows of an earlier run, in the current column schema, or None when there are none."""
-    from gsdeploy.bench.table import COLUMNS
-
-    if not csv_path.is_file() or csv_path.stat().st_size == 0:
-        return None
-    try:
-        old = pd.read_csv(csv_path)
-    except Exception as e:  # noqa: BLE001
-        raise GsdeployError(f"--resume: cannot read {csv_path}: {e}") from None
-    return old.reindex(columns=COLUMNS)
-
-
-def _done_keys(old: pd.DataFrame | None) -> set[tuple]:
-    if old is None or old.empty:
-        return set()
-    return {(str(m), str(e), str(p), int(b), str(pr))
-            for m, e, p, b, pr in zip(old["model"], old["engine"], old["provider"], old["batch"], old["precision"])}
-
-
 def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
     """One warning per row whose latency CoV is above `max_cov` (default stats.NOISY_COV)."""
     from gsdeploy.bench import stats
@@ -222,17 +206,19 @@ def _deploy_options(req: BenchRequest, role: str):
 
 
 def run_bench_job(req: BenchRequest) -> BenchResult:
-    """Deploy, export and time; returns the rows and the files written. Rows are appended to
-    DIR/<stem>.csv as each (target, batch) group finishes, so an interrupted sweep keeps what
-    it measured. Without `req.resume` an existing <stem>.csv is replaced at the start; with it,
-    its rows are kept and the groups it already has (both models, same engine label, provider,
-    batch, precision) are not timed again."""
-    from gsdeploy.bench.sweep import run_sweep
-    from gsdeploy.bench.table import append_rows, write_results
+    """Deploy, export and time; returns the rows and the files written. DIR/<stem>.csv and .md
+    are rewritten as each (target, batch) group finishes, so an interrupted sweep keeps what it
+    measured, and are not touched before the first group is done (bench/results_file.py: the
+    lock, the --resume checks). Without `req.resume` the new rows replace an existing
+    <stem>.csv; with it, its rows are kept and the groups it already has (both models, same
+    engine label, provider, batch, precision) are not timed again."""
+    from gsdeploy.bench.results_file import ResultsFile, check_stem, default_stem
     from gsdeploy.load import load_model
 
     if not req.targets:
         raise GsdeployError("a bench job needs at least one target")
+    if req.name is not None:
+        check_stem(req.name)  # before any work
     shape = req.input_shape
     onnx_sides = [s for s in (req.model, req.baseline) if is_onnx(s)]
     if onnx_sides:
@@ -269,49 +255,50 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
     if name == base_name:
         raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
     _check_out_dir(req.out_dir)
-    stem = req.name or f"bench_{name}"
-    csv_path = req.out_dir / f"{stem}.csv"
-    old = _resume_rows(csv_path) if req.resume else None
-    if old is not None:
-        write_results(old, req.out_dir, stem)  # the current schema, so appended rows match the header
-    else:
-        # side files of an earlier run of this stem go too: a report must not pair them with new rows
-        for suffix in (".csv", ".md", ".plan.json", ".layers.csv", ".layers.md"):
-            (req.out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
-    done = _done_keys(old)
+    comp_name = comp_subject.name if comp_subject is not None else \
+        _variant_name(name, "compressed", _deploy_options(req, "compressed"))
+    results = ResultsFile(req.out_dir, req.name or default_stem(name), resume=req.resume,
+                          models={"baseline": base_name, "compressed": comp_name},
+                          inputs=[Path(p) for p in (req.model, req.baseline) if p and Path(p).exists()])
+    with results:
+        return _bench_into(results, req, loaded, base, comp_subject, base_subject)
+
+
+def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_subject) -> BenchResult:
+    from gsdeploy.bench.sweep import run_sweep
+
+    done = results.done()
     power_factory = None
     power = req.targets[0].power
     if power is not None:
         from gsdeploy.bench.tegrastats import TegrastatsSampler
 
         power_factory = lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)  # noqa: E731
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-bench-") as tmp:
+    with scratch_dir("bench") as tmp:
         plans: dict = {}
-        subjects = [base_subject or _subject(base, "baseline", _deploy_options(req, "baseline"), Path(tmp),
+        subjects = [base_subject or _subject(base, "baseline", _deploy_options(req, "baseline"), tmp,
                                              req.targets, plans),
-                    comp_subject or _subject(loaded, "compressed", _deploy_options(req, "compressed"), Path(tmp),
+                    comp_subject or _subject(loaded, "compressed", _deploy_options(req, "compressed"), tmp,
                                              req.targets, plans)]
-        extra_files = _write_plan(plans, subjects[1].name, req, stem)
+        extra_files = _write_plan(plans, subjects[1].name, req, results)
         df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
-                       on_group=lambda g: append_rows(csv_path, g), memory=req.memory,
+                       on_group=results.add, memory=req.memory,
                        skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
                        power_sampler_factory=power_factory, power_duration_s=req.power_duration_s)
         warnings = [line for t in req.targets if not df.empty
                     for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
                                            t.max_cov)]
         if req.per_layer:
-            extra_files += _per_layer(subjects, plans, req, stem, warnings)
-    if old is not None and not old.empty:
-        df = pd.concat([old, df], ignore_index=True) if not df.empty else old
-    files = list(write_results(df, req.out_dir, stem)) + extra_files
-    return BenchResult(rows=df, files=files, warnings=warnings)
+            extra_files += _per_layer(subjects, plans, req, results.stem, warnings)
+    files = results.finish() + extra_files
+    return BenchResult(rows=results.rows(), files=files, warnings=warnings)
 
 
-def _write_plan(plans: dict, name: str, req: BenchRequest, stem: str) -> list[Path]:
-    """DIR/<stem>.plan.json: the compressed model's deployment plan, for the report."""
+def _write_plan(plans: dict, name: str, req: BenchRequest, results) -> list[Path]:
+    """DIR/<stem>.plan.json: the compressed model's deployment plan, for the report; published
+    with the first rows of this run (an earlier run's plan stays beside its rows till then)."""
     import json
 
-    from gsdeploy.atomic import write_text_atomic
     from gsdeploy.bench.table import utc_now
     from gsdeploy.transforms.plan import plan_record
 
@@ -319,9 +306,7 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, stem: str) -> list[Pa
         return []
     result, options = plans["compressed"]
     record = plan_record(result, name, options, command=req.command, timestamp=utc_now())
-    path = req.out_dir / f"{stem}.plan.json"
-    write_text_atomic(path, json.dumps(record, indent=1, default=str) + "\n")
-    return [path]
+    return [results.attach(".plan.json", json.dumps(record, indent=1, default=str) + "\n")]
 
 
 def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnings: list[str]) -> list[Path]:
@@ -359,8 +344,8 @@ def measure_claim(claim) -> float:
 
     target = claim_target(claim)
     require_available([target])
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-claim-") as tmp:
-        request = BenchRequest(model=claim.model, targets=(target,), out_dir=Path(tmp),
+    with scratch_dir("claim") as tmp:
+        request = BenchRequest(model=claim.model, targets=(target,), out_dir=tmp,
                                arch=getattr(claim, "arch", None), baseline=claim.baseline,
                                baseline_arch=getattr(claim, "baseline_arch", None), name="claim",
                                command=f"gsdeploy validate ({claim.id})", progress=False)

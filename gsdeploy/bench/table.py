@@ -16,7 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.bench.stats import NOISY_COV, TimingStats
-from gsdeploy.atomic import write_text_atomic
+from gsdeploy.atomic import Staged, write_text_atomic
 from gsdeploy.errors import OutputPathError
 
 COLUMNS = [
@@ -118,16 +118,6 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
 
 # -- writers --------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: str) -> None:
-    """Readers (and an interrupted run) see the old file or the new one, never half of one."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot write to {path.parent}: {e}") from None
-    write_text_atomic(path, data)
-
-
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     """Schema columns first, in order; anything extra a caller added is kept at the end."""
     cols = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
@@ -189,12 +179,22 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_results(df: pd.DataFrame, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """Write `<stem>.csv` (all columns) and `<stem>.md` (key columns + provenance header)."""
+def write_results(df: pd.DataFrame, out_dir: Path, stem: str, extra: dict[Path, str] | None = None) -> tuple[Path, Path]:
+    """Write `<stem>.csv` (all columns) and `<stem>.md` (key columns + provenance header), and
+    the `extra` files (path -> text) with them, all published together."""
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    _atomic_write(csv_path, to_csv_text(df))
-    _atomic_write(md_path, to_markdown(df))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot write to {out_dir}: {e.strerror or e}") from None
+    extra = extra or {}
+    with Staged([csv_path, md_path, *extra]) as staged:  # the tables change together
+        staged.write_text(csv_path, to_csv_text(df))
+        staged.write_text(md_path, to_markdown(df))
+        for path, text in extra.items():
+            staged.write_text(path, text)
+        staged.commit()
     return csv_path, md_path
 
 
@@ -224,9 +224,9 @@ def append_rows(csv_path: Path, line_df: pd.DataFrame) -> None:
                              "write to a new file")
         if not existing.endswith("\n"):
             existing += "\n"
-        _atomic_write(csv_path, existing + to_csv_text(line_df, header=False))
+        write_text_atomic(csv_path, existing + to_csv_text(line_df, header=False))
     else:
-        _atomic_write(csv_path, to_csv_text(line_df))
+        write_text_atomic(csv_path, to_csv_text(line_df))
 
 
 def read_results(paths: Iterable[Path]) -> pd.DataFrame:

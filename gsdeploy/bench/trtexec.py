@@ -26,13 +26,13 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 
 TRTEXEC_MISSING = ("trtexec was not found: it ships with TensorRT (the tar/zip package's bin/, or "
@@ -272,7 +272,7 @@ def run_trtexec(engine_path: Path, shapes: Mapping[str, Sequence[int]], timing: 
     """Benchmark `engine_path` with trtexec and return its per-iteration samples."""
     path = find_trtexec(exe)
     version = trtexec_version(path)
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-trtexec-") as tmp:
+    with scratch_dir("trtexec") as tmp:
         times_path = Path(tmp) / "times.json"
         cmd = trtexec_command(engine_path, shapes, version, timing, export_times=times_path, exe=path,
                               extra_args=extra_args)

@@ -1,17 +1,17 @@
-"""Artifacts on disk: atomic writes, output-path checks and the manifest that travels beside each file."""
+"""Artifacts on disk: the artifact + manifest pair (written through gsdeploy.atomic) and what the
+manifest that travels beside each file says."""
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from gsdeploy import __version__
-from gsdeploy.errors import OutputPathError
+from gsdeploy.atomic import Staged, check_targets
 
 
 def manifest_path(output: Path) -> Path:
@@ -19,36 +19,24 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(output.stem + ".manifest.json")
 
 
-def check_output_path(output: Path) -> None:
-    parent = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise OutputPathError(f"output {output} is a directory; give a file name")
-    if not parent.is_dir():
-        raise OutputPathError(f"cannot write {output}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"cannot write {output}: directory {parent} is not writable")
+def artifact_inputs(loaded) -> list[Path]:
+    """The files an export reads, which its outputs must never replace."""
+    source = getattr(loaded, "source", None)
+    return [Path(source)] if source and Path(source).exists() else []
 
 
-def temp_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.tmp-{os.getpid()}")
+def check_output_path(output: Path, inputs: Iterable[Path] = ()) -> None:
+    """Fail before any work if OUT or OUT.manifest.json cannot be written or would replace an input."""
+    check_targets([output, manifest_path(output)], inputs)
 
 
-def publish(files: dict[Path, Path]) -> None:
-    """Move finished temp files to their final names; only called once everything verified."""
-    for tmp, final in files.items():
-        os.replace(tmp, final)
+def staged_artifact(output: Path, inputs: Iterable[Path] = ()) -> Staged:
+    """OUT and OUT.manifest.json staged as one pair: both published, or neither."""
+    return Staged([output, manifest_path(output)], inputs)
 
 
-def discard(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+def manifest_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=1, default=str) + "\n"
 
 
 def versions() -> dict[str, str | None]:

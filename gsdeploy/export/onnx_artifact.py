@@ -8,31 +8,34 @@ from pathlib import Path
 from typing import Any
 
 from gsdeploy.errors import NumericMismatchError
-from gsdeploy.export.artifact import (base_manifest, check_output_path, discard, manifest_path, publish, temp_path,
-                                      write_json)
+from gsdeploy.export.artifact import artifact_inputs, base_manifest, manifest_json, manifest_path, staged_artifact
 from gsdeploy.export.onnx import check_onnx, export_onnx
 
 
 def write_onnx_artifact(loaded, result, options, output: Path) -> dict[str, Any]:
-    check_output_path(output)
-    tmp, tmp_manifest = temp_path(output), temp_path(manifest_path(output))
-    try:
+    with staged_artifact(output, artifact_inputs(loaded)) as staged:
+        tmp = staged.temp(output)
         exporter = export_onnx(result.module, loaded.input_shape, tmp)
-        result_check = check_onnx(tmp, loaded.module, loaded.input_shape)
+        result_check = check_onnx(tmp, result.reference, loaded.input_shape)
         check = result_check.verification
         if not check.passed:
             raise NumericMismatchError(
-                f"ONNX model in ONNX Runtime differs from the original: max relative error {check.max_rel_err:.3e} "
-                f"exceeds tolerance {check.tolerance:.0e} (max abs {check.max_abs_err:.3e}); nothing written")
+                f"ONNX model in ONNX Runtime differs from {_against(options)}: max relative error "
+                f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e} (max abs {check.max_abs_err:.3e}); "
+                "nothing written")
         manifest = base_manifest(loaded, result, options)
         manifest["artifact"] = {"engine": "onnx", "path": str(output), "exporter": exporter,
                                 "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
                                 "bytes": tmp.stat().st_size, "dynamic_batch": True}
         manifest["onnx_vs_original"] = asdict(check) | {
-            "runtime": "onnxruntime CPUExecutionProvider", "reference": "original module in float64",
+            "runtime": "onnxruntime CPUExecutionProvider", "reference": f"{_against(options)} in float64",
             "original_fp32_rel_err": result_check.original_fp32_rel_err, "tolerance_rule": result_check.tolerance_rule}
-        write_json(tmp_manifest, manifest)
-        publish({tmp: output, tmp_manifest: manifest_path(output)})
+        staged.write_text(manifest_path(output), manifest_json(manifest))
+        staged.commit()
         return manifest
-    finally:
-        discard(tmp, tmp_manifest)
+
+
+def _against(options) -> str:
+    """What the ONNX is checked against: with --prune-threshold, the original with its small groups
+    zeroed (the threshold's own error is reported separately, as threshold_error)."""
+    return "the thresholded original" if getattr(options, "prune_threshold", None) is not None else "the original"

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gsdeploy.atomic import write_bytes_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
 from gsdeploy.export.trt_config import (RANDOM_CALIBRATION_WARNING, TOLERANCE, BatchRange, BuildPlan,
                                         EngineCompatError, TrtBuildOptions, TrtConfigError, build_plan,
@@ -90,15 +91,6 @@ def cuda_device(index: int = 0) -> tuple[str, str]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _make_logger(trt):
@@ -322,7 +314,7 @@ def build_engine(onnx_path: Path, input_shape: Sequence[int], opts: TrtBuildOpti
     updated. Use `export_trt` for the verified artifact with its manifest."""
     built = _build(onnx_path, input_shape, opts)
     if opts.timing_cache is not None and built.timing_cache:
-        _atomic_write(Path(opts.timing_cache), built.timing_cache)
+        write_bytes_atomic(Path(opts.timing_cache), built.timing_cache)
     return built.blob
 
 
@@ -485,14 +477,15 @@ def verify_engine(engine: TrtEngine, reference_module, input_shape: Sequence[int
 
 
 def export_trt(reference_module, onnx_path: Path, input_shape: Sequence[int], opts: TrtBuildOptions, output: Path,
-               extra_manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra_manifest: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Build, run and check the engine; write OUT.engine and OUT.manifest.json (atomically,
     together) only when it is within the precision's tolerance. Any failure writes nothing,
     and the timing cache is only updated after a successful export."""
-    from gsdeploy.export.artifact import check_output_path, discard, manifest_path, publish, temp_path, write_json
+    from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
 
     output = Path(output)
-    check_output_path(output)
+    inputs = [*inputs, Path(onnx_path)]
+    check_output_path(output, inputs)
     validate_options(opts)  # option errors first: before any GPU work
     require_tensorrt()
     cuda_device()
@@ -518,15 +511,12 @@ def export_trt(reference_module, onnx_path: Path, input_shape: Sequence[int], op
         onnx_sha256=built.onnx_sha256, built_onnx_sha256=built.built_onnx_sha256, engine_sha256=_sha256(built.blob),
         engine_bytes=len(built.blob), verification=verification, warnings=built.warnings, output=output,
         calibration=built.calibration, extra=extra_manifest)
-    tmp, tmp_manifest = temp_path(output), temp_path(manifest_path(output))
-    try:
-        tmp.write_bytes(built.blob)
-        write_json(tmp_manifest, manifest)
-        publish({tmp: output, tmp_manifest: manifest_path(output)})
-    finally:
-        discard(tmp, tmp_manifest)
+    with staged_artifact(output, inputs) as staged:
+        staged.write_bytes(output, built.blob)
+        staged.write_text(manifest_path(output), manifest_json(manifest))
+        staged.commit()
     if opts.timing_cache is not None and built.timing_cache:
-        _atomic_write(Path(opts.timing_cache), built.timing_cache)
+        write_bytes_atomic(Path(opts.timing_cache), built.timing_cache)
     return manifest
 
 

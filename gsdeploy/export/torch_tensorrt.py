@@ -26,9 +26,8 @@ import hashlib
 import inspect
 import logging
 import math
-import os
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
 from gsdeploy.export.trt_config import (TOLERANCE, BatchRange, TrtConfigError, profile_shapes,
@@ -86,23 +85,18 @@ def torch_trt_precision_kwargs(precision: str, compile_params: Collection[str]) 
     raise TrtConfigError(f"precision must be fp32, fp16 or int8, got {precision!r}")
 
 
-def _temp_with_suffix(output: Path) -> Path:
-    # keep the suffix: the savers/loaders pick the container by it
-    return output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
-
-
 def export_torch_trt(module, input_shape, precision: str, batch: BatchRange, output: Path,
                      extra_manifest: dict[str, Any] | None = None, *,
-                     workspace_mb: int | None = None) -> dict[str, Any]:
+                     workspace_mb: int | None = None, inputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Compile `module` for batches in `batch`, save it, reload and verify it; write OUT.ep|.ts and
     OUT.manifest.json only if the reloaded program is within tolerance. `workspace_mb` bounds
     TensorRT's per-layer scratch memory (compile's workspace_size; None: TensorRT's default)."""
-    from gsdeploy.export.artifact import check_output_path, discard, manifest_path, publish, temp_path, write_json
+    from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
     from gsdeploy.export.tensorrt import cuda_device
     from gsdeploy.inputs import sample_inputs
 
     output = Path(output)
-    check_output_path(output)
+    check_output_path(output, inputs)
     fmt = output_format(output)
     if precision == "int8":
         torch_trt_precision_kwargs(precision, ())  # raises the explanatory error before any GPU work
@@ -129,8 +123,8 @@ def export_torch_trt(module, input_shape, precision: str, batch: BatchRange, out
     except Exception as e:  # noqa: BLE001 - converter/build failures come in many types
         raise GsdeployError(f"torch-tensorrt could not compile the model: {str(e).splitlines()[0][:300]}") from None
 
-    tmp_model, tmp_manifest = _temp_with_suffix(output), temp_path(manifest_path(output))
-    try:
+    with staged_artifact(output, inputs) as staged:
+        tmp_model = staged.temp(output, keep_suffix=True)  # the savers/loaders pick the container by it
         example = torch.randn(op, device="cuda")
         tt.save(compiled, str(tmp_model), output_format=fmt, inputs=[example])
         loaded = tt.load(str(tmp_model))
@@ -164,11 +158,9 @@ def export_torch_trt(module, input_shape, precision: str, batch: BatchRange, out
             "compile_kwargs": {k: str(v) for k, v in kwargs.items()},
             "profile": {"min": list(mn), "opt": list(op), "max": list(mx)}}
         manifest["engine_vs_original"] = verification
-        write_json(tmp_manifest, manifest)
-        publish({tmp_model: output, tmp_manifest: manifest_path(output)})
+        staged.write_text(manifest_path(output), manifest_json(manifest))
+        staged.commit()
         return manifest
-    finally:
-        discard(tmp_model, tmp_manifest)
 
 
 def _trt_version() -> str | None:

@@ -6,12 +6,12 @@ numeric chain is original -> deployed (1e-5) -> ONNX in ORT (1e-4) -> engine (pe
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import NumericMismatchError
-from gsdeploy.export.artifact import base_manifest
+from gsdeploy.export.artifact import artifact_inputs, base_manifest
 from gsdeploy.export.onnx import check_onnx, export_onnx
 from gsdeploy.export.trt_config import TrtBuildOptions, batch_range, parse_batch_list, validate_options
 
@@ -27,17 +27,18 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
         from gsdeploy.export.torch_tensorrt import export_torch_trt
 
         return export_torch_trt(result.module, loaded.input_shape, precision, brange, output, extra,
-                                workspace_mb=workspace_mb)
+                                workspace_mb=workspace_mb, inputs=artifact_inputs(loaded))
     from gsdeploy.export.tensorrt import export_trt
 
     opts = TrtBuildOptions(precision=precision, batch=brange, workspace_mb=workspace_mb, timing_cache=timing_cache,
                            dla_core=dla_core, gpu_fallback=gpu_fallback, calib_data=calib_data)
     extra["warnings"] = validate_options(opts)
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-trt-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
+    with scratch_dir("trt") as tmp:
+        onnx_path = tmp / "model.onnx"
         export_onnx(result.module, loaded.input_shape, onnx_path)
-        check = check_onnx(onnx_path, loaded.module, loaded.input_shape).verification
+        check = check_onnx(onnx_path, result.reference, loaded.input_shape).verification
         if not check.passed:
             raise NumericMismatchError(f"ONNX model differs from the original: max relative error "
                                        f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e}; nothing written")
-        return export_trt(loaded.module, onnx_path, loaded.input_shape, opts, output, extra)
+        return export_trt(result.reference, onnx_path, loaded.input_shape, opts, output, extra,
+                          inputs=artifact_inputs(loaded))

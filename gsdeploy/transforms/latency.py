@@ -12,7 +12,6 @@ import contextlib
 import copy
 import importlib.util
 import io
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.loaders import cpu_target, import_ort, ort_session
 from gsdeploy.target import Target
 
@@ -86,7 +86,7 @@ class PairTimer:
     def _measure_ort(self, pair: nn.Module, single: nn.Module, x: torch.Tensor) -> PairTiming:
         ort = import_ort()
         sessions = []
-        with tempfile.TemporaryDirectory(prefix="gsdeploy-latency-") as tmp:
+        with scratch_dir("latency") as tmp:
             for i, m in enumerate((pair, single)):
                 path = Path(tmp) / f"{i}.onnx"
                 with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():

@@ -56,6 +56,10 @@ class DeployResult:
     verification: Verification  # deployed vs reference
     threshold_error: Verification | None = None  # only with prune_threshold: thresholded vs original
     fp32_error: Verification | None = None  # deployed vs reference, both run in float32 (reported)
+    # What `verification` compared against, in float32: the original module, or with
+    # prune_threshold the original with its small groups zeroed. Exported artifacts are checked
+    # against this one too; the threshold's own effect is threshold_error.
+    reference: torch.nn.Module | None = None
 
 
 def plan_record(result: DeployResult, model: str, options: DeployOptions, **extra: object) -> dict:

@@ -138,4 +138,11 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     return DeployResult(module=gm, plan=plan,
                         macs_before=count_macs(original, input_shape), macs_after=count_macs(gm, input_shape),
                         params_before=count_params(original), params_after=count_params(gm),
-                        verification=verification, threshold_error=threshold_error, fp32_error=fp32)
+                        verification=verification, threshold_error=threshold_error, fp32_error=fp32,
+                        reference=original if reference is original else _float32_copy(reference))
+
+
+def _float32_copy(module: nn.Module) -> nn.Module:
+    m = copy.deepcopy(module).float()
+    set_eval(m)
+    return m
