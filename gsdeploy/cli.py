@@ -174,15 +174,15 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            engine: Annotated[str, typer.Option("--engine", help="onnx | trt | torch-trt")] = "onnx",
            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
-           precision: Annotated[str, typer.Option(help="trt/torch-trt: fp32 | fp16 | int8")] = "fp16",
-           batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32")] = None,
+           precision: Annotated[Optional[str], typer.Option(help="trt/torch-trt: fp32 | fp16 | int8 (default: the profile's TensorRT entry, else fp16)")] = None,
+           batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32 (default: the profile's TensorRT entry)")] = None,
            min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
            opt_batch: Annotated[Optional[int], typer.Option("--opt-batch")] = None,
            max_batch: Annotated[Optional[int], typer.Option("--max-batch")] = None,
-           workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
+           workspace_mb: Annotated[Optional[int], typer.Option("--workspace-mb", help="default: the profile's TensorRT entry, else 4096")] = None,
            timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache")] = None,
            dla_core: Annotated[Optional[int], typer.Option("--dla-core")] = None,
-           gpu_fallback: Annotated[bool, typer.Option("--gpu-fallback")] = False,
+           gpu_fallback: Annotated[bool, typer.Option("--gpu-fallback", help="default: the profile's TensorRT entry")] = False,
            calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs")] = None) -> None:
     """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
     from gsdeploy.export.artifact import check_output_path, manifest_path
@@ -190,8 +190,16 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
 
     if engine not in ("onnx", "trt", "torch-trt"):
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
+    from gsdeploy.loaders import trt_export_settings
+
     _check_deploy_flags(fuse, prune_threshold)
-    target = _targets(profile, input_shape=_shape(input_shape))[0]
+    targets = _targets(profile, input_shape=_shape(input_shape))
+    target = targets[0]
+    trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
+                              dla_core=dla_core, gpu_fallback=gpu_fallback or None)
+    given_batches = batch is not None or any(v is not None for v in (min_batch, opt_batch, max_batch))
+    if not given_batches and trt["batches"]:
+        batch = ",".join(map(str, trt["batches"]))
     check_output_path(output, [Path(model)] if Path(model).exists() else [])
     if engine != "onnx":
         from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
@@ -215,10 +223,11 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     else:
         from gsdeploy.export.trt_artifact import write_trt_artifact
 
-        write_trt_artifact(engine, loaded, result, options, output, precision=precision, batch=batch,
-                           min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
-                           timing_cache=timing_cache, dla_core=dla_core, gpu_fallback=gpu_fallback,
-                           calib_data=calib_data)
+        write_trt_artifact(engine, loaded, result, options, output, precision=trt["precision"], batch=batch,
+                           min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                           workspace_mb=trt["workspace_mb"], timing_cache=trt["timing_cache"],
+                           dla_core=trt["dla_core"], gpu_fallback=trt["gpu_fallback"], calib_data=calib_data,
+                           builder_optimization_level=trt["builder_optimization_level"])
     out.print(f"wrote {output} and {manifest_path(output)}", highlight=False)
 
 

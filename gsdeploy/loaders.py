@@ -162,3 +162,27 @@ def torch_runner_kwargs(target: Target) -> dict[str, Any]:
         raise ValueError(f"torch_runner_kwargs needs a torch target, got engine {target.engine!r}")
     return {"device": target.torch_device, "threads": target.threads, "cuda_graph": target.cuda_graph,
             "channels_last": target.channels_last}
+
+
+def trt_export_settings(targets: "tuple[Target, ...] | list[Target]", **flags: Any) -> dict[str, Any]:
+    """Settings of `gsdeploy export --engine trt|torch-trt`: the given flags (None = not given)
+    over the profile's first TensorRT target, over the exporter's defaults. Keys: precision,
+    batches, workspace_mb, timing_cache, dla_core, gpu_fallback, builder_optimization_level."""
+    t = next((t for t in targets if t.engine == "trt"), None)
+    profile: dict[str, Any] = {}
+    if t is not None:
+        profile = {"precision": t.precision, "batches": list(t.batches), "workspace_mb": t.workspace_mb,
+                   "timing_cache": Path(t.timing_cache) if t.timing_cache else None, "dla_core": t.dla_core,
+                   "gpu_fallback": t.gpu_fallback or None,
+                   "builder_optimization_level": t.builder_optimization_level}
+    defaults = {"precision": "fp16", "batches": None, "workspace_mb": 4096, "timing_cache": None, "dla_core": None,
+                "gpu_fallback": False, "builder_optimization_level": None}
+    out = {}
+    for key, default in defaults.items():
+        for source in (flags, profile):
+            if source.get(key) is not None:
+                out[key] = source[key]
+                break
+        else:
+            out[key] = default
+    return out

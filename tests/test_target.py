@@ -268,3 +268,81 @@ def test_cpu_runner_really_runs_with_the_profile_settings(tmp_path):
     r.prepare(2)
     r.run_once()
     r.close()
+
+
+# ---- the CLI builds the targets once, before any work -----------------------------------------
+
+
+def test_export_takes_tensorrt_settings_from_the_profile_and_flags_win():
+    orin = resolve_targets("jetson-orin-trt", TargetFlags(engines=("trt-dla0",)))
+    s = loaders.trt_export_settings(orin)
+    assert (s["precision"], s["workspace_mb"], s["dla_core"], s["gpu_fallback"], s["batches"]) == \
+        ("fp16", 2048, 0, True, [1, 8])
+    s = loaders.trt_export_settings(orin, workspace_mb=512, precision="int8")
+    assert (s["precision"], s["workspace_mb"], s["dla_core"]) == ("int8", 512, 0)
+    s = loaders.trt_export_settings(resolve_targets("cpu-ort"))  # no TensorRT entry: the exporter's defaults
+    assert (s["precision"], s["workspace_mb"], s["dla_core"], s["gpu_fallback"]) == ("fp16", 4096, None, False)
+
+
+@pytest.mark.parametrize("command", ["inspect", "export", "bench"])
+def test_a_bad_profile_fails_before_any_work(command, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gsdeploy import pipeline, transforms
+    from gsdeploy.cli import app
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(transforms, "deploy", no_work)
+    monkeypatch.setattr(pipeline, "run_bench_job", no_work)
+    bad = tmp_path / "dla-fp32.yaml"
+    bad.write_text(yaml.safe_dump({"description": "d", "device": "jetson", "batches": [1], "engines": [
+        {"name": "trt", "precisions": ["fp32"], "options": {"dla_core": 0}}]}))
+    args = {"inspect": ["inspect", "resnet20_hinge50"], "export": ["export", "resnet20_hinge50", "-o",
+                                                                   str(tmp_path / "m.onnx")],
+            "bench": ["bench", "-o", str(tmp_path / "out")]}[command]
+    r = CliRunner().invoke(app, [*args, "--profile", str(bad)])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "DLA runs fp16 or int8 only" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dla-fp32.yaml"]  # nothing written
+
+
+def test_bench_flags_are_checked_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gsdeploy import pipeline
+    from gsdeploy.cli import app
+
+    monkeypatch.setattr(pipeline, "run_bench_job", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work")))
+    for flags, words in ((["--warmup-s", "nan"], "warmup_s must be a finite"),
+                         (["--min-duration-s", "inf"], "min_duration_s must be a finite"),
+                         (["--threads", "0"], "threads must be"),
+                         (["--max-cov", "-1"], "max_cov"),
+                         (["--precision", "fp16"], "fp32 on a cpu device"),
+                         (["--engine", "trtexec"], "not an engine"),
+                         (["--prune-threshold", "nan"], "--prune-threshold must be a finite")):
+        r = CliRunner().invoke(app, ["bench", "-o", str(tmp_path / "out"), *flags])
+        assert r.exit_code == 2 and words in r.stderr, (flags, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inspect_plans_for_the_profile_target(monkeypatch):
+    """The target built from --profile is the one the planner gets (DeployOptions.target)."""
+    from typer.testing import CliRunner
+
+    from gsdeploy import transforms
+    from gsdeploy.cli import app
+
+    seen = []
+    real = transforms.deploy
+
+    def spy(module, shape, options):
+        seen.append(options.target)
+        return real(module, shape, options)
+
+    monkeypatch.setattr(transforms, "deploy", spy)
+    r = CliRunner().invoke(app, ["inspect", "resnet20_hinge50", "--profile", "cpu-torch"])
+    assert r.exit_code == 0, r.stderr
+    assert [(t.profile, t.engine) for t in seen] == [("cpu-torch", "torch")]

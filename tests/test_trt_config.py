@@ -20,7 +20,7 @@ from gsdeploy.export.trt_config import (DLA_MAX_BATCH, RANDOM_CALIBRATION_WARNIN
                                         EngineCompatError, OnnxPrecision, TrtBuildOptions, TrtConfigError,
                                         batch_range, build_plan, check_dla_cores, check_engine_compat,
                                         engine_manifest, load_calibration_batches, onnx_precision_info,
-                                        ort_gpu_providers, parse_batch_list, parse_version, plan_header_version,
+                                        parse_batch_list, parse_version, plan_header_version,
                                         profile_shapes, random_calibration_batches, 
                                         validate_options, verification_batches, within_tolerance)
 from gsdeploy.export.torch_tensorrt import output_format, torch_trt_precision_kwargs
@@ -436,38 +436,6 @@ def test_random_calibration_is_seeded():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-# ------------------------------------------------------------------ ONNX Runtime GPU providers
-
-
-def test_ort_tensorrt_provider_options(tmp_path):
-    providers = ort_gpu_providers("tensorrt", "fp16", "input", (3, 32, 32), BatchRange(1, 8, 32), tmp_path)
-    (name, opts), (fallback, _) = providers
-    assert name == "TensorrtExecutionProvider" and fallback == "CUDAExecutionProvider"
-    assert opts["trt_fp16_enable"] == "1" and opts["trt_int8_enable"] == "0"
-    assert opts["trt_engine_cache_enable"] == "1" and opts["trt_engine_cache_path"] == str(tmp_path)
-    assert opts["trt_timing_cache_enable"] == "1"
-    assert opts["trt_profile_min_shapes"] == "input:1x3x32x32"
-    assert opts["trt_profile_opt_shapes"] == "input:8x3x32x32"
-    assert opts["trt_profile_max_shapes"] == "input:32x3x32x32"
-    assert opts["trt_max_workspace_size"] == str(4096 << 20)
-    assert all(isinstance(v, str) for v in opts.values())
-
-
-def test_ort_provider_rules():
-    assert ort_gpu_providers("cuda", "fp32", "input", (3, 8, 8)) == [
-        ("CUDAExecutionProvider", {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})]
-    no_cache = dict(ort_gpu_providers("tensorrt", "fp32", "x", (3, 8, 8)))["TensorrtExecutionProvider"]
-    assert no_cache["trt_engine_cache_enable"] == "0" and "trt_profile_min_shapes" not in no_cache
-    dla = dict(ort_gpu_providers("tensorrt", "fp16", "x", (3, 8, 8), dla_core=1))["TensorrtExecutionProvider"]
-    assert dla["trt_dla_enable"] == "1" and dla["trt_dla_core"] == "1"
-    with pytest.raises(TrtConfigError, match="own types"):
-        ort_gpu_providers("cuda", "fp16", "x", (3, 8, 8))
-    with pytest.raises(TrtConfigError, match="calibration table"):
-        ort_gpu_providers("tensorrt", "int8", "x", (3, 8, 8))
-    with pytest.raises(TrtConfigError, match="one of"):
-        ort_gpu_providers("rocm", "fp32", "x", (3, 8, 8))
-
-
 # ------------------------------------------------------------------ torch-tensorrt argument choice
 
 
@@ -528,12 +496,3 @@ def test_export_torch_trt_without_torch_tensorrt_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ort_gpu_runner_refuses_a_missing_provider(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("this onnxruntime has the CUDA provider")
-    from gsdeploy.bench.runners.trt import OrtGpuRunner
-
-    with pytest.raises(MissingDependencyError, match="onnxruntime-gpu") as info:
-        OrtGpuRunner(_conv_model(tmp_path / "m.onnx"), ep="cuda")
-    assert "never together with onnxruntime" in str(info.value)

@@ -165,12 +165,16 @@ def test_ort_cuda_provider_runner(model_and_onnx):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime here is the CPU build (install onnxruntime-gpu)")
-    from gsdeploy.bench.runners.trt import OrtGpuRunner
+    from gsdeploy.bench.runners.ort import OrtRunner
+    from gsdeploy.target import resolve_targets, TargetFlags
 
     m, onnx_path = model_and_onnx
-    runner = OrtGpuRunner(onnx_path, ep="cuda")
+    target = resolve_targets("server-gpu-ort-trt", TargetFlags(engines=("ort-cuda",)))[0]
+    runner = OrtRunner(onnx_path, target)
     assert runner.provider == "CUDAExecutionProvider"
-    runner.prepare(2)
+    runner.prepare(2)  # inputs and outputs bound on the GPU
+    assert runner.describe()["io_binding"]
+    assert runner.describe()["provider_options"]["CUDAExecutionProvider"]["cudnn_conv_algo_search"] == "EXHAUSTIVE"
     runner.run_once()
     x = np.random.default_rng(2).standard_normal((2, *SHAPE), dtype=np.float32)
     with torch.no_grad():

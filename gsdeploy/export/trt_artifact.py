@@ -19,7 +19,7 @@ from gsdeploy.export.trt_config import TrtBuildOptions, batch_range, parse_batch
 def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, precision: str, batch: str | None,
                        min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_mb: int,
                        timing_cache: Path | None, dla_core: int | None, gpu_fallback: bool,
-                       calib_data: Path | None) -> dict[str, Any]:
+                       calib_data: Path | None, builder_optimization_level: int | None = None) -> dict[str, Any]:
     batches = parse_batch_list(batch) if batch else None
     brange = batch_range(batches, min_batch, opt_batch, max_batch)
     extra = base_manifest(loaded, result, options)
@@ -31,7 +31,8 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
     from gsdeploy.export.tensorrt import export_trt
 
     opts = TrtBuildOptions(precision=precision, batch=brange, workspace_mb=workspace_mb, timing_cache=timing_cache,
-                           dla_core=dla_core, gpu_fallback=gpu_fallback, calib_data=calib_data)
+                           dla_core=dla_core, gpu_fallback=gpu_fallback, calib_data=calib_data,
+                           builder_optimization_level=builder_optimization_level)
     extra["warnings"] = validate_options(opts)
     with scratch_dir("trt") as tmp:
         onnx_path = tmp / "model.onnx"

@@ -1,6 +1,6 @@
-"""Bench runners on NVIDIA GPUs: a TensorRT engine, and ONNX Runtime's TensorRT / CUDA providers.
+"""The TensorRT bench runner: a gsdeploy-built engine on an NVIDIA GPU.
 
-Both implement gsdeploy's Runner interface (`base.py`): prepare(batch) puts a fixed seeded input
+It implements gsdeploy's Runner interface (`base.py`): prepare(batch) puts a fixed seeded input
 on the device, run_once() is one synchronous inference on it, infer(x) is host-in/host-out for
 numeric checks. On a GPU the interesting number is the device time, so:
 
@@ -9,9 +9,9 @@ numeric checks. On a GPU the interesting number is the device time, so:
   host->device copy, compute and device->host copy separately plus the host wall time of the
   whole, like trtexec's H2D / GPU Compute / D2H / Latency lines (MEASURING.md). Copies use pinned
   host memory, as trtexec does, so the copy times are the hardware's and not pageable staging.
-- OrtGpuRunner refuses to run on a provider other than the one asked for: ONNX Runtime falls
-  back to the CPU silently when CUDA/TensorRT libraries are missing, and only
-  session.get_providers() tells the truth (MEASURING.md).
+
+ONNX Runtime's TensorRT and CUDA providers run in the ORT runner (`ort.py`), configured by the
+profile's target through `gsdeploy.loaders.ort_session`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ import numpy as np
 
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.inputs import seeded_input
-from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.export.trt_config import ORT_PROVIDER, BatchRange, ort_gpu_providers
-
-ORT_GPU_MISSING = ("ONNX Runtime here has no {provider}: install onnxruntime-gpu on a CUDA machine (never together "
-                   "with onnxruntime: both provide the same module; on Jetson use NVIDIA's onnxruntime-gpu wheel "
-                   "for your JetPack){extra}")
+from gsdeploy.errors import GsdeployError
+from gsdeploy.export.trt_config import BatchRange
 
 
 @dataclass(frozen=True)
@@ -139,100 +135,3 @@ class TrtRunner(Runner):
         trt_meta = self.manifest.get("tensorrt", {})
         return {"tensorrt_version": trt_meta.get("version"), "profile": str(self.batch_range),
                 "builder_flags": trt_meta.get("builder_flags"), "device_type": trt_meta.get("device")}
-
-
-class OrtGpuRunner(Runner):
-    """An ONNX model in ONNX Runtime on the TensorRT or CUDA execution provider.
-
-    The TensorRT provider builds its own engine on the first session (minutes) and caches it in
-    `cache_dir` with its timing cache; later sessions with the same options load it. Inputs and
-    outputs stay on the GPU (IO binding), so run_once() measures inference, not PCIe copies;
-    Run() synchronises the providers' streams before returning (ORT's default), so run_once() is
-    complete when it returns.
-    """
-
-    engine = "ort"
-
-    def __init__(self, onnx_path: Path, ep: str = "tensorrt", precision: str = "fp32",
-                 batch: BatchRange | None = None, cache_dir: Path | None = None, workspace_mb: int = 4096,
-                 dla_core: int | None = None, device_id: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependencyError(ORT_GPU_MISSING.format(provider="GPU provider", extra="")) from None
-        self._ort = ort
-        self.path = Path(onnx_path)
-        wanted = ORT_PROVIDER.get(ep)
-        if wanted is None:
-            raise GsdeployError(f"ORT GPU provider must be one of {', '.join(ORT_PROVIDER)}, got {ep!r}")
-        if wanted not in ort.get_available_providers():
-            raise MissingDependencyError(ORT_GPU_MISSING.format(
-                provider=wanted, extra=f"; this build has {', '.join(ort.get_available_providers())}"))
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        probe = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        inp = probe.get_inputs()[0]
-        self._input_name = inp.name
-        self._output_name = probe.get_outputs()[0].name
-        if not all(isinstance(d, int) for d in inp.shape[1:]):
-            raise GsdeployError(f"{self.path}: input {inp.name} has shape {inp.shape}; only the batch may be dynamic")
-        self._sample_shape = tuple(int(d) for d in inp.shape[1:])
-        del probe
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        providers = ort_gpu_providers(ep, precision, self._input_name, self._sample_shape, batch=batch,
-                                      cache_dir=cache_dir, workspace_mb=workspace_mb, dla_core=dla_core,
-                                      device_id=device_id)
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        actual = self.session.get_providers()
-        if not actual or actual[0] != wanted:
-            raise MissingDependencyError(ORT_GPU_MISSING.format(
-                provider=wanted, extra=f"; the session fell back to {', '.join(actual)} (missing CUDA/TensorRT "
-                                       "libraries or an unsupported GPU)"))
-        self.provider = wanted
-        self.precision = precision
-        self.provider_options = dict(providers)
-        self.device = _gpu_name(device_id)
-        self.threads = 1
-        self._device_id = device_id
-        self._binding: Any = None
-        self._keep: Any = None
-
-    def prepare(self, batch: int) -> None:
-        ort = self._ort
-        x = seeded_input((batch, *self._sample_shape))
-        self._keep = ort.OrtValue.ortvalue_from_numpy(x, "cuda", self._device_id)  # must outlive the binding
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self._input_name, self._keep)
-        binding.bind_output(self._output_name, "cuda", self._device_id)
-        self._binding = binding
-        self.run_once()  # the first run on a new shape may build or load an engine: keep it out of timing
-
-    def run_once(self) -> None:
-        if self._binding is None:
-            raise GsdeployError("OrtGpuRunner: call prepare(batch) before running")
-        self.session.run_with_iobinding(self._binding)
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run([self._output_name], {self._input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        return np.asarray(out)
-
-    def close(self) -> None:
-        self._binding = None
-        self._keep = None
-        self.session = None
-
-    def details(self) -> dict:
-        """The provider options in effect (engine cache, profile, fp16...), beyond describe()'s row keys."""
-        return {"provider_options": self.provider_options.get(self.provider, {})}
-
-
-def _gpu_name(device_id: int) -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(device_id)
-    except Exception:  # noqa: BLE001 - a description only; never fail a run over it
-        pass
-    return f"CUDA device {device_id}"
