@@ -50,6 +50,8 @@ def guarded(fn):
             _fail(e.exit_code, str(e))
         except KeyboardInterrupt:
             _fail(130, "interrupted")
+        except Terminated:
+            _fail(143, "terminated (SIGTERM)")
         except typer.Exit:
             raise
         except MemoryError:
@@ -360,12 +362,47 @@ def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a
     raise typer.Exit(exit_code(verdicts))
 
 
-def main() -> None:
+class Terminated(BaseException):
+    """SIGTERM (timeout, systemd, CI runners): unwinds like Ctrl-C, so every `finally` runs (temp
+    files and scratch directories removed, the bench lock released). A BaseException, so no
+    `except Exception` on the way swallows it."""
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: typer's parsing without its boxes, SIGTERM handled like SIGINT, and
+    every way out one `error:` line and an exit code."""
+    import signal
+    import threading
     import warnings
+
+    from typer.exceptions import TyperException
 
     # torch's own deprecation notices (e.g. pytree's LeafSpec when loading .pt2) are not the user's to fix
     warnings.filterwarnings("ignore", category=FutureWarning)
-    app()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:] if argv is None else argv, prog_name="gsdeploy", standalone_mode=False)
+    except TyperException as e:  # a bad flag or argument (click's UsageError family)
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        if message:  # empty when click has printed the help already (no arguments at all)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}{escape(hint)}", highlight=False,
+                      soft_wrap=True)
+        code = getattr(e, "exit_code", 2)
+    except Terminated:
+        err.print("[bold red]error:[/] terminated (SIGTERM)", highlight=False)
+        code = 143
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("[bold red]error:[/] interrupted", highlight=False)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gsdeploy.bench.stats import summarize
-from gsdeploy.bench.table import COLUMNS, add_speedups, append_row, make_row, write_results
+from gsdeploy.bench.table import COLUMNS, add_speedups, make_row, write_results
 from gsdeploy.errors import OutputPathError
 
 ENV = {"cpu": "Test CPU", "gsdeploy": "0.1.0", "torch": "2.13.0", "onnxruntime": "1.32.0"}
@@ -94,19 +94,6 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["r.csv", "r.md"]
 
 
-def test_append_row_writes_header_once(tmp_path):
-    path = tmp_path / "sweep.csv"
-    for i in range(3):
-        append_row(path, row(f"m{i}", "compressed", 1.0 + i, 10))
-    lines = path.read_text().splitlines()
-    assert len(lines) == 4 and lines[0].split(",") == COLUMNS
-    back = pd.read_csv(path)
-    assert list(back["model"]) == ["m0", "m1", "m2"]
-    assert back["command"][2] == CMD  # commas/quotes inside fields survive
-    with pytest.raises(ValueError, match="different columns"):
-        append_row(path, {"model": "x"})
-
-
 def test_new_columns_are_appended_after_the_old_schema():
     old = ["cpu", "gsdeploy_version", "torch_version", "ort_version", "timestamp", "command"]
     assert COLUMNS[COLUMNS.index("cpu"):COLUMNS.index("command") + 1] == old
@@ -129,11 +116,3 @@ def test_make_row_fills_environment_and_memory_columns():
     assert row("m", "baseline", 4.0, 100)["gpu"] == "" and row("m", "baseline", 4.0, 100)["power_skipped"] is None
 
 
-def test_append_rows_adds_a_group_under_one_header(tmp_path):
-    from gsdeploy.bench.table import append_rows
-
-    path = tmp_path / "g.csv"
-    append_rows(path, pd.DataFrame([row("a", "baseline", 2.0, 10), row("b", "compressed", 1.0, 5)]))
-    append_rows(path, pd.DataFrame([row("a", "baseline", 2.0, 10, batch=2)]))
-    back = pd.read_csv(path)
-    assert list(back.columns) == COLUMNS and list(back["model"]) == ["a", "b", "a"]

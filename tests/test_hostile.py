@@ -454,3 +454,76 @@ def test_threshold_manifest_reports_its_own_error(tmp_path):
     assert m["onnx_vs_original"]["max_rel_err"] < 1e-4 and m["onnx_vs_original"]["passed"]
     assert "thresholded" in m["onnx_vs_original"]["reference"]
     assert m["macs"]["after"] < 0.6 * m["macs"]["before"]
+
+
+# -- signals and the console script's error contract --------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start(args: list[str], tmp: Path) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "GSDEPLOY_DEBUG": ""}
+    return subprocess.Popen([sys.executable, "-m", "gsdeploy", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(pred, p: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if p.poll() is not None:
+            pytest.fail(f"process ended before the test could signal it: {p.communicate()}")
+        if time.monotonic() > end:
+            p.kill()
+            pytest.fail("timed out waiting for the process")
+        time.sleep(0.005)
+
+
+def test_sigterm_cleans_up_bench_like_sigint(tmp_path, results):
+    scratch, out = tmp_path / "tmp", tmp_path / "out"
+    scratch.mkdir()
+    p = start(["bench", str(results / "thin.onnx"), "--baseline", str(results / "dense.onnx"), "-o", str(out),
+               "--name", "r", "--engine", "ort", "--batch", "1", "--warmup-s", "120", "--min-iterations", "3",
+               "--min-duration-s", "1"], scratch)
+    wait_for(lambda: (out / "r.lock").exists() and any(scratch.glob(f"gsdeploy-bench-{p.pid}-*")), p)
+    time.sleep(0.3)  # into the warm-up
+    p.send_signal(15)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "error: terminated" in err and "Traceback" not in err, err
+    assert list(scratch.glob("gsdeploy-*")) == [] and list(out.iterdir()) == []  # no scratch dir, lock or tables
+
+
+def test_sigterm_during_export_leaves_no_temp_file(tmp_path):
+    out = tmp_path / "m.onnx"
+    p = start(["export", "resnet56", "-o", str(out)], tmp_path)
+    wait_for(lambda: any(tmp_path.glob(f".m.onnx.tmp-{p.pid}-*")), p)
+    p.send_signal(15)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("the export finished before SIGTERM arrived")
+    assert p.returncode == 143 and "error: terminated" in err, err
+    assert list(tmp_path.glob("*m.*")) == [] and list(tmp_path.glob("gsdeploy-*")) == []
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["report"], "missing argument"),
+    (["bench", "--prune-threshold", "abc"], "--prune-threshold"),
+    (["export", "resnet20", "--bogus"], "no such option: --bogus"),
+    (["bench", "--batch"], "--batch"),
+    (["nosuch"], "no such command"),
+])
+def test_argument_errors_are_one_error_line(capsys, args, pattern):
+    from gsdeploy.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern.lower() in lines[0].lower(), captured.err
+    assert not any(c in captured.err for c in "╭│╰") and captured.out == ""
+
+
+def test_validate_a_folder_without_claims_fails(tmp_path):
+    (tmp_path / "notes.txt").write_text("claims live elsewhere")
+    r = run("validate", str(tmp_path))
+    refused(r, "holds no claim files")

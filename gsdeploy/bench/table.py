@@ -16,7 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.bench.stats import NOISY_COV, TimingStats
-from gsdeploy.atomic import Staged, write_text_atomic
+from gsdeploy.atomic import Staged
 from gsdeploy.errors import OutputPathError
 
 COLUMNS = [
@@ -196,37 +196,6 @@ def write_results(df: pd.DataFrame, out_dir: Path, stem: str, extra: dict[Path, 
             staged.write_text(path, text)
         staged.commit()
     return csv_path, md_path
-
-
-def append_row(csv_path: Path, row: dict) -> None:
-    """Add one row to a CSV, writing the header only when the file is new (see `append_rows`)."""
-    append_rows(csv_path, pd.DataFrame([row]))
-
-
-def append_rows(csv_path: Path, line_df: pd.DataFrame) -> None:
-    """Add rows to a CSV, writing the header only when the file is new.
-
-    The whole file is rewritten through a temp file, so a sweep killed mid-write leaves the
-    rows finished so far intact (a sweep has hundreds of rows, not millions; the copy is cheap).
-    """
-    csv_path = Path(csv_path)
-    existing = ""
-    if csv_path.exists():
-        try:
-            existing = csv_path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise OutputPathError(f"cannot read {csv_path}: {e}") from None
-    if existing:
-        header = existing.split("\n", 1)[0].split(",")
-        new_header = list(_ordered(line_df).columns)
-        if header != new_header:
-            raise ValueError(f"{csv_path} has different columns than the row being appended; "
-                             "write to a new file")
-        if not existing.endswith("\n"):
-            existing += "\n"
-        write_text_atomic(csv_path, existing + to_csv_text(line_df, header=False))
-    else:
-        write_text_atomic(csv_path, to_csv_text(line_df))
 
 
 def read_results(paths: Iterable[Path]) -> pd.DataFrame:

@@ -178,7 +178,10 @@ def load_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.glob("*.yaml")) + sorted(p.glob("*.yml")))
+            found = sorted(p.glob("*.yaml")) + sorted(p.glob("*.yml"))
+            if not found:  # a CI gate pointed at the wrong folder must not pass
+                raise ClaimError(f"{p} holds no claim files (*.yaml, *.yml)")
+            files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
@@ -186,6 +189,8 @@ def load_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     claims: list[Claim] = []
     for f in files:
         claims.extend(parse_claims(_read_yaml(f, ClaimError, "claim file"), str(f)))
+    if not claims:
+        raise ClaimError(f"no claims in {', '.join(map(str, files))}: nothing to check")
     ids = [c.id for c in claims]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
