@@ -78,7 +78,7 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class _T:
+class KeyType:
     """Expected type of one key: a checker plus the words used in error messages."""
 
     words: str
@@ -94,51 +94,51 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-STR = _T("a string", lambda v: isinstance(v, str) and v.strip() != "")
-BOOL = _T("true or false", lambda v: isinstance(v, bool))
-POS_INT = _T("a positive integer", lambda v: _is_int(v) and v > 0)
-NONNEG_INT = _T("an integer >= 0", lambda v: _is_int(v) and v >= 0)
-NONNEG_NUM = _T("a finite number >= 0", lambda v: _is_num(v) and math.isfinite(v) and v >= 0)
-STR_LIST = _T("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))
-POS_INT_LIST = _T("a non-empty list of positive integers",
+STR = KeyType("a string", lambda v: isinstance(v, str) and v.strip() != "")
+BOOL = KeyType("true or false", lambda v: isinstance(v, bool))
+POS_INT = KeyType("a positive integer", lambda v: _is_int(v) and v > 0)
+NONNEG_INT = KeyType("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+NONNEG_NUM = KeyType("a finite number >= 0", lambda v: _is_num(v) and math.isfinite(v) and v >= 0)
+STR_LIST = KeyType("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))
+POS_INT_LIST = KeyType("a non-empty list of positive integers",
                   lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v))
-MAPPING = _T("a mapping (key: value)", lambda v: isinstance(v, dict))
-SCALAR_MAP_LIST = _T("a list of mappings of option name to a string, number or boolean",
+MAPPING = KeyType("a mapping (key: value)", lambda v: isinstance(v, dict))
+SCALAR_MAP_LIST = KeyType("a list of mappings of option name to a string, number or boolean",
                      lambda v: isinstance(v, list) and all(
                          isinstance(m, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float, bool))
                                                      for k, x in m.items()) for m in v))
 
 
-def _enum(*values: str) -> _T:
-    return _T("one of " + ", ".join(values), lambda v: isinstance(v, str) and v in values)
+def _enum(*values: str) -> KeyType:
+    return KeyType("one of " + ", ".join(values), lambda v: isinstance(v, str) and v in values)
 
 
-def _nullable(t: _T) -> _T:
-    return _T(t.words + " or null", lambda v: v is None or t.check(v))
+def _nullable(t: KeyType) -> KeyType:
+    return KeyType(t.words + " or null", lambda v: v is None or t.check(v))
 
 
-def _list_of_enum(*values: str) -> _T:
-    return _T("a non-empty list of " + ", ".join(values),
+def _list_of_enum(*values: str) -> KeyType:
+    return KeyType("a non-empty list of " + ", ".join(values),
               lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x in values for x in v))
 
 
-TOP_KEYS: dict[str, _T] = {
+TOP_KEYS: dict[str, KeyType] = {
     "name": STR,
     "description": STR,
     "device": _enum(*DEVICE_KINDS),
-    "engines": _T("a non-empty list of engine entries", lambda v: isinstance(v, list) and len(v) > 0),
+    "engines": KeyType("a non-empty list of engine entries", lambda v: isinstance(v, list) and len(v) > 0),
     "batches": POS_INT_LIST,
     "input_shape": _nullable(POS_INT_LIST),
     "warmup_s": NONNEG_NUM,
     "min_iterations": POS_INT,
     "min_duration_s": NONNEG_NUM,
     "threads": _nullable(POS_INT),
-    "max_cov": _T("a number > 0 (a CoV of 0.025 is 2.5%)", lambda v: _is_num(v) and v > 0),
+    "max_cov": KeyType("a number > 0 (a CoV of 0.025 is 2.5%)", lambda v: _is_num(v) and v > 0),
     "power": _nullable(MAPPING),
 }
 TOP_REQUIRED = ("description", "device", "engines", "batches")
 
-ENGINE_KEYS: dict[str, _T] = {
+ENGINE_KEYS: dict[str, KeyType] = {
     "name": _enum(*ENGINES),
     "precisions": _list_of_enum(*PRECISIONS),
     "options": MAPPING,
@@ -151,11 +151,11 @@ _TRT_BUILD = {
     "gpu_fallback": BOOL,
     "workspace_mb": POS_INT,
     "timing_cache": _nullable(STR),
-    "builder_optimization_level": _T("an integer 0-5", lambda v: _is_int(v) and 0 <= v <= 5),
+    "builder_optimization_level": KeyType("an integer 0-5", lambda v: _is_int(v) and 0 <= v <= 5),
 }
-ENGINE_OPTIONS: dict[str, dict[str, _T]] = {
+ENGINE_OPTIONS: dict[str, dict[str, KeyType]] = {
     "ort": {
-        "providers": _T("a non-empty list of ONNX Runtime provider names (…ExecutionProvider)",
+        "providers": KeyType("a non-empty list of ONNX Runtime provider names (…ExecutionProvider)",
                         lambda v: isinstance(v, list) and len(v) > 0
                         and all(isinstance(x, str) and x.endswith("ExecutionProvider") for x in v)),
         "provider_options": SCALAR_MAP_LIST,
@@ -177,13 +177,13 @@ RETIRED_ENGINES = {
                   "engine 'trt' benchmarks TensorRT"),
 }
 
-POWER_KEYS: dict[str, _T] = {
+POWER_KEYS: dict[str, KeyType] = {
     "tegrastats_interval_ms": POS_INT,
     "module": _enum(*POWER_MODULES),
 }
 
 
-def _check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, _T], prefix: str,
+def check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, KeyType], prefix: str,
                 required: tuple[str, ...] = (), error: type[GsdeployError] = ProfileError) -> None:
     """Unknown keys, missing required keys and wrong types, each as one message naming the
     file (`where`), the key path and what was expected. Also used for claim files."""
@@ -208,10 +208,10 @@ def _entry_targets(where: str, i: int, raw: Any, common: dict[str, Any]) -> list
                            f"got {type(raw).__name__} {raw!r}")
     if raw.get("name") in RETIRED_ENGINES:
         raise ProfileError(f"{where}: key '{prefix}name': {RETIRED_ENGINES[raw['name']]}")
-    _check_keys(where, raw, ENGINE_KEYS, prefix, ENGINE_REQUIRED)
+    check_keys(where, raw, ENGINE_KEYS, prefix, ENGINE_REQUIRED)
     name = raw["name"]
     options = dict(raw.get("options") or {})
-    _check_keys(where, options, ENGINE_OPTIONS[name], f"{prefix}options.")
+    check_keys(where, options, ENGINE_OPTIONS[name], f"{prefix}options.")
     device = common["device"]
     if name == "ort" and "providers" not in options and device != "cpu":
         raise ProfileError(f"{where}: key '{prefix}options.providers' is required for ORT on a {device} "
@@ -238,7 +238,7 @@ def parse_profile(data: Any, where: str, default_name: str) -> Profile:
     validated (every rule in gsdeploy/target.validate)."""
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: a profile must be a YAML mapping at the top level, got {type(data).__name__}")
-    _check_keys(where, data, TOP_KEYS, "", TOP_REQUIRED)
+    check_keys(where, data, TOP_KEYS, "", TOP_REQUIRED)
     device = data["device"]
     batches = tuple(data["batches"])
     if len(set(batches)) != len(batches):
@@ -247,7 +247,7 @@ def parse_profile(data: Any, where: str, default_name: str) -> Profile:
     if data.get("power") is not None:
         if device != "jetson":
             raise ProfileError(f"{where}: key 'power' (tegrastats sampling) needs device: jetson")
-        _check_keys(where, data["power"], POWER_KEYS, "power.")
+        check_keys(where, data["power"], POWER_KEYS, "power.")
         power = PowerSpec(**data["power"])
     name = data.get("name", default_name)
     if not _NAME_RE.match(name):
@@ -329,7 +329,7 @@ def list_profiles() -> list[str]:
     return sorted(_files())
 
 
-def _read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile") -> Any:
+def read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -361,7 +361,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
             known = ", ".join(sorted(files)) or "none found"
             raise ProfileError(f"unknown profile '{text}' (known: {known}); or give a path to a YAML file")
         path = files[text]
-    profile = parse_profile(_read_yaml(path), str(path), default_name=path.stem)
+    profile = parse_profile(read_yaml(path), str(path), default_name=path.stem)
     return replace(profile, source=path)
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, Profile, _check_keys, _read_yaml,
-                               _T, load_profile, unavailable_reason)
+from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, KeyType, Profile, check_keys,
+                               load_profile, read_yaml, unavailable_reason)
 from gsdeploy.target import Target, validate
 
 METRICS = ("speedup", "flop_ratio", "params_ratio", "latency_ms")
@@ -109,40 +109,40 @@ class Verdict:
 
 # ---- loading --------------------------------------------------------------------------------
 
-_NUM = _T("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-_TOL = _T("a mapping with exactly one of abs or rel and a number >= 0, e.g. {rel: 0.1}",
+_NUM = KeyType("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+_TOL = KeyType("a mapping with exactly one of abs or rel and a number >= 0, e.g. {rel: 0.1}",
           lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("abs", "rel")
           and isinstance(next(iter(v.values())), (int, float)) and not isinstance(next(iter(v.values())), bool)
           and next(iter(v.values())) >= 0)
-CLAIM_KEYS: dict[str, _T] = {
+CLAIM_KEYS: dict[str, KeyType] = {
     "id": STR, "paper": STR, "model": STR, "arch": STR, "baseline": STR, "baseline_arch": STR,
-    "metric": _T("one of " + ", ".join(METRICS), lambda v: v in METRICS),
+    "metric": KeyType("one of " + ", ".join(METRICS), lambda v: v in METRICS),
     "claimed": _NUM, "tolerance": _TOL,
-    "direction": _T("one of " + ", ".join(DIRECTIONS), lambda v: v in DIRECTIONS),
+    "direction": KeyType("one of " + ", ".join(DIRECTIONS), lambda v: v in DIRECTIONS),
     "batch": POS_INT, "engine": STR, "precision": STR, "profile": STR, "input_shape": POS_INT_LIST,
     "paper_value": _NUM, "note": STR,
 }
 CLAIM_REQUIRED = ("id", "model", "metric", "claimed", "tolerance")
-FILE_KEYS: dict[str, _T] = {
+FILE_KEYS: dict[str, KeyType] = {
     "paper": STR, "url": STR,
     "defaults": MAPPING,
-    "claims": _T("a non-empty list of claims", lambda v: isinstance(v, list) and len(v) > 0),
+    "claims": KeyType("a non-empty list of claims", lambda v: isinstance(v, list) and len(v) > 0),
 }
 
 
 def parse_claims(data: Any, where: str) -> list[Claim]:
     if not isinstance(data, dict):
         raise ClaimError(f"{where}: a claim file must be a YAML mapping with a 'claims' list")
-    _check_keys(where, data, FILE_KEYS, "", ("claims",), error=ClaimError)
+    check_keys(where, data, FILE_KEYS, "", ("claims",), error=ClaimError)
     defaults = data.get("defaults") or {}
-    _check_keys(where, defaults, CLAIM_KEYS, "defaults.", error=ClaimError)
+    check_keys(where, defaults, CLAIM_KEYS, "defaults.", error=ClaimError)
     out: list[Claim] = []
     for i, raw in enumerate(data["claims"]):
         prefix = f"claims[{i}]."
         if not isinstance(raw, dict):
             raise ClaimError(f"{where}: key 'claims[{i}]' must be a mapping, got {type(raw).__name__}")
         merged = {**defaults, **raw}
-        _check_keys(where, merged, CLAIM_KEYS, prefix, CLAIM_REQUIRED, error=ClaimError)
+        check_keys(where, merged, CLAIM_KEYS, prefix, CLAIM_REQUIRED, error=ClaimError)
         paper = merged.get("paper", data.get("paper"))
         if not paper:
             raise ClaimError(f"{where}: missing key '{prefix}paper' (or a top-level 'paper')")
@@ -188,7 +188,7 @@ def load_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
             raise ClaimError(f"claim file {p} does not exist")
     claims: list[Claim] = []
     for f in files:
-        claims.extend(parse_claims(_read_yaml(f, ClaimError, "claim file"), str(f)))
+        claims.extend(parse_claims(read_yaml(f, ClaimError, "claim file"), str(f)))
     if not claims:
         raise ClaimError(f"no claims in {', '.join(map(str, files))}: nothing to check")
     ids = [c.id for c in claims]
