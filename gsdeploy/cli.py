@@ -350,11 +350,13 @@ def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a
 
     if profile is not None:
         load_profile(profile)  # a typo fails before any work
+    to_check = load_claims(claims)
     if output is not None:
-        from gsdeploy.export.artifact import check_output_path
+        from gsdeploy.atomic import check_target, files_in
 
-        check_output_path(output)  # an unwritable path fails before any work
-    verdicts = evaluate_claims(load_claims(claims), measure_claim, profile=profile)
+        # before any work; never over the claims or a model it reads
+        check_target(output, files_in([claims, *(p for c in to_check for p in (c.model, c.baseline) if p)]))
+    verdicts = evaluate_claims(to_check, measure_claim, profile=profile)
     typer.echo(render_verdicts(verdicts))
     if output is not None:
         write_verdicts(verdicts, output, "gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

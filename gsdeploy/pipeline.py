@@ -288,6 +288,11 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
         warnings = [line for t in req.targets if not df.empty
                     for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
                                            t.max_cov)]
+        threshold = plans["compressed"][0].threshold_error if "compressed" in plans else None
+        if threshold is not None:  # the threshold's own error, apart from the deploy/export check in the rows
+            warnings.append(f"note: --prune-threshold {req.prune_threshold:g} changed {subjects[1].name}'s outputs by "
+                            f"max rel {threshold.max_rel_err:.2e} (max abs {threshold.max_abs_err:.2e}); its rows "
+                            "time the thresholded model and max_rel_err is measured against it")
         if req.per_layer:
             extra_files += _per_layer(subjects, plans, req, results.stem, warnings)
     files = results.finish() + extra_files

@@ -527,3 +527,32 @@ def test_validate_a_folder_without_claims_fails(tmp_path):
     (tmp_path / "notes.txt").write_text("claims live elsewhere")
     r = run("validate", str(tmp_path))
     refused(r, "holds no claim files")
+
+
+def test_validate_output_never_replaces_its_claims(tmp_path):
+    claims = tmp_path / "c.yaml"
+    claims.write_text("paper: P\nclaims:\n  - {id: a, model: resnet20_hinge50, baseline: resnet20, metric: flop_ratio,"
+                      " claimed: 2.0, tolerance: {rel: 0.1}}\n")
+    before = claims.read_bytes()
+    refused(run("validate", str(claims), "-o", str(claims)), "same file as the input")
+    refused(run("validate", str(tmp_path), "-o", str(tmp_path / "c.yaml")), "same file as the input")
+    assert claims.read_bytes() == before
+    r = run("validate", str(claims), "-o", str(tmp_path / "v.md"))  # a new file is fine, no manifest asked for
+    assert r.exit_code in (0, 1) and "error:" not in r.stderr, r.output  # PASS or FAIL, both written
+    assert (tmp_path / "v.md").exists() and not list(tmp_path.glob("*manifest*"))
+
+
+def test_bench_with_a_threshold_times_the_thresholded_model_against_the_plain_baseline(tmp_path):
+    r = run("bench", "resnet20_hinge50", "--prune-threshold", "0.5", "-o", str(tmp_path), "--name", "t", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "--prune-threshold 0.5 changed resnet20_hinge50[threshold=0.5]'s outputs by max rel" in r.stderr
+    df = pd.read_csv(tmp_path / "t.csv").set_index("role")
+    assert df.loc["baseline", "model"] == "resnet20" and df.loc["compressed", "model"] == "resnet20_hinge50[threshold=0.5]"
+    from gsdeploy.metrics import count_macs
+    from gsdeploy.zoo import create_model
+
+    dense = create_model("resnet20")
+    assert df.loc["baseline", "macs"] == pytest.approx(count_macs(dense.module, dense.input_shape), rel=0.01)  # not cut
+    assert df.loc["compressed", "max_rel_err"] < 1e-4  # against the thresholded reference
+    plan = json.loads((tmp_path / "t.plan.json").read_text())
+    assert plan["threshold_error"]["max_rel_err"] > 1e-2

@@ -28,7 +28,6 @@ import bisect
 import json
 import math
 import statistics
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.target import Target
 
@@ -218,8 +218,8 @@ def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, target: T
     from gsdeploy.bench.runners.ort import OrtRunner
 
     onnx_path = Path(onnx_path)
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-layers-") as tmp:
-        optimized = Path(tmp) / "optimized.onnx"
+    with scratch_dir("layers") as tmp:
+        optimized = tmp / "optimized.onnx"
 
         def tune(so: Any) -> None:
             so.enable_profiling = True

@@ -73,6 +73,7 @@ def plan_record(result: DeployResult, model: str, options: DeployOptions, **extr
         "macs_before": result.macs_before, "macs_after": result.macs_after,
         "params_before": result.params_before, "params_after": result.params_after,
         "verification": asdict(result.verification),
+        "threshold_error": asdict(result.threshold_error) if result.threshold_error is not None else None,
         "decisions": [asdict(d) for d in result.plan],
         **extra,
     }
