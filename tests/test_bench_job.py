@@ -75,6 +75,8 @@ def test_rows_carry_environment_and_memory(subjects):
     for col in ("gpu_driver", "cuda_version", "cudnn_version"):
         assert df[col].isna().all() == (env["gpu"] is None)
     assert "tensorrt_version" in df.columns
+    # the target's profile and CoV limit travel with every row (the report flags noise by them)
+    assert (df["profile"].fillna("") == "").all() and (df["max_cov"] == 0.025).all()  # make_target: no profile
     # activations grow with the batch and the width; the same for every engine
     act = df.set_index(["model", "engine", "batch"])["activation_bytes"]
     assert act[("dense", "ort", 2)] == act[("dense", "torch", 2)] == 2 * act[("dense", "ort", 1)]

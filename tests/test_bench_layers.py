@@ -126,6 +126,8 @@ def test_bench_per_layer_writes_plan_and_profile_and_the_report_shows_them(tmp_p
     r = runner.invoke(app, ["bench", "resnet20_hinge50", "--engine", "ort", "--batch", "1", "--threads", "1",
                             "-o", str(tmp_path), "--name", "b", "--per-layer", *FAST])
     assert r.exit_code == 0, r.output + r.stderr
+    rows = pd.read_csv(tmp_path / "b.csv")
+    assert (rows["profile"] == "cpu-ort").all() and (rows["max_cov"] == 0.025).all()
     plan = json.loads((tmp_path / "b.plan.json").read_text())
     assert plan["kind"] == "gsdeploy-plan" and plan["model"] == "resnet20_hinge50"
     assert any(d["action"] == "keep" and d["site"] == "features.1.0.body.0" for d in plan["decisions"])

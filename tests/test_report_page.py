@@ -41,6 +41,7 @@ def sweep_dir(tmp_path: Path) -> Path:
                **env(gpu="NVIDIA H200", gpu_driver="580.1", cuda_version="13.0")),
            row("resnet50_pruned50", "compressed", 1.0, 1_819_000_000, device="NVIDIA H200", engine="torch-cuda",
                provider="cuda", threads=1, command="gsdeploy bench resnet50_pruned50 --profile server-gpu-torch",
+               latency_cov=0.015, max_cov=0.01, profile="server-gpu-torch",
                **env(gpu="NVIDIA H200", gpu_driver="580.1", cuda_version="13.0"))]
     write_csv(d / "cpu" / "bench_resnet56_hinge50.csv", cpu)
     write_csv(d / "gpu" / "bench_resnet50_pruned50.csv", gpu)
@@ -97,6 +98,9 @@ def test_page_of_a_merged_sweep_shows_everything(tmp_path):
     assert re.search(r'<td class="noisy"[^>]*>20\.0% ⚠</td>', cpu)
     assert re.search(r'<td class="fast">1\.25×</td>', cpu)
     assert re.search(r'<td class="fast">2\.00×</td>', gpu)
+    # the GPU profile's own CoV limit (1%) flags 1.5%, which the default 2.5% would pass
+    assert re.search(r'<td class="noisy"[^>]*>1\.5% ⚠</td>', gpu) and "server-gpu-torch" in gpu
+    assert "1.0%" in gpu and "1.0%" not in cpu.split("Speedup = ")[1]
     # plot inline, plan with the planner's extra fields, per-layer table, claims, commands
     assert page.count('src="data:image/svg+xml;base64,') == 1
     plans = page[page.index('id="plans"'):page.index('id="layers"')]

@@ -256,7 +256,8 @@ def run_sweep(subjects: list[Subject], targets: list[Target], command: str, prog
                             macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
                             command=command, timestamp=stamp, activation_bytes=activations[(s.name, batch)],
-                            peak_rss_bytes=peak, cuda_peak_bytes=cuda_peak, **power[s.name]))
+                            peak_rss_bytes=peak, cuda_peak_bytes=cuda_peak, profile=target.profile,
+                            max_cov=target.max_cov, **power[s.name]))
                 finally:
                     # Reverse order: TorchRunner restores the process-wide thread count it found.
                     for r in reversed(list(runners.values())):

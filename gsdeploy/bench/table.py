@@ -31,6 +31,7 @@ COLUMNS = [
     "cores", "gpu", "gpu_driver", "cuda_version", "cudnn_version", "tensorrt_version", "ort_package",
     "activation_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj", "power_skipped",
     "jetson_module", "power_mode", "cuda_peak_bytes",
+    "profile", "max_cov",  # the profile the target came from, and its CoV limit (reports flag rows above it)
 ]
 
 ROLES = ("baseline", "compressed")
@@ -48,7 +49,8 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
              artifact_bytes: int | None = None, env: dict | None = None, command: str = "",
              timestamp: str | None = None, activation_bytes: int | None = None,
              peak_rss_bytes: int | None = None, avg_power_w: float | None = None,
-             energy_per_inference_mj: float | None = None, power_skipped: str | None = None, cuda_peak_bytes: int | None = None) -> dict:
+             energy_per_inference_mj: float | None = None, power_skipped: str | None = None, cuda_peak_bytes: int | None = None,
+             profile: str | None = None, max_cov: float | None = None) -> dict:
     """One result row. `macs` are per sample (the convention of `flops.count_macs` with
     batch=1); the speedup columns are NaN until `add_speedups` fills them. `env` is a
     `capture_env()` dict (plus "tensorrt", the TensorRT package version, if any)."""
@@ -75,7 +77,7 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
         "activation_bytes": activation_bytes, "peak_rss_bytes": peak_rss_bytes, "avg_power_w": avg_power_w,
         "energy_per_inference_mj": energy_per_inference_mj, "power_skipped": power_skipped,
         "jetson_module": env.get("jetson_module"), "power_mode": env.get("power_mode"),
-        "cuda_peak_bytes": cuda_peak_bytes,
+        "cuda_peak_bytes": cuda_peak_bytes, "profile": profile, "max_cov": max_cov,
     }
     assert list(row) == COLUMNS
     return row

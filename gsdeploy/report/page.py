@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from gsdeploy.bench.stats import NOISY_COV
+from gsdeploy.target import DEFAULT_MAX_COV
 from gsdeploy.report.bundle import ReportInputs
 from gsdeploy.report.tables import latency_table
 
@@ -28,7 +28,7 @@ ENV_FIELDS = [
     ("CUDA", "cuda_version"), ("cuDNN", "cudnn_version"), ("TensorRT", "tensorrt_version"),
     ("ONNX Runtime", "ort_version"), ("ORT package", "ort_package"), ("ORT provider", "provider"),
     ("torch", "torch_version"), ("gsdeploy", "gsdeploy_version"), ("Jetson module", "jetson_module"),
-    ("power mode", "power_mode"), ("engines", "engine"), ("precisions", "precision"),
+    ("power mode", "power_mode"), ("profiles", "profile"), ("engines", "engine"), ("precisions", "precision"),
 ]
 _PLAN_KNOWN = ("site", "action", "layers", "shape_before", "shape_after", "macs_before", "macs_after", "reason")
 
@@ -191,6 +191,12 @@ _MEMORY = [("weights", "weights_bytes", fmt_bytes), ("artifact", "artifact_bytes
             if not _missing(v) else "–")]
 
 
+def _limit(row: dict, default: float) -> float:
+    """The CoV limit a row was measured under (its profile's `max_cov`), else `default`."""
+    v = row.get("max_cov")
+    return default if _missing(v) or not math.isfinite(float(v)) else float(v)
+
+
 def _headline(table: pd.DataFrame, cov_limit: float) -> str:
     flat = table.reset_index()
     extra = [(h, c, f) for h, c, f in _MEMORY if c in flat.columns and flat[c].notna().any()]
@@ -209,7 +215,7 @@ def _headline(table: pd.DataFrame, cov_limit: float) -> str:
             notes.add(f"No speedup for some rows: {r['note']}.")
         cells = [_td(str(r["model"]), "t"), _td(str(r["engine"]), "t"), _td(str(r["precision"]), "t"),
                  _td(str(r["batch"])), _td(vs, "t"), _td(fmt_ms(r["median_ms"])), _td(fmt_ms(r["p90_ms"])),
-                 _td(fmt_ms(r["p99_ms"])), _cov_cell(r["cov"], cov_limit),
+                 _td(fmt_ms(r["p99_ms"])), _cov_cell(r["cov"], _limit(r, cov_limit)),
                  _td("–" if _missing(r["throughput_per_s"]) else f"{float(r['throughput_per_s']):,.0f}/s"),
                  _td(fmt_count(r["macs"])), _td(fmt_count(r["params"]))]
         if base:
@@ -219,9 +225,11 @@ def _headline(table: pd.DataFrame, cov_limit: float) -> str:
                       _td(fmt_num(r["efficiency"], ".2f"))]
         cells += [_td(f(r[c])) for _, c, f in extra]
         out.append(f'<tr class="{"base" if base else "comp"}">' + "".join(cells) + "</tr>")
+    limits = sorted({_limit(r, cov_limit) for r in flat.to_dict("records")})
     legend = (f'<p class="legend">Speedup = dense median / median, both timed interleaved in one run; '
-              f'<b style="color:var(--bad)">▼</b> slower than dense; ⚠ CoV above {cov_limit:.1%} '
-              f"(noisy: repeat before trusting small differences); efficiency = speedup / FLOP speedup. "
+              f'<b style="color:var(--bad)">▼</b> slower than dense; ⚠ CoV above the profile\'s limit '
+              f"({', '.join(f'{v:.1%}' for v in limits)}: noisy, repeat before trusting small differences); "
+              f"efficiency = speedup / FLOP speedup. "
               f"MACs and params per sample; throughput in samples per second.</p>")
     foot = "".join(f"<li>{html.escape(n)}</li>" for n in sorted(notes))
     return _table(heads, out) + legend + (f'<ul class="notes">{foot}</ul>' if foot else "")
@@ -370,9 +378,10 @@ def _commands(rows: pd.DataFrame) -> str:
 # ---- the page -------------------------------------------------------------------------------------
 
 
-def html_page(inputs: ReportInputs, *, title: str = "gsdeploy report", cov_limit: float = NOISY_COV,
+def html_page(inputs: ReportInputs, *, title: str = "gsdeploy report", cov_limit: float = DEFAULT_MAX_COV,
               plots: bool = True) -> str:
-    """The whole report as one HTML document (UTF-8 text)."""
+    """The whole report as one HTML document (UTF-8 text). A row is flagged noisy above the
+    CoV limit it records (`max_cov`, from its profile), else above `cov_limit`."""
     rows = inputs.rows
     table = latency_table(rows)
     flat = table.reset_index()
@@ -380,7 +389,7 @@ def html_page(inputs: ReportInputs, *, title: str = "gsdeploy report", cov_limit
     n_files = rows["source"].nunique() if "source" in rows.columns else 0
     comp = flat[flat["role"] == "compressed"]
     slow = int((comp["speedup"] < 1.0).sum())
-    noisy = int((flat["cov"] > cov_limit).sum())
+    noisy = sum(1 for r in flat.to_dict("records") if not _missing(r["cov"]) and r["cov"] > _limit(r, cov_limit))
 
     sections: list[tuple[str, str, str]] = []  # (anchor, heading, body)
     for dev in devices:
@@ -406,7 +415,7 @@ def html_page(inputs: ReportInputs, *, title: str = "gsdeploy report", cov_limit
 
     summary = (f"{len(rows)} rows from {n_files} file(s) on {len(devices)} device(s): "
                f"{', '.join(devices)}. {len(comp)} compressed configuration(s), {slow} slower than dense; "
-               f"{noisy} row(s) with CoV above {cov_limit:.1%}.")
+               f"{noisy} row(s) with CoV above their profile's limit.")
     nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(h)}</a>' for a, h, _ in sections) + "</nav>"
     body = "\n".join(f'<section id="{a}"><h2>{html.escape(h)}</h2>\n{b}\n</section>' for a, h, b in sections)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"

@@ -18,12 +18,13 @@ OPTIONAL_COLUMNS = (
     "latency_ms_p99", "latency_ms_min", "latency_ms_max", "latency_cov", "iterations", "throughput_per_s",
     "speedup_vs_baseline", "flop_speedup", "efficiency", "max_rel_err", "weights_bytes", "artifact_bytes",
     "cpu", "gsdeploy_version", "torch_version", "ort_version", "timestamp", "command", "baseline_model",
+    "profile", "max_cov",
 )
 ROLES = ("baseline", "compressed")
 NUMERIC = ("batch", "threads", "macs", "params", "latency_ms_median", "latency_ms_mean", "latency_ms_p90",
            "latency_ms_p95", "latency_ms_p99", "latency_ms_min", "latency_ms_max", "latency_cov", "iterations",
            "throughput_per_s", "speedup_vs_baseline", "flop_speedup", "efficiency", "max_rel_err",
-           "weights_bytes", "artifact_bytes")
+           "weights_bytes", "artifact_bytes", "max_cov")
 
 
 class NotResultsError(GsdeployError):

@@ -32,7 +32,8 @@ TABLE_COLUMNS = [
 ]
 # Optional row columns carried into the table when the rows have them (memory from the bench
 # rows; power/energy on Jetson from bench/tegrastats.py, under these names).
-PASSTHROUGH = ("weights_bytes", "artifact_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj")
+PASSTHROUGH = ("weights_bytes", "artifact_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj",
+               "max_cov")
 FORMATS = ("md", "csv", "html")  # html: report/page.py
 
 
