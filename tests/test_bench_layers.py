@@ -107,8 +107,10 @@ def test_trace_is_split_per_run_and_warmup_dropped(tmp_path):
 def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
     deployed, dense = onnx_pair
     one = make_target("ort", threads=1)
-    dep = profile_ort(deployed, 2, [PAIR], target=one, warmup=2, runs=5)
-    den = profile_ort(dense, 2, [], target=one, warmup=2, runs=5)
+    stem = {"site": "stem", "action": "fold BN", "layers": ["stem", "bn"], "shape_after": "3x3 3->8"}
+    dense_conv = {"site": "block.conv", "action": "fold BN", "layers": ["block.conv", "bn"], "shape_after": "3x3 8->8"}
+    dep = profile_ort(deployed, 2, [stem, PAIR], target=one, warmup=2, runs=5)
+    den = profile_ort(dense, 2, [dense_conv], target=one, warmup=2, runs=5)
     assert dep.runs == den.runs == 5
     assert set(dep.order) == {"stem", "block.conv", "head"}, dep.order  # both convs of the pair: one site
     assert set(den.order) == {"stem", "block.conv", "head"}, den.order
@@ -116,7 +118,8 @@ def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
     df = join_sites(dep, den)
     assert list(df["site"]) == dep.order
     r = df.set_index("site").loc["block.conv"]
-    assert r["action"] == "keep" and r["deployed_shape"] == PAIR["shape_after"]
+    assert r["action"] == "keep" and r["deployed_shape"] == PAIR["shape_after"] and r["dense_shape"] == "3x3 8->8"
+    assert df.set_index("site").loc["stem", "deployed_shape"] == "3x3 3->8"  # from its BN fold
     assert r["dense_us"] > 0 and r["deployed_us"] > 0 and r["speedup"] == pytest.approx(r["dense_us"] / r["deployed_us"])
     assert df["deployed_share"].sum() == pytest.approx(1.0)
 

@@ -62,7 +62,8 @@ def sweep_dir(tmp_path: Path) -> Path:
         {"model": "resnet56_hinge50", "baseline": "resnet56", "engine": "ort", "batch": 1, "site": "features.0.0",
          "action": "", "deployed_shape": "", "dense_us": 23.5, "deployed_us": 25.0, "command": "gsdeploy bench --per-layer"},
         {"model": "resnet56_hinge50", "baseline": "resnet56", "engine": "ort", "batch": 1,
-         "site": "features.1.0.body.0", "action": "keep", "deployed_shape": "3x3 16->7 + 1x1 7->16", "dense_us": 50.0,
+         "site": "features.1.0.body.0", "action": "keep", "deployed_shape": "3x3 16->7 + 1x1 7->16",
+         "dense_shape": "3x3 16->16", "dense_us": 50.0,
          "deployed_us": 80.5, "command": "gsdeploy bench --per-layer"}])
     layers.to_csv(d / "cpu" / "bench_resnet56_hinge50.layers.csv", index=False)
     pd.DataFrame([{"id": "hinge-resnet56-flops", "status": "PASS", "metric": "flop_ratio", "measured": 0.4946,
@@ -107,7 +108,7 @@ def test_page_of_a_merged_sweep_shows_everything(tmp_path):
     assert "features.1.0.body.0" in plans and "predicted ms" in plans and "&lt;kept&gt;" in plans
     assert "1 × fold BN" in plans and "features.0.0" not in plans.split("<table>")[-1]  # BN folds only counted
     layers = page[page.index('id="layers"'):page.index('id="claims"')]
-    assert "80.5 µs" in layers and re.search(r'class="slow"[^>]*>0\.62× ▼', layers)
+    assert "80.5 µs" in layers and re.search(r'class="slow"[^>]*>0\.62× ▼', layers) and "3x3 16-&gt;16" in layers
     claims = page[page.index('id="claims"'):page.index('id="commands"')]
     assert 'class="tag PASS"' in claims and 'class="tag FAIL"' in claims and "gsdeploy validate claims/dwgl.yaml" in claims
     commands = page[page.index('id="commands"'):]

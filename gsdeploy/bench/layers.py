@@ -43,7 +43,7 @@ UNATTRIBUTED = "(unattributed)"
 # Plan actions that do not group layers into a site (one layer each, or none left in the graph).
 _NOT_GROUPING = ("fold BN", "remove zero groups", "fold DReLU")
 LAYER_COLUMNS = ["model", "baseline", "engine", "provider", "device", "threads", "batch", "site", "action",
-                 "deployed_shape", "dense_us", "deployed_us", "speedup", "deployed_share", "deployed_ops", "dense_ops",
+                 "deployed_shape", "dense_shape", "dense_us", "deployed_us", "speedup", "deployed_share", "deployed_ops", "dense_ops",
                  "runs", "command", "timestamp"]
 
 
@@ -148,6 +148,7 @@ class SiteTimes:
     order: list[str]  # sites in execution order
     runs: int
     decisions: dict[str, dict]  # site -> the plan decision that made it a site
+    shapes: dict[str, str] = field(default_factory=dict)  # site -> its shape after deploy, where the plan says
     device: str = ""  # what ran it, as the runner names it (CPU model, GPU name)
     threads: int | None = None
 
@@ -174,7 +175,11 @@ def _group(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str
         op_counts[site(n)][ops.get(n, "?")] += 1
     us = {s: statistics.median(r.get(s, 0.0) for r in sums) for s in sites}
     dec = {v[0]: v[1] for v in site_cache.values() if v[1] is not None}
-    return SiteTimes(us=us, ops=dict(op_counts), order=sites, runs=len(per_run), decisions=dec)
+    # A site's shape: its grouping decision's, else that of the decision about the layer itself
+    # (a BN fold names the conv's final shape, e.g. "1x1 64->32" of a pruned ResNet-50).
+    own = {str(d.get("site")): str(d.get("shape_after") or "") for d in decisions if d.get("shape_after")}
+    shapes = {s: str(dec[s].get("shape_after") or "") if s in dec else own.get(s, "") for s in sites}
+    return SiteTimes(us=us, ops=dict(op_counts), order=sites, runs=len(per_run), decisions=dec, shapes=shapes)
 
 
 def read_ort_trace(path: Path, skip_runs: int) -> tuple[list[dict[str, float]], dict[str, str], list[str]]:
@@ -307,7 +312,8 @@ def join_sites(deployed: SiteTimes, dense: SiteTimes) -> pd.DataFrame:
         dep, den = deployed.us.get(s), dense.us.get(s)
         d = deployed.decisions.get(s) or {}
         rows.append({
-            "site": s, "action": d.get("action", ""), "deployed_shape": d.get("shape_after", ""),
+            "site": s, "action": d.get("action", ""), "deployed_shape": deployed.shapes.get(s, ""),
+            "dense_shape": dense.shapes.get(s, ""),
             "dense_us": den if den is not None else math.nan, "deployed_us": dep if dep is not None else math.nan,
             "speedup": den / dep if den and dep else math.nan,
             "deployed_share": dep / total if dep is not None and total > 0 else math.nan,
@@ -327,11 +333,13 @@ def layers_markdown(df: pd.DataFrame) -> str:
         lines += [f"## {model} vs {base}, {engine}, batch {batch}", "",
                   f"Sum of node times per inference under the profiler: dense {den:,.0f} µs, deployed {dep:,.0f} µs"
                   + (f" ({den / dep:.2f}×)." if dep > 0 else "."), "",
-                  "| site | action | deployed | dense µs | deployed µs | speedup | share | deployed ops |",
-                  "|---|---|---|---:|---:|---:|---:|---|"]
+                  "| site | action | deployed | dense | dense µs | deployed µs | speedup | share | deployed ops |",
+                  "|---|---|---|---|---:|---:|---:|---:|---|"]
         for r in g.to_dict("records"):
             f = lambda v, spec: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)  # noqa: E731
-            lines.append(f"| {r['site']} | {r['action'] or '–'} | {r['deployed_shape'] or '–'} | {f(r['dense_us'], ',.1f')}"
+            txt = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)  # noqa: E731
+            lines.append(f"| {r['site']} | {txt(r.get('action'))} | {txt(r.get('deployed_shape'))} | "
+                         f"{txt(r.get('dense_shape'))} | {f(r['dense_us'], ',.1f')}"
                          f" | {f(r['deployed_us'], ',.1f')} | {f(r['speedup'], '.2f')} | {f(r['deployed_share'], '.1%')}"
                          f" | {r['deployed_ops']} |")
         lines.append("")

@@ -265,7 +265,7 @@ def _plan_section(plan: dict) -> str:
     if ver.get("max_rel_err") is not None:
         facts.append(f"deployed vs original: max rel error {float(ver['max_rel_err']):.1e}")
     if opts:
-        facts.append("options: " + ", ".join(f"{k}={v}" for k, v in opts.items() if v is not None))
+        facts.append("options: " + ", ".join(f"{k}={_option(v)}" for k, v in opts.items() if v is not None))
     if plan.get("summary"):
         facts.append(str(plan["summary"]))
     parts.append("<p>" + html.escape("; ".join(facts)) + "</p>" if facts else "")
@@ -293,6 +293,14 @@ def _plan_section(plan: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _option(v: Any) -> str:
+    """A deploy option in a few characters: a target (a dict) by its label and profile."""
+    if isinstance(v, dict):
+        label = v.get("label") or v.get("engine") or "?"
+        return f"{label}@{v['profile']}" if v.get("profile") else str(label)
+    return str(v)
+
+
 def _plain(v: Any) -> str:
     if isinstance(v, float):
         return fmt_num(v, ".4g")
@@ -317,8 +325,8 @@ def _layers_section(layers: pd.DataFrame) -> str:
         parts.append(f"<p>Sum of node times per inference under the profiler: dense {fmt_us(total_den)}, "
                      f"deployed {fmt_us(total_dep)}"
                      + (f" ({total_den / total_dep:.2f}×)" if total_dep > 0 and total_den > 0 else "") + ".</p>")
-        heads = [("site", "t"), ("action", "t"), ("deployed", "t"), ("dense µs", ""), ("deployed µs", ""),
-                 ("speedup", ""), ("share of deployed", "t")]
+        heads = [("site", "t"), ("action", "t"), ("deployed", "t"), ("dense", "t"), ("dense µs", ""),
+                 ("deployed µs", ""), ("speedup", ""), ("share of deployed", "t")]
         rows = []
         for r in g.to_dict("records"):
             dep = r.get("deployed_us")
@@ -328,7 +336,8 @@ def _layers_section(layers: pd.DataFrame) -> str:
             speed = (float(r["dense_us"]) / float(dep) if not _missing(dep) and not _missing(r.get("dense_us"))
                      and float(dep) > 0 else float("nan"))
             rows.append("<tr>" + _td(str(r.get("site")), "t") + _td(_plain(r.get("action")), "t")
-                        + _td(_plain(r.get("deployed_shape")), "t") + _td(fmt_us(r.get("dense_us")))
+                        + _td(_plain(r.get("deployed_shape")), "t") + _td(_plain(r.get("dense_shape")), "t")
+                        + _td(fmt_us(r.get("dense_us")))
                         + _td(fmt_us(dep)) + _speed_cell(speed)
                         + f'<td class="t">{bar}{html.escape(fmt_pct(share))}</td></tr>')
         parts.append(_table(heads, rows))
