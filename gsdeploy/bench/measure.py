@@ -145,16 +145,17 @@ def measure_interleaved(runners: Mapping[str, RunnerLike], batch: int, cfg: Meas
 
     # If the process never goes quiet (an engine configured to spin forever, e.g. OpenMP
     # with OMP_WAIT_POLICY=active), waiting for it is pointless: after a few capped waits
-    # fall back to the fixed pause.
-    capped_in_a_row = [0]
+    # fall back to the fixed pause. The count is not reset by a quiet probe, because on a
+    # loaded machine a spinning thread that is merely descheduled also looks quiet.
+    capped = [0]
 
     def between_turns() -> None:
-        if capped_in_a_row[0] >= 3:
+        if capped[0] >= 3:
             time.sleep(cfg.pause_s)
             return
         waited = settle(cfg.pause_s, cfg.settle_max_s)
-        hit_cap = cfg.settle_max_s > 0 and waited >= cfg.settle_max_s
-        capped_in_a_row[0] = capped_in_a_row[0] + 1 if hit_cap else 0
+        if cfg.settle_max_s > 0 and waited >= cfg.settle_max_s:
+            capped[0] += 1
 
     # The collector pausing mid-series would add a spike to whichever runner is unlucky;
     # collect once now and keep it off while timing (timeit does the same).
