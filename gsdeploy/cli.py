@@ -29,6 +29,7 @@ FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs
 ThresholdOpt = Annotated[Optional[float], typer.Option("--prune-threshold", help="also remove groups whose L2 norm is at most this")]
 TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whole nn.Module (runs code from the file)")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="fail when zero channels remain that the passes could not remove")]
 
 
 def _fail(code: int, message: str) -> None:
@@ -78,11 +79,19 @@ def _check_deploy_flags(fuse: str, prune_threshold: float | None) -> None:
         raise GsdeployError(f"--prune-threshold must be a finite number >= 0, not {prune_threshold}")
 
 
-def _options(fuse: str, prune_threshold: float | None, target=None):
+def _warn_kept_zeros(result) -> None:
+    """A deploy that left removable-looking zeros in place says so in one line."""
+    if result.kept_zeros:
+        from gsdeploy.transforms.leftovers import warning_line
+
+        err.print(f"warning: {warning_line(result.kept_zeros)}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _options(fuse: str, prune_threshold: float | None, target=None, strict: bool = False):
     from gsdeploy.transforms import DeployOptions
 
     _check_deploy_flags(fuse, prune_threshold)
-    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, target=target)
+    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, target=target, strict=strict)
 
 
 def _targets(profile: str | None, **flags):
@@ -157,16 +166,18 @@ def _summary(result) -> str:
 @guarded
 def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
             arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
-            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None) -> None:
+            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
+            strict: StrictOpt = False) -> None:
     """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason."""
     from gsdeploy.transforms import deploy
 
     _check_deploy_flags(fuse, prune_threshold)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
     loaded = _load(model, arch, target.input_shape, trust)
-    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold, target))
+    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold, target, strict))
     out.print(_plan_table(result))
     out.print(_summary(result), highlight=False)
+    _warn_kept_zeros(result)
 
 
 @app.command()
@@ -185,7 +196,8 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache")] = None,
            dla_core: Annotated[Optional[int], typer.Option("--dla-core")] = None,
            gpu_fallback: Annotated[bool, typer.Option("--gpu-fallback", help="default: the profile's TensorRT entry")] = False,
-           calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs")] = None) -> None:
+           calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs")] = None,
+           strict: StrictOpt = False) -> None:
     """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
     from gsdeploy.export.artifact import check_output_path, manifest_path
     from gsdeploy.transforms import deploy
@@ -211,9 +223,10 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
             from gsdeploy.export.torch_tensorrt import require_torch_tensorrt
             require_torch_tensorrt()
     loaded = _load(model, arch, target.input_shape, trust)
-    options = _options(fuse, prune_threshold, target)
+    options = _options(fuse, prune_threshold, target, strict)
     result = deploy(loaded.module, loaded.input_shape, options)
     out.print(_summary(result), highlight=False)
+    _warn_kept_zeros(result)
     if engine == "onnx":
         from gsdeploy.export.onnx_artifact import write_onnx_artifact
 

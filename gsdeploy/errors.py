@@ -33,3 +33,7 @@ class MissingDependencyError(GsdeployError):
 
 class OutputPathError(GsdeployError):
     """The output path cannot be written."""
+
+
+class UnremovedZerosError(GsdeployError):
+    """--strict: the checkpoint has zero channels that the passes could not remove."""

@@ -61,6 +61,7 @@ def base_manifest(loaded, result, options) -> dict[str, Any]:
         "macs": {"before": result.macs_before, "after": result.macs_after},
         "params": {"before": result.params_before, "after": result.params_after},
         "plan": [asdict(d) for d in result.plan],
+        "kept_zero_channels": [asdict(k) for k in getattr(result, "kept_zeros", [])],
         "deployed_vs_original": asdict(result.verification),
         "deployed_vs_original_fp32": asdict(result.fp32_error) if result.fp32_error else None,
         "threshold_error": asdict(result.threshold_error) if result.threshold_error else None,

@@ -87,13 +87,19 @@ def _load_checkpoint(path: Path, arch: str | None, trust: bool) -> LoadedModel:
 
 
 def _detect_arch(state: dict[str, torch.Tensor], path: Path) -> str:
-    """Pick the one official layout whose keys match exactly; otherwise ask for --arch."""
+    """Pick the one official layout whose keys match exactly; otherwise ask for --arch. Layouts
+    that read their depth from the file (generic) are tried only when no named one fits."""
     fits: dict[str, nn.Module] = {}
-    for name, spec in ARCHS.items():
-        try:
-            fits[name] = load_by_shapes(spec.template(state), state, name, ignore=set(spec.ignore))
-        except Exception:
-            continue
+    for generic in (False, True):
+        for name, spec in ARCHS.items():
+            if spec.generic != generic:
+                continue
+            try:
+                fits[name] = load_by_shapes(spec.template(state), state, name, ignore=set(spec.ignore))
+            except Exception:
+                continue
+        if fits:
+            break
     if len(fits) == 1:
         return next(iter(fits))
     pair = _dense_or_hinge(fits, state)

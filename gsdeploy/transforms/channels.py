@@ -15,6 +15,10 @@ it is non-zero (every producer writes zero and every op keeps zero: removing it 
 value) or nothing in it is used (every consumer ignores it). Grouped convs add one more
 constraint: a group goes only as a whole. The DWGL intersection rule across a residual add
 falls out of the union: the class is zero only if every addend's producer is zero.
+
+What keeps a class is data too: an opaque node that pinned it (`blockers`) or a grouped conv
+that keeps a whole group for it; `Analysis.blocked` names that node, so the plan can say which
+op kept which zero channels.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ class ChannelGraph:
     nonzero: list[bool] = field(default_factory=list)
     used: list[bool] = field(default_factory=list)
     groups: list[np.ndarray] = field(default_factory=list)  # element ids that go only together
+    group_owner: list[fx.Node] = field(default_factory=list)  # the grouped conv of each entry of `groups`
+    # element -> the opaque node that pinned it (graph inputs/outputs pin without a blocker)
+    blockers: dict[int, fx.Node] = field(default_factory=dict)
+    blocker_why: dict[fx.Node, str] = field(default_factory=dict)
+    io: set[int] = field(default_factory=set)  # elements pinned as graph inputs, outputs or constants
 
     # ---- building -------------------------------------------------------------------------
     def add_tensor(self, node: fx.Node, width: int) -> None:
@@ -88,10 +97,14 @@ class ChannelGraph:
         for ea, eb in zip(self.ids(a), self.ids(b)):
             self.union(ea, eb)
 
-    def pin(self, node: fx.Node) -> None:
+    def pin(self, node: fx.Node, blocker: fx.Node | None = None) -> None:
         if node in self.offset:
             for e in self.ids(node):
                 self.pinned[e] = True
+                if blocker is not None:
+                    self.blockers.setdefault(e, blocker)
+                else:
+                    self.io.add(e)
 
     def mark(self, flags: list[bool], node: fx.Node, mask: np.ndarray | torch.Tensor | bool) -> None:
         ids = self.ids(node)
@@ -112,6 +125,8 @@ class Analysis:
     roots: np.ndarray
     removable: np.ndarray  # per root id: the class goes
     zero: np.ndarray  # per root id: the class is zero everywhere (removal changes no value)
+    # per root id of a class an opaque node pins, or a grouped conv keeps: that node
+    blocked: dict[int, fx.Node] = field(default_factory=dict)
 
     def any_removable(self) -> bool:
         return bool(self.removable[self.roots].any())
@@ -171,10 +186,11 @@ def column_used(layer: nn.Conv2d | nn.Linear, tol: float) -> np.ndarray:
     return (_slice_norms(cols, 0) > tol).numpy()
 
 
-def _pin_all(cg: ChannelGraph, node: fx.Node) -> bool:
+def _pin_all(cg: ChannelGraph, node: fx.Node, why: str = "not understood by the channel analysis") -> bool:
     for a in node.all_input_nodes:
-        cg.pin(a)
-    cg.pin(node)
+        cg.pin(a, node)
+    cg.pin(node, node)
+    cg.blocker_why.setdefault(node, why)
     return True
 
 
@@ -210,6 +226,7 @@ def rule_layer(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict
         xi, yi = cg.ids(x), cg.ids(node)
         for j in range(m.groups):
             cg.groups.append(np.array(list(xi[j * cin_g:(j + 1) * cin_g]) + list(yi[j * cout_g:(j + 1) * cout_g])))
+            cg.group_owner.append(node)
     return True
 
 
@@ -397,6 +414,10 @@ def _batch_size(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dic
     return node.args[1:2] == (0,)  # x.size(0) reads the batch size only
 
 
+def _metadata(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict) -> bool:
+    return len(node.args) == 2 and node.args[1] in ops.METADATA_ATTRS  # x.shape: no channel is read
+
+
 FunctionRule = Callable[[ChannelGraph, fx.GraphModule, fx.Node, dict], bool]
 
 # (call_function targets, call_method names, rule): the coupling table; one line per kind of op.
@@ -413,6 +434,7 @@ FUNCTION_RULES: list[tuple[set, set[str], FunctionRule]] = [
     (ops.POOL_WITH_INDICES_FNS, set(), _pool_with_indices),
     ({operator.getitem}, set(), _getitem),
     (set(), {"size"}, _batch_size),
+    ({getattr}, set(), _metadata),
 ]
 
 
@@ -443,18 +465,21 @@ def build(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.
                 cg.pin(a)
             continue
         ok = False
+        why = "not understood by the channel analysis"
         try:  # a rule meeting an argument form it does not expect treats the node as opaque
             if node.op == "call_module":
                 # a module with per-channel state called twice cannot be cut for one call only;
                 # stateless ones (a ReLU reused across a block) can
-                ok = (calls[node.target] == 1 or not _has_channel_state(gm.get_submodule(node.target))) \
-                    and rule_module(cg, gm, node, shapes, tol)
+                shared = calls[node.target] > 1 and _has_channel_state(gm.get_submodule(node.target))
+                if shared:
+                    why = f"called {calls[node.target]} times with the same weights"
+                ok = not shared and rule_module(cg, gm, node, shapes, tol)
             else:
                 ok = rule_function(cg, gm, node, shapes, tol)
         except Exception:  # noqa: BLE001
             ok = False
         if not ok:
-            _pin_all(cg, node)
+            _pin_all(cg, node, why)
     return cg
 
 
@@ -469,12 +494,15 @@ def decide(cg: ChannelGraph) -> Analysis:
     np.logical_or.at(used, roots, np.asarray(cg.used, dtype=bool))
     zero = ~nonzero
     removable = ~pinned & (zero | ~used)
+    blocked = _blocked_by_pins(cg, roots)
     changed = True
     while changed:
         changed = False
-        for elems in cg.groups:  # a group of a grouped conv goes as a whole or not at all
+        for elems, owner in zip(cg.groups, cg.group_owner):  # a group goes as a whole or not at all
             r = roots[elems]
             if removable[r].any() and not removable[r].all():
+                for root in np.unique(r[removable[r]]):
+                    blocked.setdefault(int(root), owner)
                 removable[r] = False
                 changed = True
         for node in cg.offset:  # never leave a tensor with no channels: keep its first one
@@ -482,7 +510,20 @@ def decide(cg: ChannelGraph) -> Analysis:
             if len(r) and removable[r].all():
                 removable[r[0]] = False
                 changed = True
-    return Analysis(cg, roots, removable, zero)
+    return Analysis(cg, roots, removable, zero, blocked)
+
+
+def _blocked_by_pins(cg: ChannelGraph, roots: np.ndarray) -> dict[int, fx.Node]:
+    """Classes an opaque node pinned: root -> that node. A class that a graph input or output
+    pins as well stays for that reason alone and is left out."""
+    io_pinned = np.zeros(len(roots), dtype=bool)
+    io_pinned[np.unique(roots[list(cg.io)]) if cg.io else []] = True
+    out: dict[int, fx.Node] = {}
+    for e, node in cg.blockers.items():
+        r = int(roots[e])
+        if not io_pinned[r]:
+            out.setdefault(r, node)
+    return out
 
 
 def analyze(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size], tol: float = 0.0) -> Analysis:

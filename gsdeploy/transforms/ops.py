@@ -35,20 +35,26 @@ ZERO_PRESERVING_FNS = {
     F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default,
     F.adaptive_max_pool2d, torch.neg, aten.neg.default, operator.neg,
 }
-ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous", "clone", "float", "neg"}
+# In-place twins: transforms/inplace.py makes most of them out-of-place first; the ones it must
+# leave (writing into a view) still keep channels apart and zeros zero.
+ZERO_PRESERVING_FNS |= {torch.relu_, F.relu_, aten.relu_.default, F.hardtanh_, aten.hardtanh_.default,
+                        F.leaky_relu_, aten.leaky_relu_.default, F.elu_, aten.elu_.default, aten.silu_.default,
+                        aten.hardswish_.default, aten.tanh_.default, aten.neg_.default}
+ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous", "clone", "float", "neg", "relu_", "tanh_", "neg_"}
 # return (values, indices); element 0 is channel-wise and zero-preserving
 POOL_WITH_INDICES_FNS = {aten.max_pool2d_with_indices.default}
 # element-wise ops that keep channels separate but do not map 0 to 0
 NOT_ZERO_PRESERVING_FNS = {torch.sigmoid, aten.sigmoid.default, F.sigmoid, torch.exp, aten.exp.default,
                            F.hardsigmoid, aten.hardsigmoid.default}
-NOT_ZERO_PRESERVING_METHODS = {"sigmoid", "exp"}
+NOT_ZERO_PRESERVING_FNS |= {torch.sigmoid_, aten.sigmoid_.default, aten.exp_.default, aten.hardsigmoid_.default}
+NOT_ZERO_PRESERVING_METHODS = {"sigmoid", "exp", "sigmoid_", "exp_"}
 
 ADD_FNS = {operator.add, operator.iadd, torch.add, aten.add.Tensor, operator.sub, operator.isub, torch.sub,
-           aten.sub.Tensor}
+           aten.sub.Tensor, aten.add_.Tensor, aten.sub_.Tensor}
 ADD_METHODS = {"add", "sub", "add_", "sub_"}
-MUL_FNS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor}
+MUL_FNS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor, aten.mul_.Tensor}
 MUL_METHODS = {"mul", "mul_"}
-DIV_FNS = {operator.truediv, operator.itruediv, torch.div, aten.div.Tensor}
+DIV_FNS = {operator.truediv, operator.itruediv, torch.div, aten.div.Tensor, aten.div_.Tensor}
 DIV_METHODS = {"div", "div_"}
 CAT_FNS = {torch.cat, aten.cat.default, torch.concat, torch.concatenate}
 PAD_FNS = {F.pad, aten.constant_pad_nd.default, aten.pad.default}
@@ -58,6 +64,8 @@ MEAN_FNS = {torch.mean, aten.mean.dim}
 MEAN_METHODS = {"mean"}
 RESHAPE_FNS = {torch.reshape, aten.view.default, aten.reshape.default, aten._unsafe_view.default}
 RESHAPE_METHODS = {"view", "reshape"}
+# attributes that read no tensor data (y.shape feeding a view)
+METADATA_ATTRS = {"shape", "dtype", "device", "ndim"}
 
 
 def is_fn(node: fx.Node, fns: set, methods: set[str] | None = None) -> bool:

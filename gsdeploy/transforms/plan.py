@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +37,7 @@ class DeployOptions:
     verify_batches: int = 2  # random input batches used by verify
     seed: int = 0
     target: Target | None = None  # where latency decisions are timed (None: ORT CPU on every core)
+    strict: bool = False  # zero channels the passes could not remove are an error, not a warning
 
     def __post_init__(self) -> None:
         if self.fuse not in FUSE_MODES:
@@ -60,6 +61,7 @@ class DeployResult:
     # prune_threshold the original with its small groups zeroed. Exported artifacts are checked
     # against this one too; the threshold's own effect is threshold_error.
     reference: torch.nn.Module | None = None
+    kept_zeros: list = field(default_factory=list)  # leftovers.KeptZeros: zero channels that stayed, and why
 
 
 def plan_record(result: DeployResult, model: str, options: DeployOptions, **extra: object) -> dict:
@@ -75,6 +77,7 @@ def plan_record(result: DeployResult, model: str, options: DeployOptions, **extr
         "verification": asdict(result.verification),
         "threshold_error": asdict(result.threshold_error) if result.threshold_error is not None else None,
         "decisions": [asdict(d) for d in result.plan],
+        "kept_zero_channels": [asdict(k) for k in result.kept_zeros],
         **extra,
     }
 

@@ -9,13 +9,15 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.metrics import count_macs, count_params
-from gsdeploy.errors import InputShapeError, NumericMismatchError
+from gsdeploy.errors import InputShapeError, NumericMismatchError, UnremovedZerosError
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fold_bn import fold_bn
 from gsdeploy.transforms.fold_drelu import fold_drelu
 from gsdeploy.transforms.fold_linear import fold_linear
 from gsdeploy.transforms.fuse_pairs import fuse_pairs
 from gsdeploy.transforms.fxutil import drop_unused_attrs, set_eval
+from gsdeploy.transforms.inplace import functionalize
+from gsdeploy.transforms.leftovers import as_decisions, kept_zeros, warning_line
 from gsdeploy.transforms.normalize import normalize
 from gsdeploy.transforms.plan import Decision, DeployOptions, DeployResult
 from gsdeploy.transforms.prune_zero import prune_zero, zero_small_groups
@@ -102,6 +104,7 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     # (ResNet-164) amplified that past 1e-5.
     gm.double()
     plan: list[Decision] = []
+    plan += functionalize(gm, ctx)
     plan += normalize(gm, ctx)
     plan += fold_bn(gm, ctx)
 
@@ -125,6 +128,10 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     gm.graph.lint()
     gm.recompile()
     set_eval(gm)
+    kept = kept_zeros(gm, ctx)
+    if kept and options.strict:
+        raise UnremovedZerosError(warning_line(kept, hint=False) + " (--strict)")
+    plan += as_decisions(kept)
 
     verification = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance)
     if not verification.passed:
@@ -139,7 +146,8 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
                         macs_before=count_macs(original, input_shape), macs_after=count_macs(gm, input_shape),
                         params_before=count_params(original), params_after=count_params(gm),
                         verification=verification, threshold_error=threshold_error, fp32_error=fp32,
-                        reference=original if reference is original else _float32_copy(reference))
+                        reference=original if reference is original else _float32_copy(reference),
+                        kept_zeros=kept)
 
 
 def _float32_copy(module: nn.Module) -> nn.Module:

@@ -5,6 +5,6 @@ from gsdeploy.load.archs.registry import ARCHS, OfficialArch, get_arch, register
 
 # Importing a family module registers its archs.
 from gsdeploy.load.archs import hinge_resnet  # noqa: F401,E402
-from gsdeploy.load.archs import resnet164, resnext, vgg, wrn, densenet, fga, resnet50  # noqa: F401,E402
+from gsdeploy.load.archs import resnet164, resnext, vgg, wrn, densenet, fga, torchvision_resnet  # noqa: F401,E402
 
 __all__ = ["ARCHS", "OfficialArch", "get_arch", "register_arch"]

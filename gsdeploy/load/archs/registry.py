@@ -21,6 +21,9 @@ class OfficialArch:
     baseline_arch: str | None = None  # the dense arch of the same family
     ignore: frozenset[str] = field(default_factory=frozenset)  # keys the official loader ignores too
     source: str = ""  # the official code this layout was read from
+    # reads depth and block types from the file, so it also fits files a named arch fits:
+    # auto-detection tries it only when no named arch fits
+    generic: bool = False
 
 
 ARCHS: dict[str, OfficialArch] = {}
