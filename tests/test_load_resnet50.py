@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 
 from gsdeploy.errors import ArchMismatchError
 from gsdeploy.load import load_model
 
 from conftest import rel_err_to_reference
-from gsdeploy.zoo.resnet50 import ResNet50
+from gsdeploy.zoo.resnet50 import build_resnet50
 
 
 def test_dwgl_resnet56_zero_filters_reproduce_official_output(unpack):
@@ -27,11 +28,11 @@ def test_dwgl_resnet56_zero_filters_reproduce_official_output(unpack):
     assert load_model(unpack("dwgl_resnet56_cifar10")).arch == "resnet56"
 
 
-def _dwgl_resnet50(classes: int = 10) -> tuple[ResNet50, dict[int, int]]:
+def _dwgl_resnet50(classes: int = 10) -> tuple[nn.Module, dict[int, int]]:
     """A ResNet-50 whose high-index trunk channels are zero in every addend of each stage (DWGL's
     deploy shape) and whose inner widths are already narrower; returns it and the kept trunk widths."""
     torch.manual_seed(0)
-    model = ResNet50(num_classes=classes, inner=lambda s, b, planes: planes // 2).eval()
+    model = build_resnet50(num_classes=classes, inner=lambda s, b, planes: planes // 2).eval()
     keep = {0: 200, 1: 384, 2: 768, 3: 1536}
     with torch.no_grad():
         for m in model.modules():

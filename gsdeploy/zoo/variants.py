@@ -14,7 +14,7 @@ import torch.nn as nn
 from gsdeploy.zoo.cifar_resnet import blocks_per_stage, build_cifar_resnet
 from gsdeploy.zoo.layers import conv, group_pair, hinge_pair
 from gsdeploy.zoo.masking import embed_module, kept_indices
-from gsdeploy.zoo.resnet50 import ResNet50
+from gsdeploy.zoo.resnet50 import build_resnet50
 from gsdeploy.zoo.vgg import build_vgg16
 from gsdeploy.zoo.weights import init_weights
 
@@ -77,11 +77,11 @@ def vgg16_hinge(flop_ratio: float = 0.5, seed: int = 0) -> nn.Module:
 
 
 def resnet50(seed: int = 0) -> nn.Module:
-    return init_weights(ResNet50(), seed)
+    return init_weights(build_resnet50(), seed)
 
 
 def resnet50_pruned(keep: float = 0.5, seed: int = 0) -> nn.Module:
-    return init_weights(ResNet50(inner=lambda s, b, planes: max(1, round(keep * planes))), seed)
+    return init_weights(build_resnet50(inner=lambda s, b, planes: max(1, round(keep * planes))), seed)
 
 
 # ---- masked variants -------------------------------------------------------------------
@@ -171,7 +171,7 @@ def cifar_resnet_dwgl_masked(depth: int, keep: float = 0.75, seed: int = 0) -> n
 
 def resnet50_pruned_masked(keep: float = 0.5, seed: int = 0) -> nn.Module:
     small = resnet50_pruned(keep, seed)
-    full = init_weights(ResNet50(), seed + 1)
+    full = init_weights(build_resnet50(), seed + 1)
     g = torch.Generator().manual_seed(seed + 2)
     out_maps, in_maps, zero_out = {}, {}, set()
     for s, (name, layer) in enumerate((n, m) for n, m in full.named_children() if n.startswith("layer")):
