@@ -15,7 +15,7 @@ from gsdeploy.export.onnx import check_onnx, export_onnx
 def write_onnx_artifact(loaded, result, options, output: Path) -> dict[str, Any]:
     with staged_artifact(output, artifact_inputs(loaded)) as staged:
         tmp = staged.temp(output)
-        exporter = export_onnx(result.module, loaded.input_shape, tmp)
+        written = export_onnx(result.module, loaded.input_shape, tmp)
         result_check = check_onnx(tmp, result.reference, loaded.input_shape)
         check = result_check.verification
         if not check.passed:
@@ -24,7 +24,9 @@ def write_onnx_artifact(loaded, result, options, output: Path) -> dict[str, Any]
                 f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e} (max abs {check.max_abs_err:.3e}); "
                 "nothing written")
         manifest = base_manifest(loaded, result, options)
-        manifest["artifact"] = {"engine": "onnx", "path": str(output), "exporter": exporter,
+        manifest["artifact"] = {"engine": "onnx", "path": str(output), "exporter": written.exporter,
+                                "nodes": {"exported": written.nodes_exported, "after_folding": written.nodes,
+                                          "folding": written.folding},
                                 "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest(),
                                 "bytes": tmp.stat().st_size, "dynamic_batch": True}
         manifest["onnx_vs_original"] = asdict(check) | {

@@ -1,29 +1,39 @@
 """Claims from papers, checked: PASS, FAIL, SKIP (cannot be checked here, and why) or ERROR.
 
-A claim file (claims/*.yaml) lists what a paper says about a compressed model, mapped to a
-model gsdeploy can load (a zoo name, or a checkpoint path plus arch):
+A claim file (claims/*.yaml) lists what a paper says, where it says it, and what it is measured on:
 
     paper: "Li et al., Group Sparsity: The Hinge ..., CVPR 2020"
     claims:
-      - id: hinge-resnet56-flops
-        model: resnet56_hinge50
-        baseline: resnet56
-        metric: flop_ratio        # speedup | flop_ratio | params_ratio | latency_ms
-        claimed: 0.50
-        tolerance: {abs: 0.02}    # or {rel: 0.10}
-        paper_value: 0.50         # the paper's own figure, for reference only
+      - id: hinge-resnext20-flops
+        claimed: 0.59              # the paper's own value
+        source: "CIFAR-10 results, ResNeXt-20 row (FLOP ratio)"   # where in the paper
+        model: ../../shared/fixtures/hinge/hinge_resnext20_cifar10.pt   # checkpoint (relative to this file) or zoo name
+        arch: hinge_resnext20
+        baseline: resnext20        # the dense network the paper compares with
+        metric: flop_ratio         # speedup | flop_ratio | params_ratio | latency_ms | top1_error
+        counting: paper            # flop/params ratios: paper (the method's own convention) | deployed
+        tolerance: {abs: 0.01}
+
+A claim is measured on the checkpoint or zoo model it names, never on a number gsdeploy built a
+model to reach. A checkpoint, baseline or eval data file that is not there makes the claim SKIP
+with the reason; nothing missing ever PASSes.
 
 Metrics:
-  flop_ratio    MACs of the deployed model / MACs of the deployed baseline (the share of the
-                baseline's FLOPs the model keeps; 0.5 = "50% of the FLOPs"). No timing.
-  params_ratio  the same for parameters. No timing.
+  flop_ratio    FLOPs of the model / FLOPs of the baseline. `counting: paper` counts both networks as
+                loaded with the paper's convention (report/paper_flops.py: the Hinge code's counter);
+                `counting: deployed` (default) counts conv/linear MACs of both deployed graphs
+                (BN folded, zero groups removed). No timing.
+  params_ratio  the same for parameters.
   speedup       baseline latency / model latency (> 1 is faster), measured by the caller's
-                `measure_fn` on the claim's profile, engine, precision and batch.
+                `measure_fn` on the claim's profile, engine, precision and batch. `paper_target`
+                says what the paper measured on, so the report states the hardware difference.
   latency_ms    the model's median latency in ms, measured likewise.
+  top1_error    top-1 error in % of the model on `eval_data` (a .npz with `x`: float32 N,C,H,W
+                inputs as the model expects them, `y`: integer labels).
 
 Tolerance, with d the allowed deviation: `{abs: a}` gives d = a (in the metric's own unit);
 `{rel: r}` gives d = r × |claimed|. `direction` says which deviations count:
-  both      PASS when |measured − claimed| <= d   (default for flop_ratio / params_ratio)
+  both      PASS when |measured − claimed| <= d   (default for ratios and top1_error)
   at_least  PASS when measured >= claimed − d     (default for speedup: faster is no failure)
   at_most   PASS when measured <= claimed + d     (default for latency_ms)
 """
@@ -46,10 +56,14 @@ from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, 
                                load_profile, read_yaml, unavailable_reason)
 from gsdeploy.target import Target, validate
 
-METRICS = ("speedup", "flop_ratio", "params_ratio", "latency_ms")
+METRICS = ("speedup", "flop_ratio", "params_ratio", "latency_ms", "top1_error")
 TIMED = ("speedup", "latency_ms")
+RATIOS = ("flop_ratio", "params_ratio")
+COUNTINGS = ("deployed", "paper")
 DIRECTIONS = ("both", "at_least", "at_most")
-DEFAULT_DIRECTION = {"flop_ratio": "both", "params_ratio": "both", "speedup": "at_least", "latency_ms": "at_most"}
+DEFAULT_DIRECTION = {"flop_ratio": "both", "params_ratio": "both", "speedup": "at_least", "latency_ms": "at_most",
+                     "top1_error": "both"}
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx")
 STATUSES = ("PASS", "FAIL", "SKIP", "ERROR")
 
 
@@ -86,9 +100,12 @@ class Claim:
     precision: str | None = None
     profile: str | None = None
     input_shape: tuple[int, ...] | None = None
-    paper_value: float | None = None
     note: str | None = None
-    source: str | None = None  # the claim file
+    file: str | None = None  # the claim file
+    source: str = ""  # where in the paper the claimed value stands (table, figure, section)
+    counting: str = "deployed"  # ratios: "paper" (the method's own convention) | "deployed"
+    eval_data: str | None = None  # top1_error: .npz with x, y
+    paper_target: str | None = None  # timed claims: the hardware/setting the paper measured on
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,8 @@ class Verdict:
 
     def __str__(self) -> str:
         m = "–" if self.measured is None else f"{self.measured:.4g}"
-        return f"{self.status:5s} {self.claim.id}: measured {m}, claimed {self.claimed:g} — {self.reason}"
+        return (f"{self.status:5s} {self.claim.id}: measured {m}, paper {self.claimed:g} ({self.claim.source}) "
+                f"— {self.reason}")
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -120,9 +138,11 @@ CLAIM_KEYS: dict[str, KeyType] = {
     "claimed": _NUM, "tolerance": _TOL,
     "direction": KeyType("one of " + ", ".join(DIRECTIONS), lambda v: v in DIRECTIONS),
     "batch": POS_INT, "engine": STR, "precision": STR, "profile": STR, "input_shape": POS_INT_LIST,
-    "paper_value": _NUM, "note": STR,
+    "note": STR, "source": STR,
+    "counting": KeyType("one of " + ", ".join(COUNTINGS), lambda v: v in COUNTINGS),
+    "eval_data": STR, "paper_target": STR,
 }
-CLAIM_REQUIRED = ("id", "model", "metric", "claimed", "tolerance")
+CLAIM_REQUIRED = ("id", "model", "metric", "claimed", "tolerance", "source")
 FILE_KEYS: dict[str, KeyType] = {
     "paper": STR, "url": STR,
     "defaults": MAPPING,
@@ -147,6 +167,10 @@ def parse_claims(data: Any, where: str) -> list[Claim]:
         if not paper:
             raise ClaimError(f"{where}: missing key '{prefix}paper' (or a top-level 'paper')")
         metric = merged["metric"]
+        if "counting" in raw and metric not in RATIOS:
+            raise ClaimError(f"{where}: key '{prefix}counting' applies to flop_ratio and params_ratio only")
+        if metric == "top1_error" and not merged.get("eval_data"):
+            raise ClaimError(f"{where}: missing key '{prefix}eval_data' (metric top1_error needs labelled inputs)")
         if metric in ("speedup", "flop_ratio", "params_ratio") and not merged.get("baseline"):
             raise ClaimError(f"{where}: missing key '{prefix}baseline' (metric {metric} compares with a baseline)")
         if metric not in TIMED:
@@ -162,13 +186,33 @@ def parse_claims(data: Any, where: str) -> list[Claim]:
             batch=merged.get("batch"), engine=merged.get("engine"), precision=merged.get("precision"),
             profile=merged.get("profile") if metric in TIMED else None,
             input_shape=tuple(merged["input_shape"]) if merged.get("input_shape") else None,
-            paper_value=float(merged["paper_value"]) if "paper_value" in merged else None,
-            note=(merged.get("note") or "").strip() or None, source=where))
+            note=(merged.get("note") or "").strip() or None, file=where, source=merged["source"].strip(),
+            counting=merged.get("counting", "deployed"), eval_data=merged.get("eval_data"),
+            paper_target=merged.get("paper_target")))
+    out = [replace(c, model=_resolve(c.model, where), baseline=_resolve(c.baseline, where),
+                   eval_data=_resolve(c.eval_data, where, always=True)) for c in out]
     ids = [c.id for c in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise ClaimError(f"{where}: claim id(s) used twice: {', '.join(dup)}")
     return out
+
+
+def is_file_ref(name: str | None) -> bool:
+    """A claim's model/baseline names a file (not a zoo model) when it has a path separator or
+    a checkpoint suffix."""
+    return name is not None and ("/" in name or "\\" in name or name.lower().endswith(CHECKPOINT_SUFFIXES))
+
+
+def _resolve(name: str | None, where: str, always: bool = False) -> str | None:
+    """A relative file path in a claim file is relative to that file (claims travel with the repo,
+    checkpoints sit beside it, e.g. ../../shared/fixtures/...)."""
+    if name is None or not (always or is_file_ref(name)):
+        return name
+    path = Path(os.path.expandvars(name)).expanduser()
+    if not path.is_absolute():
+        path = Path(where).resolve().parent / path
+    return os.path.normpath(path)
 
 
 def load_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Claim]:
@@ -240,26 +284,35 @@ def claim_target(claim: Claim, profile: Profile | None = None) -> Target:
 
 @dataclass
 class _Ratios:
-    """Deployed MACs/params per (model, arch, input_shape), shared by the claims of one call
+    """MACs/params per (model, arch, input_shape, counting), shared by the claims of one call
     (several claims use one baseline; deploying ResNet-50 takes seconds)."""
 
     deploy_fn: Callable | None
     load_fn: Callable | None
     cache: dict = field(default_factory=dict)
 
-    def counts(self, model: str, arch: str | None, input_shape: tuple[int, ...] | None) -> tuple[int, int, tuple]:
-        key = (model, arch, input_shape)
+    def load(self, model: str, arch: str | None, input_shape: tuple[int, ...] | None):
+        load = self.load_fn
+        if load is None:
+            from gsdeploy.load import load_model as load
+        return load(model, arch=arch, input_shape=input_shape)
+
+    def counts(self, model: str, arch: str | None, input_shape: tuple[int, ...] | None,
+               counting: str = "deployed") -> tuple[int, int, tuple]:
+        key = (model, arch, input_shape, counting)
         if key not in self.cache:
-            load = self.load_fn
-            if load is None:
-                from gsdeploy.load import load_model as load
+            loaded = self.load(model, arch, input_shape)
+            shape = tuple(loaded.input_shape)
+            if counting == "paper":  # the network as the paper counts it: loaded, not deployed
+                from gsdeploy.report.paper_flops import paper_flops, paper_params
+
+                self.cache[key] = (paper_flops(loaded.module, shape), paper_params(loaded.module), shape)
+                return self.cache[key]
             deploy = self.deploy_fn
             if deploy is None:
                 from gsdeploy.transforms import DeployOptions, deploy as _deploy
 
                 deploy = lambda m, s: _deploy(m, s, DeployOptions())  # noqa: E731
-            loaded = load(model, arch=arch, input_shape=input_shape)
-            shape = tuple(loaded.input_shape)
             module = deploy(loaded.module, shape).module
             self.cache[key] = (*_count(module, shape), shape)
         return self.cache[key]
@@ -287,10 +340,11 @@ def _count(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _ratio(claim: Claim, ratios: _Ratios) -> float:
-    macs, params, shape = ratios.counts(claim.model, claim.arch, claim.input_shape)
+    macs, params, shape = ratios.counts(claim.model, claim.arch, claim.input_shape, claim.counting)
     # The baseline takes the model's input shape (a compressed model and its baseline are
     # compared on the same input).
-    b_macs, b_params, _ = ratios.counts(claim.baseline, claim.baseline_arch, claim.input_shape or shape)
+    b_macs, b_params, _ = ratios.counts(claim.baseline, claim.baseline_arch, claim.input_shape or shape,
+                                        claim.counting)
     if claim.metric == "flop_ratio":
         if b_macs <= 0:
             raise GsdeployError(f"baseline {claim.baseline} has no MACs")
@@ -335,8 +389,43 @@ def evaluate_claims(claims: Iterable[Claim], measure_fn: Callable[[Claim], float
     return verdicts
 
 
+def top1_error(module: nn.Module, eval_data: str, batch: int = 256) -> float:
+    """Top-1 error in % of `module` on a .npz of inputs `x` (N,C,H,W) and integer labels `y`."""
+    import numpy as np
+
+    try:
+        with np.load(eval_data, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+        raise GsdeployError(f"eval data {eval_data} is not a .npz with arrays x and y: {e}") from None
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(y) == 0 or not np.isfinite(x).all():
+        raise GsdeployError(f"eval data {eval_data}: x must be finite N,C,H,W and y N labels (got {x.shape}, {y.shape})")
+    wrong = 0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            pred = module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], dtype=np.float32))).argmax(1)
+            wrong += int((pred.numpy() != y[i:i + batch]).sum())
+    return 100.0 * wrong / len(y)
+
+
+def _missing_file(claim: Claim) -> str | None:
+    for role, name in (("checkpoint", claim.model), ("baseline checkpoint", claim.baseline),
+                       ("eval data", claim.eval_data)):
+        if name is not None and (is_file_ref(name) or role == "eval data") and not Path(name).is_file():
+            return f"{role} {os.path.relpath(name)} is not there; this claim is measured on that file only"
+    return None
+
+
 def _evaluate_one(claim: Claim, measure_fn: Callable[[Claim], float] | None, profile: str | None, ratios: _Ratios,
                   unavailable_fn: Callable[[Profile], str | None]) -> Verdict:
+    missing = _missing_file(claim)
+    if missing:
+        return Verdict(claim, "SKIP", None, missing)
+    if claim.metric == "top1_error":
+        loaded = ratios.load(claim.model, claim.arch, claim.input_shape)
+        measured = top1_error(loaded.module, claim.eval_data)
+        status, reason = judge(claim, measured)
+        return Verdict(claim, status, measured, reason)
     if claim.metric in TIMED:
         if profile is not None and claim.profile is not None and claim.profile != profile:
             return Verdict(claim, "SKIP", None, f"claim is for profile '{claim.profile}', not the requested "
@@ -361,23 +450,44 @@ def _evaluate_one(claim: Claim, measure_fn: Callable[[Claim], float] | None, pro
 # ---- output ---------------------------------------------------------------------------------
 
 
+def measured_on(claim: Claim) -> str:
+    """What a claim is measured on, in words: the model (file name for checkpoints), its baseline,
+    the counting or the profile."""
+    def name(x: str | None) -> str:
+        return Path(x).name if is_file_ref(x) else str(x)
+
+    text = name(claim.model) + (f" vs {name(claim.baseline)}" if claim.baseline else "")
+    if claim.metric in RATIOS:
+        text += f", {claim.counting} counting"
+    elif claim.metric in TIMED:
+        text += f", profile {claim.profile or DEFAULT_PROFILE}"
+        if claim.paper_target:
+            text += f" (paper: {claim.paper_target})"
+    elif claim.eval_data:
+        text += f", on {name(claim.eval_data)}"
+    return text
+
+
 def verdicts_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "id": v.claim.id, "status": v.status, "metric": v.claim.metric, "model": v.claim.model,
         "baseline": v.claim.baseline, "profile": v.claim.profile, "measured": v.measured,
-        "claimed": v.claim.claimed, "tolerance": str(v.claim.tolerance), "direction": v.claim.direction,
-        "paper_value": v.claim.paper_value, "reason": v.reason, "paper": v.claim.paper,
+        "claimed": v.claim.claimed, "source": v.claim.source, "measured_on": measured_on(v.claim),
+        "counting": v.claim.counting if v.claim.metric in RATIOS else None, "tolerance": str(v.claim.tolerance),
+        "direction": v.claim.direction, "reason": v.reason, "paper": v.claim.paper,
     } for v in verdicts])
 
 
 def render_verdicts(verdicts: list[Verdict]) -> str:
-    """Markdown table of verdicts plus a one-line summary."""
-    lines = ["| status | claim | metric | measured | claimed | tolerance | reason |",
-             "|---|---|---|---:|---:|---|---|"]
+    """Markdown table of verdicts (measured beside the paper's value and where the paper says it)
+    plus a one-line summary."""
+    lines = ["| status | claim | metric | measured | paper | paper source | measured on | tolerance | reason |",
+             "|---|---|---|---:|---:|---|---|---|---|"]
     for v in verdicts:
         m = "–" if v.measured is None else f"{v.measured:.4g}"
-        lines.append(f"| {v.status} | {v.claim.id} | {v.claim.metric} | {m} | {v.claim.claimed:g} | "
-                     f"{v.claim.tolerance} ({v.claim.direction}) | {v.reason.replace('|', '/')} |")
+        cells = [v.status, v.claim.id, v.claim.metric, m, f"{v.claim.claimed:g}", v.claim.source,
+                 measured_on(v.claim), f"{v.claim.tolerance} ({v.claim.direction})", v.reason]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no claims")

@@ -127,6 +127,7 @@ class Analysis:
     zero: np.ndarray  # per root id: the class is zero everywhere (removal changes no value)
     # per root id of a class an opaque node pins, or a grouped conv keeps: that node
     blocked: dict[int, fx.Node] = field(default_factory=dict)
+    pinned: np.ndarray | None = None  # per root id: an input, output, constant or opaque node holds it
 
     def any_removable(self) -> bool:
         return bool(self.removable[self.roots].any())
@@ -510,7 +511,7 @@ def decide(cg: ChannelGraph) -> Analysis:
             if len(r) and removable[r].all():
                 removable[r[0]] = False
                 changed = True
-    return Analysis(cg, roots, removable, zero, blocked)
+    return Analysis(cg, roots, removable, zero, blocked, pinned)
 
 
 def _blocked_by_pins(cg: ChannelGraph, roots: np.ndarray) -> dict[int, fx.Node]:

@@ -99,7 +99,8 @@ def kept_zeros(gm: fx.GraphModule, ctx: PassContext) -> list[KeptZeros]:
 def _why(a, node: fx.Node) -> str:
     if node.target is after_inplace:
         return "it writes in place into a tensor that may share storage with another"
-    return a.graph.blocker_why.get(node) or "a grouped conv drops only whole groups"
+    return a.graph.blocker_why.get(node) or ("a grouped conv drops a group's inputs and outputs together, "
+                                                "and the rest of the group is not zero")
 
 
 def as_decisions(kept: list[KeptZeros]) -> list[Decision]:

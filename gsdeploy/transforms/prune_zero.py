@@ -119,11 +119,37 @@ def apply(gm: fx.GraphModule, a: Analysis, shapes: dict, log: dict[str, dict]) -
     return removed
 
 
+def silence_dead_groups(gm: fx.GraphModule, a: Analysis) -> int:
+    """Zero the weights of every grouped-conv group that reads only channels all of whose producers
+    write exact zero (a depthwise channel behind a zero expand filter). The weights multiply zeros,
+    so this changes no value; the group's outputs then count as zero, and the group, which goes
+    only whole, can go with its inputs. Returns how many groups were silenced."""
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node not in a.graph.offset or not node.args or node.args[0] not in a.graph.offset:
+            continue
+        m = gm.get_submodule(node.target)
+        if not isinstance(m, nn.Conv2d) or m.groups == 1:
+            continue
+        roots = a.classes(node.args[0])
+        dead = a.zero[roots] & ~a.pinned[roots]  # pinned: a graph input or opaque producer may write anything
+        cin_g, cout_g = m.in_channels // m.groups, m.out_channels // m.groups
+        with torch.no_grad():
+            for j in range(m.groups):
+                w = m.weight[j * cout_g:(j + 1) * cout_g]
+                if dead[j * cin_g:(j + 1) * cin_g].all() and w.ne(0).any():
+                    w.zero_()
+                    count += 1
+    return count
+
+
 def prune_zero(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     log: dict[str, dict] = {}
     for _ in range(MAX_ROUNDS):
         shapes = ctx.shapes(gm)
         analysis = analyze(gm, shapes, 0.0)
+        if silence_dead_groups(gm, analysis):
+            analysis = analyze(gm, shapes, 0.0)
         if apply(gm, analysis, shapes, log) == 0:
             break
         gm.recompile()

@@ -52,6 +52,9 @@ for _d in (20, 56, 110):
     register(f"{base}_fga", lambda d=_d: v.cifar_resnet_fga(d, 4), CIFAR, base, "fga",
              "FGA: grouped 3x3 (group size 4) + 1x1 per conv")
 
+for _d in (20, 164):
+    register(f"resnext{_d}", lambda d=_d: v.cifar_resnext(d), CIFAR, None, "dense",
+             f"CIFAR ResNeXt-{_d} (32 x 1d), official Hinge code layout")
 register("vgg16", lambda: v.vgg16(), CIFAR, None, "dense", "CIFAR VGG-16 with BN, 3-Linear classifier")
 register("vgg16_hinge50", lambda: v.vgg16_hinge(0.5), CIFAR, "vgg16", "hinge",
          "Hinge pairs on every conv but the first (r=0.45C), 3-Linear classifier")

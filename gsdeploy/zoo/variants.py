@@ -15,6 +15,7 @@ from gsdeploy.zoo.cifar_resnet import blocks_per_stage, build_cifar_resnet
 from gsdeploy.zoo.layers import conv, group_pair, hinge_pair
 from gsdeploy.zoo.masking import embed_module, kept_indices
 from gsdeploy.zoo.resnet50 import build_resnet50
+from gsdeploy.zoo.resnext import ResNeXt
 from gsdeploy.zoo.vgg import build_vgg16
 from gsdeploy.zoo.weights import init_weights
 
@@ -31,6 +32,11 @@ def hinge_rank(width: int, flop_ratio: float) -> int:
 
 def cifar_resnet(depth: int, seed: int = 0) -> nn.Module:
     return init_weights(build_cifar_resnet(depth), seed)
+
+
+def cifar_resnext(depth: int, seed: int = 0) -> nn.Module:
+    """Dense CIFAR ResNeXt (32 x 1d) in the official Hinge code's layout: the baseline of Hinge ResNeXt."""
+    return init_weights(ResNeXt(depth, cardinality=32, bottleneck_width=1, num_classes=10), seed)
 
 
 def cifar_resnet_hinge(depth: int, flop_ratio: float = 0.5, seed: int = 0) -> nn.Module:
