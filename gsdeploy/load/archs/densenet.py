@@ -23,12 +23,15 @@ SOURCE = ("github ofsoundof/group_sparsity model/densenet.py, model_hinge/hinge_
 
 
 def dense_layout(state: dict[str, torch.Tensor], arch: str, growth_key: str, trans_key: str,
-                 n_expected: int = 12) -> dict:
-    """Layers per block, growth, stem and transition widths, classes of a CIFAR DenseNet file."""
+                 n_expected: int | None = 12) -> dict:
+    """Layers per block, growth, stem and transition widths, classes of a CIFAR DenseNet file.
+    `n_expected` None: any number of layers per block (the same in all three)."""
     counts = [len(indices(state, rf"features\.{b}\.(\d+)\.body\.0\.weight$")) for b in (1, 3, 5)]
+    if n_expected is None and counts[0] > 0 and counts == [counts[0]] * 3:
+        n_expected = counts[0]
     if counts != [n_expected] * 3:
-        raise mismatch(arch, f"dense layers per block {counts} (features.1/3/5.*.body), "
-                             f"DenseNet-{3 * n_expected + 4} has {n_expected}")
+        raise mismatch(arch, f"dense layers per block {counts} (features.1/3/5.*.body), " + (
+            f"DenseNet-{3 * n_expected + 4} has {n_expected}" if n_expected else "all three blocks need the same"))
     need(state, arch, "features.0.weight", growth_key.format(b=1), "classifier.weight")
     return dict(n_layers=n_expected, growth=shape(state, growth_key.format(b=1), arch, 4)[0],
                 stem=shape(state, "features.0.weight", arch, 4)[0],
@@ -36,16 +39,16 @@ def dense_layout(state: dict[str, torch.Tensor], arch: str, growth_key: str, tra
                 num_classes=shape(state, "classifier.weight", arch, 2)[0])
 
 
-def _template(hinge: bool, arch: str):
+def _template(hinge: bool, arch: str, n_layers: int | None = 12):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         if hinge:
-            lay = dense_layout(state, arch, "features.{b}.0.body.3.weight", "features.{t}.3.weight")
+            lay = dense_layout(state, arch, "features.{b}.0.body.3.weight", "features.{t}.3.weight", n_layers)
             return build_cifar_densenet(**lay, layer=lambda b, j, cin, k: [conv(cin, k, 3), conv(k, k, 1)],
                                         transition=lambda t, cin, cout: [conv(cin, cin, 1), conv(cin, cout, 1)])
-        lay = dense_layout(state, arch, "features.{b}.0.body.2.weight", "features.{t}.2.weight")
+        lay = dense_layout(state, arch, "features.{b}.0.body.2.weight", "features.{t}.2.weight", n_layers)
         if "features.1.0.body.3.weight" in state:
             raise mismatch(arch, "dense layers have a second conv (features.1.0.body.3.weight): "
-                                 "use --arch hinge_densenet40")
+                                 f"use --arch hinge_{arch}")
         return build_cifar_densenet(**lay)
 
     return build
@@ -58,3 +61,11 @@ register_arch(OfficialArch(
     name="hinge_densenet40", template=_template(True, "hinge_densenet40"), input_shape=(3, 32, 32),
     description="official Hinge DenseNet-40, SVD variant (rank-pruned 3x3 + 1x1 per layer, pairs in transitions)",
     baseline_arch="densenet40", source=SOURCE))
+register_arch(OfficialArch(
+    name="densenet", template=_template(False, "densenet", None), input_shape=(3, 32, 32),
+    description="official dense CIFAR DenseNet of any depth 3n+4 (layers per block read from the file)",
+    source=SOURCE, generic=True))
+register_arch(OfficialArch(
+    name="hinge_densenet", template=_template(True, "hinge_densenet", None), input_shape=(3, 32, 32),
+    description="official Hinge CIFAR DenseNet of any depth, SVD variant (layers per block read from the file)",
+    baseline_arch="densenet", source=SOURCE, generic=True))

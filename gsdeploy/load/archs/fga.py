@@ -30,17 +30,17 @@ def _groups(state: dict[str, torch.Tensor], key: str, cin: int, arch: str) -> in
     return cin // per_group
 
 
-def _resnet(arch: str, depth: int):
+def _resnet(arch: str, depth: int | None):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         n = count_blocks(state, r"features\.{stage}\.(\d+)\.body\.0\.conv\.0\.weight$", arch, ["1", "2", "3"])
-        if n != (depth - 2) // 6:
+        if depth is not None and n != (depth - 2) // 6:
             raise mismatch(arch, f"it has {3 * n} residual blocks, --arch {arch} needs {3 * ((depth - 2) // 6)}")
         classes = shape(state, "classifier.weight", arch, 2)[0]
 
         def groups(s: int, b: int, c: int, cin: int) -> int:
             return _groups(state, f"features.{s + 1}.{b}.body.{0 if c == 1 else 3}.conv.0.weight", cin, arch)
 
-        return build_fga_resnet(depth, classes, groups)
+        return build_fga_resnet(6 * n + 2, classes, groups)
 
     return build
 
@@ -62,14 +62,16 @@ def _vgg(state: dict[str, torch.Tensor]) -> nn.Module:
     return build_fga_vgg16(classes, groups)
 
 
-def _densenet(state: dict[str, torch.Tensor]) -> nn.Module:
-    arch = "fga_densenet40"
-    lay = dense_layout(state, arch, "features.{b}.0.body.2.conv.1.weight", "features.{t}.2.weight")
+def _densenet(arch: str, n_layers: int | None):
+    def build(state: dict[str, torch.Tensor]) -> nn.Module:
+        lay = dense_layout(state, arch, "features.{b}.0.body.2.conv.1.weight", "features.{t}.2.weight", n_layers)
 
-    def groups(b: int, j: int, cin: int) -> int:
-        return _groups(state, f"features.{2 * b + 1}.{j}.body.2.conv.0.weight", cin, arch)
+        def groups(b: int, j: int, cin: int) -> int:
+            return _groups(state, f"features.{2 * b + 1}.{j}.body.2.conv.0.weight", cin, arch)
 
-    return build_fga_densenet(**lay, groups=groups)
+        return build_fga_densenet(**lay, groups=groups)
+
+    return build
 
 
 register_arch(OfficialArch(
@@ -81,6 +83,14 @@ register_arch(OfficialArch(
     description="FGA VGG-16 (grouped 3x3, BN, ReLU, 1x1; group size from the file)", baseline_arch="vgg16",
     source=SOURCE.format("vgg_group.py")))
 register_arch(OfficialArch(
-    name="fga_densenet40", template=_densenet, input_shape=(3, 32, 32),
+    name="fga_densenet40", template=_densenet("fga_densenet40", 12), input_shape=(3, 32, 32),
     description="FGA DenseNet-40 (grouped 3x3 + 1x1 per dense layer; groups from the file)",
     baseline_arch="densenet40", source=SOURCE.format("densenet_group.py")))
+register_arch(OfficialArch(
+    name="fga_resnet", template=_resnet("fga_resnet", None), input_shape=(3, 32, 32),
+    description="FGA CIFAR ResNet of any depth 6n+2 (depth and groups read from the file)", baseline_arch="resnet",
+    source=SOURCE.format("resnet_group.py"), generic=True))
+register_arch(OfficialArch(
+    name="fga_densenet", template=_densenet("fga_densenet", None), input_shape=(3, 32, 32),
+    description="FGA CIFAR DenseNet of any depth (layers per block and groups read from the file)",
+    baseline_arch="densenet", source=SOURCE.format("densenet_group.py"), generic=True))

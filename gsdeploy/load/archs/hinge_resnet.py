@@ -21,8 +21,13 @@ from gsdeploy.zoo.layers import hinge_pair
 SOURCE = "github ofsoundof/group_sparsity model/resnet.py, model_hinge/hinge_resnet_basic_svd.py"
 
 
-def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
+def _check_depth(state: dict[str, torch.Tensor], depth: int | None, arch: str) -> int:
+    """The depth of the file's network; with `depth` given, it must be that one."""
     blocks = {m.group(1, 2) for k in state if (m := re.match(r"features\.(\d)\.(\d+)\.body\.", k))}
+    if depth is None:  # read it: 3 stages of n basic blocks
+        if any(re.match(r"features\.\d\.\d+\.body\.7\.", k) for k in state):
+            raise mismatch(arch, "it has bottleneck blocks (body.7); use --arch resnet_bottleneck")
+        depth = 6 * (len(blocks) // 3) + 2
     n = (depth - 2) // 6
     expected = {(str(s), str(b)) for s in (1, 2, 3) for b in range(n)}
     if blocks != expected:
@@ -34,16 +39,17 @@ def _check_depth(state: dict[str, torch.Tensor], depth: int, arch: str) -> None:
             found = f"{len(blocks)} residual blocks"
         raise mismatch(arch, f"it has {found}, "
                              f"--arch {arch} needs {3 * n} residual blocks")
+    return depth
 
 
-def _template(depth: int, hinge: bool, arch: str):
+def _template(depth: int | None, hinge: bool, arch: str):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
-        _check_depth(state, depth, arch)
+        found = _check_depth(state, depth, arch)
 
         def pair(site: str, cin: int, cout: int, stride: int) -> nn.Module:
             return hinge_pair(cin, cout, cout, 3, stride)
 
-        return build_cifar_resnet(depth, num_classes=shape(state, "classifier.weight", arch, 2)[0],
+        return build_cifar_resnet(found, num_classes=shape(state, "classifier.weight", arch, 2)[0],
                                   conv_factory=pair if hinge else plain_conv,
                                   act="drelu" if hinge else "relu")
 
@@ -58,3 +64,13 @@ for _depth in (20, 56):
         name=f"hinge_resnet{_depth}", template=_template(_depth, True, f"hinge_resnet{_depth}"),
         input_shape=(3, 32, 32), description=f"official Hinge ResNet-{_depth} (SVD pairs + DReLU)",
         baseline_arch=f"resnet{_depth}", ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
+
+# Depth is a parameter of the official code (--depth): these read it from the file (any 6n+2).
+register_arch(OfficialArch(
+    name="resnet", template=_template(None, False, "resnet"), input_shape=(3, 32, 32),
+    description="official dense CIFAR ResNet of any depth 6n+2 (option A; depth read from the file)",
+    source=SOURCE, generic=True))
+register_arch(OfficialArch(
+    name="hinge_resnet", template=_template(None, True, "hinge_resnet"), input_shape=(3, 32, 32),
+    description="official Hinge CIFAR ResNet of any depth 6n+2 (SVD pairs + DReLU; depth read from the file)",
+    baseline_arch="resnet", ignore=frozenset({"running_grad_ratio"}), source=SOURCE, generic=True))

@@ -20,14 +20,16 @@ SOURCE = ("github ofsoundof/group_sparsity model/resnet.py (BottleNeck, DownSamp
           "model_hinge/hinge_resnet_bottleneck.py")
 
 
-def _template(depth: int, arch: str):
+def _template(depth: int | None, arch: str):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         n = count_blocks(state, r"features\.{stage}\.(\d+)\.body\.0\.weight$", arch, ["1", "2", "3"])
-        if n != (depth - 2) // 9:
+        if depth is None and not any(k.endswith(".body.7.weight") for k in state):
+            raise mismatch(arch, "its blocks are not bottlenecks (no body.7); use --arch resnet")
+        if depth is not None and n != (depth - 2) // 9:
             raise mismatch(arch, f"it has {3 * n} bottleneck blocks (ResNet-{9 * n + 2}), "
                                  f"--arch {arch} needs {3 * ((depth - 2) // 9)}")
         classes = shape(state, "classifier.weight", arch, 2)[0]
-        return build_cifar_bottleneck_resnet(depth, num_classes=classes, stem_bias=False)
+        return build_cifar_bottleneck_resnet(9 * n + 2, num_classes=classes, stem_bias=False)
 
     return build
 
@@ -39,3 +41,11 @@ register_arch(OfficialArch(
     name="hinge_resnet164", template=_template(164, "hinge_resnet164"), input_shape=(3, 32, 32),
     description="official Hinge ResNet-164 (thinner bottleneck inner widths)", baseline_arch="resnet164",
     ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
+register_arch(OfficialArch(
+    name="resnet_bottleneck", template=_template(None, "resnet_bottleneck"), input_shape=(3, 32, 32),
+    description="official dense CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)",
+    source=SOURCE, generic=True))
+register_arch(OfficialArch(
+    name="hinge_resnet_bottleneck", template=_template(None, "hinge_resnet_bottleneck"), input_shape=(3, 32, 32),
+    description="official Hinge CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)",
+    baseline_arch="resnet_bottleneck", ignore=frozenset({"running_grad_ratio"}), source=SOURCE, generic=True))

@@ -20,10 +20,10 @@ from gsdeploy.zoo.resnext import ResNeXt
 SOURCE = "github ofsoundof/group_sparsity model/resnext.py, model_hinge/hinge_resnext.py"
 
 
-def _template(depth: int, arch: str):
+def _template(depth: int | None, arch: str):
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         n = count_blocks(state, r"layer{stage}\.(\d+)\.conv2\.weight$", arch, ["1", "2", "3"])
-        if n != (depth - 2) // 9:
+        if depth is not None and n != (depth - 2) // 9:
             raise mismatch(arch, f"it has {3 * n} blocks (ResNeXt-{9 * n + 2}), --arch {arch} needs "
                                  f"{3 * ((depth - 2) // 9)}")
         specs = {}
@@ -37,7 +37,7 @@ def _template(depth: int, arch: str):
         # cardinality x bottleneck width of the dense net: from the last stage's block output width
         cout = shape(state, "linear.weight", arch, 2)[1]
         classes = state["linear.weight"].shape[0]
-        return ResNeXt(depth, cardinality=1, bottleneck_width=max(1, cout // 8), num_classes=classes,
+        return ResNeXt(9 * n + 2, cardinality=1, bottleneck_width=max(1, cout // 8), num_classes=classes,
                        block=lambda s, b: specs[(s, b)])
 
     return build
@@ -51,3 +51,11 @@ for _depth in (20, 164):
         name=f"hinge_resnext{_depth}", template=_template(_depth, f"hinge_resnext{_depth}"), input_shape=(3, 32, 32),
         description=f"official Hinge ResNeXt-{_depth} (whole cardinality groups removed)",
         baseline_arch=f"resnext{_depth}", source=SOURCE))
+register_arch(OfficialArch(
+    name="resnext", template=_template(None, "resnext"), input_shape=(3, 32, 32),
+    description="official dense CIFAR ResNeXt of any depth 9n+2 (depth and groups read from the file)",
+    source=SOURCE, generic=True))
+register_arch(OfficialArch(
+    name="hinge_resnext", template=_template(None, "hinge_resnext"), input_shape=(3, 32, 32),
+    description="official Hinge CIFAR ResNeXt of any depth 9n+2 (whole cardinality groups removed)",
+    baseline_arch="resnext", source=SOURCE, generic=True))
