@@ -205,7 +205,7 @@ def test_every_command_refuses_a_pickled_pt2(tmp_path, good_pt2, command):
     if command == "validate":
         claims = tmp_path / "claims.yaml"
         claims.write_text(f"paper: x\nclaims:\n  - id: c\n    model: {evil}\n    baseline: {good_pt2}\n"
-                          "    metric: flop_ratio\n    claimed: 1.0\n    tolerance: {abs: 0.5}\n")
+                          "    metric: flop_ratio\n    claimed: 1.0\n    tolerance: {abs: 0.5}\n    source: Table 1\n")
         args = ["validate", str(claims)]
     r = runner.invoke(app, args)
     assert r.exit_code != 0, r.output

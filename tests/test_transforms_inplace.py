@@ -84,7 +84,8 @@ def test_inplace_ops_prune_like_their_out_of_place_twins():
 
 def test_pt2_with_aten_inplace_ops_deploys_to_the_fx_macs(tmp_path):
     m = _zeroed()
-    program = torch.export.export(m, (torch.randn(1, *SHAPE),))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(m, (torch.randn(2, *SHAPE),), dynamic_shapes=({0: batch},))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert {"aten.relu_.default", "aten.add_.Tensor"} <= targets  # what torch.export writes for this code
     path = tmp_path / "inplace.pt2"

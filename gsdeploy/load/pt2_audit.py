@@ -47,7 +47,9 @@ adaptive_avg_pool2d adaptive_max_pool2d _adaptive_avg_pool2d max_pool1d avg_pool
 view reshape _unsafe_view flatten permute transpose unsqueeze squeeze expand slice select split split_with_sizes
 chunk narrow clone contiguous alias detach dropout upsample_nearest2d upsample_bilinear2d channel_shuffle
 pixel_shuffle sym_size sym_numel sym_stride _assert_scalar _assert_tensor_metadata sym_constrain_range_for_size
-""".split())
+add_ sub_ mul_ div_ hardtanh_ leaky_relu_ elu_ silu_ hardswish_ hardsigmoid_ sigmoid_ tanh_ neg_ clamp_ clamp_min_
+clamp_max_
+""".split())  # the in-place twins above are what torch.export writes for ReLU6(inplace=True), `x += y`, ...
 _OPERATORS = frozenset({"_operator.getitem", "_operator.add", "_operator.sub", "_operator.mul",
                         "_operator.floordiv", "_operator.truediv", "_operator.mod", "_operator.neg"})
 _ATEN_TARGET = re.compile(r"^torch\.ops\.aten\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)$")
