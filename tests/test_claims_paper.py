@@ -14,7 +14,7 @@ import yaml
 from conftest import OFFICIAL
 from gsdeploy.load import load_model
 from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts
-from gsdeploy.report.paper_flops import paper_flops, paper_params
+from gsdeploy.metrics import count_params as paper_params, paper_flops
 from gsdeploy.zoo import create_model
 
 CLAIMS_DIR = Path(__file__).resolve().parents[1] / "claims"

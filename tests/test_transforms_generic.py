@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gsdeploy.bench.flops import count_macs
+from gsdeploy.metrics import count_macs
 from gsdeploy.load import load_model
 from gsdeploy.transforms import DeployOptions, deploy, verify_modules
 from test_transforms_nets import divisors, init, removable_left, well_conditioned, zero_groups

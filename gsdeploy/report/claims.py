@@ -20,7 +20,7 @@ with the reason; nothing missing ever PASSes.
 
 Metrics:
   flop_ratio    FLOPs of the model / FLOPs of the baseline. `counting: paper` counts both networks as
-                loaded with the paper's convention (report/paper_flops.py: the Hinge code's counter);
+                loaded with the paper's convention (metrics.paper_flops: the Hinge code's counter);
                 `counting: deployed` (default) counts conv/linear MACs of both deployed graphs
                 (BN folded, zero groups removed). No timing.
   params_ratio  the same for parameters.
@@ -304,9 +304,9 @@ class _Ratios:
             loaded = self.load(model, arch, input_shape)
             shape = tuple(loaded.input_shape)
             if counting == "paper":  # the network as the paper counts it: loaded, not deployed
-                from gsdeploy.report.paper_flops import paper_flops, paper_params
+                from gsdeploy.metrics import count_params, paper_flops
 
-                self.cache[key] = (paper_flops(loaded.module, shape), paper_params(loaded.module), shape)
+                self.cache[key] = (paper_flops(loaded.module, shape), count_params(loaded.module), shape)
                 return self.cache[key]
             deploy = self.deploy_fn
             if deploy is None:
