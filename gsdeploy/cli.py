@@ -356,7 +356,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
 def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a directory of them)")],
              profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None,
              output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the verdicts here: .csv (read back by `gsdeploy report`) or .md")] = None) -> None:
-    """Check speedup / FLOP / params / latency claims: PASS or FAIL with measured vs claimed; exit 1 on any FAIL."""
+    """Check claims from papers (speedup, FLOP/params ratio, latency, top-1 error): measured beside the paper's value; exit 1 on any FAIL."""
     from gsdeploy.pipeline import measure_claim
     from gsdeploy.profiles import load_profile
     from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts, write_verdicts

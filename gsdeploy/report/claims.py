@@ -472,7 +472,7 @@ def verdicts_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "id": v.claim.id, "status": v.status, "metric": v.claim.metric, "model": v.claim.model,
         "baseline": v.claim.baseline, "profile": v.claim.profile, "measured": v.measured,
-        "claimed": v.claim.claimed, "source": v.claim.source, "measured_on": measured_on(v.claim),
+        "claimed": v.claim.claimed, "paper_source": v.claim.source, "measured_on": measured_on(v.claim),
         "counting": v.claim.counting if v.claim.metric in RATIOS else None, "tolerance": str(v.claim.tolerance),
         "direction": v.claim.direction, "reason": v.reason, "paper": v.claim.paper,
     } for v in verdicts])
