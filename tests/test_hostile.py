@@ -532,7 +532,7 @@ def test_validate_a_folder_without_claims_fails(tmp_path):
 def test_validate_output_never_replaces_its_claims(tmp_path):
     claims = tmp_path / "c.yaml"
     claims.write_text("paper: P\nclaims:\n  - {id: a, model: resnet20_hinge50, baseline: resnet20, metric: flop_ratio,"
-                      " claimed: 2.0, tolerance: {rel: 0.1}}\n")
+                      " claimed: 2.0, tolerance: {rel: 0.1}, source: Table 1}\n")
     before = claims.read_bytes()
     refused(run("validate", str(claims), "-o", str(claims)), "same file as the input")
     refused(run("validate", str(tmp_path), "-o", str(tmp_path / "c.yaml")), "same file as the input")
