@@ -61,13 +61,13 @@ def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: s
     """The dense model to compare against: given explicitly, known from the zoo, or the zoo model of
     the official dense arch (its weights are random, which does not change latency)."""
     from gsdeploy.load import load_model
-    from gsdeploy.zoo.registry import _REGISTRY as ZOO
+    from gsdeploy import zoo
 
     shape = tuple(input_shape) if input_shape else loaded.input_shape
     if baseline is not None:
         return load_model(baseline, arch=baseline_arch, trust=trust, input_shape=shape)
     name = loaded.baseline or loaded.notes.get("baseline_arch")
-    if name and name in ZOO:
+    if name and zoo.is_model(name):
         base = load_model(name, input_shape=shape)
         base.notes["baseline_weights"] = "zoo (random) weights; latency does not depend on weight values"
         return base

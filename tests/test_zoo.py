@@ -43,3 +43,17 @@ def test_every_cifar_entry_runs():
         with torch.no_grad():
             y = e.build()(torch.randn(1, *e.input_shape))
         assert y.shape == (1, 10) and torch.isfinite(y).all()
+
+
+def test_public_registry_answers_by_name():
+    from gsdeploy import zoo
+    from gsdeploy.errors import LoadError
+
+    names = zoo.list_models()
+    assert DEFAULT_MODEL in names and "resnet56" in names
+    assert names == [e.name for e in zoo.list_entries()]
+    assert zoo.is_model("resnet20") and not zoo.is_model("resnet20.pt") and not zoo.is_model("nope")
+    m = zoo.create("resnet20_pruned50")
+    assert m.name == "resnet20_pruned50" and m.baseline == "resnet20" and not m.module.training
+    with pytest.raises(LoadError, match="unknown zoo model 'nope'"):
+        zoo.create("nope")

@@ -1,6 +1,6 @@
 """The timing scheduler: warm up by time, then interleave runners in blocks.
 
-Why this shape (shared/MEASURING.md):
+Why this shape (docs/measuring.md):
 - Stop rule like trtexec/MLPerf: a minimum number of iterations AND a minimum duration,
   so fast models get many samples and slow ones still run long enough to average drift.
 - Baseline and compressed model are timed in the same run, alternately, so frequency

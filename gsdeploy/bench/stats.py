@@ -1,7 +1,7 @@
 """Latency statistics of one series of timed runs.
 
 Pure arithmetic on a list of durations: nothing here knows which engine or device produced
-them, so every runner (ORT, torch, TensorRT later) is summarised the same way.
+them, so every runner (ORT, torch, TensorRT) is summarised the same way.
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ from gsdeploy.load.checkpoint import extract_state_dict, read_checkpoint, sha256
 from gsdeploy.load.exported import load_exported
 from gsdeploy.load.shapes import load_by_shapes
 from gsdeploy.model import LoadedModel
-from gsdeploy.zoo import create_model
-from gsdeploy.zoo.registry import _REGISTRY as ZOO
+from gsdeploy import zoo
 
 __all__ = ["load_model", "parse_input_shape", "probe_input_shape", "ARCHS"]
 
@@ -45,8 +44,8 @@ def load_model(source: str, arch: str | None = None, trust: bool = False,
                input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     path = Path(source)
     exists = os.path.lexists(path)  # a dangling link or a link loop is a file the user named, not a zoo name
-    if not exists and source in ZOO and arch is None:
-        loaded = create_model(source)
+    if not exists and zoo.is_model(source) and arch is None:
+        loaded = zoo.create(source)
     elif not exists and not any(sep in source for sep in "/\\") and "." not in source:
         raise LoadError(f"'{source}' is neither a file nor a zoo model; `gsdeploy zoo` lists the built-in models")
     elif path.suffix == ".pt2":

@@ -48,13 +48,10 @@ def _norm(v: Any) -> str:
 
 
 def _zoo_baseline(model: str) -> str | None:
-    try:
-        from gsdeploy.zoo.registry import _REGISTRY
+    # heavy: the zoo builds torch modules, and a report otherwise runs without importing torch
+    from gsdeploy import zoo
 
-        entry = _REGISTRY.get(model)
-        return entry.baseline if entry else None
-    except Exception:
-        return None
+    return zoo.get_entry(model).baseline if zoo.is_model(model) else None
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:

@@ -112,7 +112,7 @@ class PairTimer:
 
 def _interleaved_medians(runs) -> tuple[float, float]:
     """Median time in microseconds of each callable, alternating in blocks so both see the same
-    machine state (see MEASURING.md on interleaving)."""
+    machine state (see docs/measuring.md on interleaving)."""
     samples: list[list[float]] = [[] for _ in runs]
     for f in runs:
         for _ in range(WARMUP_RUNS):

@@ -1,4 +1,6 @@
-"""Zoo models by name (timm-style registry): one entry point, `create_model(name)`."""
+"""Zoo models by name, a timm-style registry: `is_model(name)`, `list_models()`, `create(name)`.
+
+The table itself stays private to this module; other packages ask through these functions."""
 
 from __future__ import annotations
 
@@ -67,6 +69,16 @@ register("resnet50_pruned75", lambda: v.resnet50_pruned(0.25), IMAGENET, "resnet
          "75% of the inner bottleneck channels pruned")
 
 
+def is_model(name: str) -> bool:
+    """Whether `name` is a zoo model (a file of that name is the caller's business)."""
+    return name in _REGISTRY
+
+
+def list_models() -> list[str]:
+    """Zoo model names in registration order (dense model before its compressed variants)."""
+    return list(_REGISTRY)
+
+
 def list_entries() -> list[ZooEntry]:
     return list(_REGISTRY.values())
 
@@ -78,7 +90,11 @@ def get_entry(name: str) -> ZooEntry:
         raise LoadError(f"unknown zoo model '{name}'; `gsdeploy zoo` lists them") from None
 
 
-def create_model(name: str) -> LoadedModel:
+def create(name: str) -> LoadedModel:
+    """A fresh eval-mode model with random weights, its input shape and its dense baseline."""
     entry = get_entry(name)
     return LoadedModel(module=entry.build().eval(), input_shape=entry.input_shape, name=name, arch=name,
                        baseline=entry.baseline, notes={"method": entry.method})
+
+
+create_model = create  # timm's name for the same entry point; tests and scripts use it

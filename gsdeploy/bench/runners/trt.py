@@ -7,7 +7,7 @@ numeric checks. On a GPU the interesting number is the device time, so:
 - TrtRunner.time_once() times the engine with CUDA events recorded on the inference stream
   (GPU compute only, what trtexec calls "GPU Compute Time"), and time_end_to_end() reports the
   host->device copy, compute and device->host copy separately plus the host wall time of the
-  whole, like trtexec's H2D / GPU Compute / D2H / Latency lines (MEASURING.md). Copies use pinned
+  whole, like trtexec's H2D / GPU Compute / D2H / Latency lines (docs/measuring.md). Copies use pinned
   host memory, as trtexec does, so the copy times are the hardware's and not pageable staging.
 
 ONNX Runtime's TensorRT and CUDA providers run in the ORT runner (`ort.py`), configured by the
