@@ -37,3 +37,11 @@ class OutputPathError(GsdeployError):
 
 class UnremovedZerosError(GsdeployError):
     """--strict: the checkpoint has zero channels that the passes could not remove."""
+
+
+class TrtConfigError(GsdeployError, ValueError):
+    """Invalid TensorRT build settings. A ValueError too, so plain callers can catch it as one."""
+
+
+class EngineCompatError(GsdeployError):
+    """An engine built by another TensorRT version or for another GPU."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from gsdeploy.errors import LoadError, MissingDependencyError
+from gsdeploy.export.trt_rules.batches import BatchRange
+from gsdeploy.export.trt_rules.options import TrtBuildOptions
 from gsdeploy.target import CPU_PROVIDER, Target, make_target, usable_cpus
 
-if TYPE_CHECKING:
-    from gsdeploy.export.trt_config import BatchRange, TrtBuildOptions
 
 ORT_GRAPH_OPT = {
     "disable": "ORT_DISABLE_ALL",
@@ -124,8 +124,6 @@ def _missing_provider_message(ort, missing: list[str], active: list[str], availa
 def trt_batch_range(target: Target, batch: int | None = None) -> "BatchRange":
     """The optimisation profile of a TensorRT engine for `target`: every batch of the target
     in one dynamic engine, or exactly `batch` (DLA engines are static: one per batch)."""
-    from gsdeploy.export.trt_config import BatchRange
-
     if batch is not None:
         return BatchRange(batch, batch, batch)
     return BatchRange(min(target.batches), max(target.batches), max(target.batches))
@@ -135,8 +133,6 @@ def trt_build_options(target: Target, batch: int | None = None,
                       calib_data: Path | None = None) -> "TrtBuildOptions":
     """TensorRT build options for `target`: precision, batch range, workspace, DLA core and GPU
     fallback, timing cache, builder optimisation level. `batch` builds a static engine (DLA)."""
-    from gsdeploy.export.trt_config import TrtBuildOptions
-
     if target.engine != "trt":
         raise ValueError(f"trt_build_options needs a TensorRT target, got engine {target.engine!r}")
     if target.dla_core is not None and batch is None and len(target.batches) > 1:

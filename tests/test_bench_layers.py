@@ -165,7 +165,8 @@ def test_tensorrt_layer_profiler(onnx_pair, tmp_path):
     from gsdeploy.bench.layers import profile_trt
     from gsdeploy.bench.runners.trt import TrtRunner
     from gsdeploy.export.tensorrt import export_trt
-    from gsdeploy.export.trt_config import BatchRange, TrtBuildOptions
+    from gsdeploy.export.trt_rules.batches import BatchRange
+    from gsdeploy.export.trt_rules.options import TrtBuildOptions
 
     deployed, _ = onnx_pair
     engine = tmp_path / "deployed.engine"

@@ -16,12 +16,14 @@ if not torch.cuda.is_available():
 
 import torch.nn as nn  # noqa: E402
 
-from gsdeploy.errors import NumericMismatchError  # noqa: E402
 from gsdeploy.export.artifact import manifest_path  # noqa: E402
 from gsdeploy.export.onnx import export_onnx  # noqa: E402
 from gsdeploy.export.tensorrt import export_trt, load_engine  # noqa: E402
-from gsdeploy.export.trt_config import (RANDOM_CALIBRATION_WARNING, BatchRange, EngineCompatError,  # noqa: E402
-                                        TrtBuildOptions, TrtConfigError, trt_major)
+from gsdeploy.errors import EngineCompatError, NumericMismatchError, TrtConfigError  # noqa: E402
+from gsdeploy.export.trt_rules.batches import BatchRange  # noqa: E402
+from gsdeploy.export.trt_rules.calibration import RANDOM_CALIBRATION_WARNING  # noqa: E402
+from gsdeploy.export.trt_rules.options import TrtBuildOptions  # noqa: E402
+from gsdeploy.export.trt_rules.versions import trt_major  # noqa: E402
 from gsdeploy.numerics import compare_outputs  # noqa: E402
 
 SHAPE = (3, 16, 16)

@@ -1,7 +1,7 @@
 """`gsdeploy export --engine trt`: verified ONNX -> TensorRT engine + manifest, or nothing.
 
 The decisions (profile, flags per TensorRT version, DLA, manifest, compatibility) are made by the
-pure functions in `trt_config.py`; this module applies them to the TensorRT Python API and owns
+pure functions in `trt_rules/`; this module applies them to the TensorRT Python API and owns
 the GPU side: building, running the engine with torch CUDA tensors as buffers (no pycuda), and
 checking it against the fp32 torch module before anything is written.
 
@@ -41,13 +41,16 @@ import numpy as np
 
 from gsdeploy.atomic import write_bytes_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
-from gsdeploy.export.trt_config import (RANDOM_CALIBRATION_WARNING, TOLERANCE, BatchRange, BuildPlan,
-                                        EngineCompatError, TrtBuildOptions, TrtConfigError, build_plan,
-                                        check_dla_cores, check_engine_compat, compute_capability_str,
-                                        engine_manifest, load_calibration_batches, onnx_precision_info,
-                                        parse_version, plan_header_version, profile_shapes,
-                                        random_calibration_batches, validate_options,
-                                        verification_batches, within_tolerance)
+from gsdeploy.errors import EngineCompatError, TrtConfigError
+from gsdeploy.export.trt_rules.batches import BatchRange, profile_shapes, verification_batches
+from gsdeploy.export.trt_rules.build_plan import BuildPlan, build_plan
+from gsdeploy.export.trt_rules.calibration import (RANDOM_CALIBRATION_WARNING, load_calibration_batches,
+                                                   random_calibration_batches)
+from gsdeploy.export.trt_rules.dla import check_dla_cores
+from gsdeploy.export.trt_rules.engines import check_engine_compat, engine_manifest, plan_header_version
+from gsdeploy.export.trt_rules.onnx_precision import onnx_precision_info
+from gsdeploy.export.trt_rules.options import TOLERANCE, TrtBuildOptions, validate_options, within_tolerance
+from gsdeploy.export.trt_rules.versions import compute_capability_str, parse_version
 from gsdeploy.numerics import compare_outputs
 
 log = logging.getLogger(__name__)

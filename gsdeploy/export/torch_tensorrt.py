@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Collection, Sequence
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
-from gsdeploy.export.trt_config import (TOLERANCE, BatchRange, TrtConfigError, profile_shapes,
-                                        verification_batches, within_tolerance)
+from gsdeploy.errors import TrtConfigError
+from gsdeploy.export.trt_rules.batches import BatchRange, profile_shapes, verification_batches
+from gsdeploy.export.trt_rules.options import TOLERANCE, within_tolerance
 from gsdeploy.numerics import compare_outputs
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import NumericMismatchError
 from gsdeploy.export.artifact import artifact_inputs, base_manifest
 from gsdeploy.export.onnx import check_onnx, export_onnx
-from gsdeploy.export.trt_config import TrtBuildOptions, batch_range, parse_batch_list, validate_options
+from gsdeploy.export.trt_rules.batches import batch_range, parse_batch_list
+from gsdeploy.export.trt_rules.options import TrtBuildOptions, validate_options
 
 
 def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, precision: str, batch: str | None,

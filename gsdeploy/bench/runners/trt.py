@@ -26,7 +26,7 @@ import numpy as np
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.inputs import seeded_input
 from gsdeploy.errors import GsdeployError
-from gsdeploy.export.trt_config import BatchRange
+from gsdeploy.export.trt_rules.batches import BatchRange
 
 
 @dataclass(frozen=True)

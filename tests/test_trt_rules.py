@@ -16,13 +16,17 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.export.trt_config import (DLA_MAX_BATCH, RANDOM_CALIBRATION_WARNING, TOLERANCE, BatchRange,
-                                        EngineCompatError, OnnxPrecision, TrtBuildOptions, TrtConfigError,
-                                        batch_range, build_plan, check_dla_cores, check_engine_compat,
-                                        engine_manifest, load_calibration_batches, onnx_precision_info,
-                                        parse_batch_list, parse_version, plan_header_version,
-                                        profile_shapes, random_calibration_batches, 
-                                        validate_options, verification_batches, within_tolerance)
+from gsdeploy.errors import EngineCompatError, TrtConfigError
+from gsdeploy.export.trt_rules.batches import (BatchRange, batch_range, parse_batch_list, profile_shapes,
+                                               verification_batches)
+from gsdeploy.export.trt_rules.build_plan import build_plan
+from gsdeploy.export.trt_rules.calibration import (RANDOM_CALIBRATION_WARNING, load_calibration_batches,
+                                                   random_calibration_batches)
+from gsdeploy.export.trt_rules.dla import DLA_MAX_BATCH, check_dla_cores
+from gsdeploy.export.trt_rules.engines import check_engine_compat, engine_manifest, plan_header_version
+from gsdeploy.export.trt_rules.onnx_precision import OnnxPrecision, onnx_precision_info
+from gsdeploy.export.trt_rules.options import TOLERANCE, TrtBuildOptions, validate_options, within_tolerance
+from gsdeploy.export.trt_rules.versions import parse_version
 from gsdeploy.export.torch_tensorrt import output_format, torch_trt_precision_kwargs
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
