@@ -168,8 +168,8 @@ def test_bottleneck_2222_width_per_group_32_with_zero_channels_deploys_exactly(t
 
 def test_cli_export_with_arch_and_auto_detection(tmp_path):
     torch.manual_seed(0)
-    model = dwgl_style(_randomize_bn(TvResNet(TvBottleneck, [2, 2, 2, 2], width_per_group=32), 1))
-    path = _save(model, tmp_path / "r2222.pt")
+    model = dwgl_style(_randomize_bn(TvResNet(TvBottleneck, [1, 1, 1, 1], width_per_group=32), 1))
+    path = _save(model, tmp_path / "r1111.pt")
     runner = CliRunner()
     macs = []
     for extra in (["--arch", "torchvision-resnet"], []):
@@ -233,3 +233,20 @@ def test_resnet50_name_still_works_and_points_to_the_generic_arch(tmp_path):
     loaded = load_model(_save(model50, tmp_path / "r50.pt"), input_shape=SHAPE)
     assert loaded.arch == "resnet50"  # a named layout wins over the generic one
     assert _same_output(loaded, model50) < 1e-6
+
+
+def test_the_same_model_as_a_pt2_removes_what_the_state_dict_path_removes(tmp_path):
+    """torchvision's own code exports ReLU(inplace=True) and `out += identity` as aten.relu_ and
+    aten.add_.Tensor: the program deploys to the same MACs as the state_dict (and opens without --trust)."""
+    torch.manual_seed(0)  # one block per stage keeps it quick; the depth is not what this test is about
+    model = dwgl_style(_randomize_bn(TvResNet(TvBottleneck, [1, 1, 1, 1], width_per_group=32), 1))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (torch.randn(2, *SHAPE),), dynamic_shapes=({0: batch},))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert {"aten.relu_.default", "aten.add_.Tensor"} <= targets
+    torch.export.save(program, str(tmp_path / "r.pt2"))
+    from_pt2 = load_model(str(tmp_path / "r.pt2"))
+    from_sd = load_model(_save(model, tmp_path / "r.pt"), input_shape=SHAPE)
+    a, b = deploy(from_pt2.module, SHAPE), deploy(from_sd.module, SHAPE)
+    assert a.macs_after == b.macs_after < 0.9 * a.macs_before
+    assert a.params_after == b.params_after and not a.kept_zeros
