@@ -322,6 +322,39 @@ def _bench_table(df) -> Table:
 
 @app.command()
 @guarded
+def sweep(sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: models, profiles, batches (see README)")],
+          output: Annotated[Path, typer.Option("--output", "-o", help="directory for <sweep>.csv and .md")] = Path("results"),
+          cluster: Annotated[Optional[str], typer.Option("--cluster", help="ray://HOST:PORT, HOST:PORT or auto: run on that Ray cluster (default: here)")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="keep the finished jobs of an existing <sweep>.csv and run only the others")] = False,
+          retries: Annotated[Optional[int], typer.Option("--retries", help="times a failed job is tried again (default: the file's, else 2)")] = None,
+          timeout_s: Annotated[Optional[float], typer.Option("--timeout-s", help="cluster: a job running longer is stopped and retried")] = None,
+          threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+          warmup_s: Annotated[Optional[float], typer.Option("--warmup-s")] = None,
+          min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
+          min_duration_s: Annotated[Optional[float], typer.Option("--min-duration-s")] = None) -> None:
+    """Run a sweep file's jobs (model x profile x batch) here one after another, or on a Ray cluster.
+
+    Rows are appended to DIR/<sweep>.csv as each job finishes; a job that fails is tried again (on
+    another node of its kind on a cluster) and then recorded as failed with its reason. The whole
+    file and every flag are checked before any job starts. Exit 1 if any job failed."""
+    from gsdeploy.farm import Timing, load_sweep, run_sweep_spec
+
+    spec = load_sweep(sweep_file, Timing(warmup_s=warmup_s, min_iterations=min_iterations,
+                                         min_duration_s=min_duration_s, threads=threads),
+                      retries=retries, timeout_s=timeout_s)
+    command = "gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_sweep_spec(spec, output, cluster=cluster, resume=resume, command=command)
+    out.print(f"{summary.done} of {summary.jobs} jobs done ({summary.skipped} from an earlier run), "
+              f"{len(summary.failed)} failed; wrote {summary.csv_path}"
+              + (f" and {summary.md_path}" if summary.md_path else ""), highlight=False)
+    if summary.failed:
+        for line in summary.failed:
+            err.print(f"failed: {line}", highlight=False, markup=False, soft_wrap=True)
+        _fail(1, f"{len(summary.failed)} of {summary.jobs} sweep jobs failed (their reasons are in {summary.csv_path})")
+
+
+@app.command()
+@guarded
 def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or directories of them")],
            fmt: Annotated[str, typer.Option("--format", help="md | csv | html (one self-contained page: tables, plots, environment, plans, per-layer profiles, claims)")] = "md",
            plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw latency vs MACs and speedups to this PNG")] = None,

@@ -96,7 +96,7 @@ def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role:
     return engines
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     """Fail before any timing if the tables cannot be written."""
     import os
 
@@ -121,8 +121,11 @@ def _variant_name(name: str, role: str, options) -> str:
     return f"{name}[{','.join(tags)}]" if tags else name
 
 
-def _subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tuple[Target, ...],
-             plans: dict | None = None):
+def deploy_subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tuple[Target, ...],
+                   plans: dict | None = None, build_engines: bool = True):
+    """Deploy (verified against the original), export and check the ONNX file when an ORT or
+    TensorRT target needs it, and build the TensorRT engines (unless `build_engines` is False: a
+    sweep builds them on the device that times them); a bench.sweep.Subject."""
     from gsdeploy.metrics import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
@@ -143,7 +146,7 @@ def _subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tu
         artifact_bytes = onnx_path.stat().st_size
         err = max(err, check.max_rel_err)
     engines = (build_trt_engines(loaded, onnx_path, workdir, role, targets, result.reference)
-               if onnx_path is not None else {})
+               if onnx_path is not None and build_engines else {})
     return Subject(name=_variant_name(loaded.name, role, options), role=role,
                    macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
@@ -196,13 +199,22 @@ def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
     return lines
 
 
-def _deploy_options(req: BenchRequest, role: str):
+def deploy_options(req: BenchRequest, role: str):
     """The compressed model gets the request's fuse mode and threshold; the dense baseline the
     fuse mode only. The first target is where a latency plan is timed."""
     from gsdeploy.transforms import DeployOptions
 
     threshold = req.prune_threshold if role == "compressed" else None
     return DeployOptions(fuse=req.fuse, prune_threshold=threshold, target=req.targets[0])
+
+
+def power_factory(power):
+    """A tegrastats sampler constructor for a PowerSpec (Jetson profiles), or None without one."""
+    if power is None:
+        return None
+    from gsdeploy.bench.tegrastats import TegrastatsSampler
+
+    return lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)
 
 
 def run_bench_job(req: BenchRequest) -> BenchResult:
@@ -254,9 +266,9 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
     base_name = base.name if base is not None else base_subject.name
     if name == base_name:
         raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
-    _check_out_dir(req.out_dir)
+    check_out_dir(req.out_dir)
     comp_name = comp_subject.name if comp_subject is not None else \
-        _variant_name(name, "compressed", _deploy_options(req, "compressed"))
+        _variant_name(name, "compressed", deploy_options(req, "compressed"))
     results = ResultsFile(req.out_dir, req.name or default_stem(name), resume=req.resume,
                           models={"baseline": base_name, "compressed": comp_name},
                           inputs=[Path(p) for p in (req.model, req.baseline) if p and Path(p).exists()])
@@ -268,23 +280,17 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
     from gsdeploy.bench.sweep import run_sweep
 
     done = results.done()
-    power_factory = None
-    power = req.targets[0].power
-    if power is not None:
-        from gsdeploy.bench.tegrastats import TegrastatsSampler
-
-        power_factory = lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)  # noqa: E731
     with scratch_dir("bench") as tmp:
         plans: dict = {}
-        subjects = [base_subject or _subject(base, "baseline", _deploy_options(req, "baseline"), tmp,
+        subjects = [base_subject or deploy_subject(base, "baseline", deploy_options(req, "baseline"), tmp,
                                              req.targets, plans),
-                    comp_subject or _subject(loaded, "compressed", _deploy_options(req, "compressed"), tmp,
+                    comp_subject or deploy_subject(loaded, "compressed", deploy_options(req, "compressed"), tmp,
                                              req.targets, plans)]
         extra_files = _write_plan(plans, subjects[1].name, req, results)
         df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
                        on_group=results.add, memory=req.memory,
                        skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
-                       power_sampler_factory=power_factory, power_duration_s=req.power_duration_s)
+                       power_sampler_factory=power_factory(req.targets[0].power), power_duration_s=req.power_duration_s)
         warnings = [line for t in req.targets if not df.empty
                     for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
                                            t.max_cov)]

@@ -329,13 +329,16 @@ def list_profiles() -> list[str]:
     return sorted(_files())
 
 
-def read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile") -> Any:
+def read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile",
+              loader: type = yaml.SafeLoader) -> Any:
+    """A YAML data file (profile, claims, sweep) parsed with a safe `loader`; any problem is one
+    `error` naming the file and, for bad YAML, the line and column."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader or a subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -41,6 +41,10 @@ def _read_one(path: Path) -> pd.DataFrame:
         raise NotResultsError(f"{path}: not a gsdeploy results CSV (unreadable as CSV: {first})") from None
     except OSError as e:
         raise GsdeployError(f"cannot read {path}: {e.strerror or e}") from None
+    if "status" in df.columns:  # a sweep table: jobs that failed for good carry a reason, no timings
+        failed = df["status"].astype(str) == "failed"
+        df = df.loc[~failed].reset_index(drop=True)
+        df.attrs["failed_jobs"] = int(failed.sum())
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise NotResultsError(f"{path}: not a gsdeploy results CSV (missing columns: {', '.join(missing)}; "
@@ -95,13 +99,17 @@ def load_rows(paths: Iterable[str | os.PathLike], exclude: Iterable[Path] = ()) 
     explicit, found = _expand(paths, {Path(p).resolve() for p in exclude})
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
-    for f in explicit:
-        frames.append(_read_one(f).assign(source=str(f)))
-    for f in found:
+    for f in explicit + found:
         try:
-            frames.append(_read_one(f).assign(source=str(f)))
+            one = _read_one(f)
         except NotResultsError as e:
+            if f in explicit:
+                raise
             skipped.append(str(e))
+            continue
+        if one.attrs.get("failed_jobs"):
+            skipped.append(f"{f}: {one.attrs['failed_jobs']} failed sweep job(s) without timings (reasons in the file)")
+        frames.append(one.assign(source=str(f)))
     frames = [f for f in frames if not f.empty]
     if not frames:
         where = ", ".join(map(str, paths))

@@ -1,0 +1,98 @@
+"""DIR/<sweep>.csv: every job's rows, appended as each job finishes, and every failed job's reason.
+
+The file holds bench rows (bench/table.py COLUMNS) plus the sweep's own columns. A job's rows are
+added in one atomic rewrite of the file, so after an interruption a job is either fully in the file or not
+at all; `--resume` keeps the finished jobs and runs the rest (failed ones again). A job that failed
+for good is one row with status "failed" and its reason, so nothing is lost silently;
+`gsdeploy report` leaves such rows out of its tables.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from gsdeploy.atomic import write_text_atomic
+from gsdeploy.bench.table import COLUMNS, to_csv_text, to_markdown
+from gsdeploy.errors import GsdeployError
+from gsdeploy.farm.spec import Job
+
+SWEEP_COLUMNS = ["sweep", "sweep_job", "status", "error", "attempts", "node", "job_start", "job_end"]
+ALL_COLUMNS = COLUMNS + SWEEP_COLUMNS
+OK, FAILED = "ok", "failed"
+
+
+class Ledger:
+    def __init__(self, out_dir: Path, sweep: str, resume: bool) -> None:
+        """Fresh: an existing <sweep>.csv/.md is replaced. Resume: its finished jobs are kept (and
+        listed in `done`), its failed ones dropped so they run again."""
+        from gsdeploy.pipeline import check_out_dir
+
+        out_dir = Path(out_dir)
+        check_out_dir(out_dir)
+        self.sweep = sweep
+        self.csv_path = out_dir / f"{sweep}.csv"
+        self.md_path = out_dir / f"{sweep}.md"
+        self.done: set[str] = set()
+        self.rows = pd.DataFrame(columns=ALL_COLUMNS)
+        if resume and self.csv_path.is_file() and self.csv_path.stat().st_size > 0:
+            old = self._read()
+            self.rows = old[old["status"].astype(str) == OK].reindex(columns=ALL_COLUMNS).reset_index(drop=True)
+            self.done = set(self.rows["sweep_job"].astype(str))
+            self._write()
+        else:
+            for p in (self.csv_path, self.md_path):
+                p.unlink(missing_ok=True)
+
+    def _read(self) -> pd.DataFrame:
+        try:
+            old = pd.read_csv(self.csv_path)
+        except Exception as e:  # noqa: BLE001 - pandas raises several types for a bad file
+            raise GsdeployError(f"--resume: cannot read {self.csv_path}: {str(e).splitlines()[0] if str(e) else e}") from None
+        missing = [c for c in ("sweep_job", "status") if c not in old.columns]
+        if missing:
+            raise GsdeployError(f"--resume: {self.csv_path} is not a sweep table (no {', '.join(missing)} column)")
+        return old
+
+    def _append(self, rows: pd.DataFrame) -> None:
+        """The whole table is rewritten through a temp file (atomic): a sweep killed mid-write
+        leaves the rows finished so far (a sweep has hundreds of rows; the copy is cheap)."""
+        rows = rows.reindex(columns=ALL_COLUMNS)
+        self.rows = rows if self.rows.empty else pd.concat([self.rows, rows], ignore_index=True)
+        self._write()
+
+    def _write(self) -> None:
+        write_text_atomic(self.csv_path, to_csv_text(self.rows))
+
+    def add_rows(self, job: Job, rows: pd.DataFrame, attempts: int, node: str, start: str, end: str) -> None:
+        extra = {"sweep": self.sweep, "sweep_job": job.key, "status": OK, "error": "",
+                 "attempts": attempts, "node": node, "job_start": start, "job_end": end}
+        self._append(rows.reindex(columns=COLUMNS).assign(**extra))
+        self.done.add(job.key)
+
+    def add_failure(self, job: Job, reason: str, attempts: int, node: str = "") -> None:
+        """One row: which model, where, at which batch, and why it has no timings."""
+        prof = job.profile
+        row = {c: math.nan for c in ALL_COLUMNS}
+        row.update({"model": job.entry.model, "role": "compressed", "engine": "", "precision": job.precision or "",
+                    "batch": job.batch, "device": "", "sweep": self.sweep, "sweep_job": job.key, "profile": prof,
+                    "status": FAILED, "error": " ".join(reason.split())[:500], "attempts": attempts, "node": node,
+                    "job_start": "", "job_end": ""})
+        self._append(pd.DataFrame([row]))
+
+    def write_markdown(self) -> Path | None:
+        """The finished rows as bench's Markdown table (failed jobs listed below it)."""
+        if self.rows.empty:
+            return None
+        df = self.rows
+        ok = df[df["status"].astype(str) == OK]
+        text = to_markdown(ok) if not ok.empty else "# gsdeploy sweep\n\nno job finished\n"
+        failed = df[df["status"].astype(str) == FAILED]
+        if not failed.empty:
+            text += "\n## failed jobs\n\n| job | attempts | reason |\n|---|---:|---|\n"
+            for r in failed.to_dict("records"):
+                text += f"| {r['sweep_job']} | {r['attempts']} | {str(r['error']).replace('|', '/')} |\n"
+        write_text_atomic(self.md_path, text)
+        return self.md_path

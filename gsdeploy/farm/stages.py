@@ -1,0 +1,169 @@
+"""The two stages of a sweep job, as plain functions a Ray task or this process can run.
+
+`prepare` deploys and verifies a model and its baseline and exports their checked ONNX files (it
+may run on any machine); its `Prepared` result holds everything the timing stage needs as bytes
+and picklable objects, so it travels through Ray's object store instead of a shared file system.
+`time_job` runs on the device: it builds TensorRT engines there (they only run on the GPU and
+TensorRT version that built them), times the pair interleaved as `bench` does and returns the rows
+with the device's own environment columns.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from gsdeploy.errors import GsdeployError
+from gsdeploy.farm.spec import Job, ModelEntry, SweepSpec
+from gsdeploy.profiles import Profile
+from gsdeploy.target import Target
+
+
+@dataclass
+class Prepared:
+    """Deployed subjects (bench.sweep.Subject, without file paths) and their ONNX files' bytes."""
+
+    subjects: list
+    onnx: dict[str, bytes]  # role -> ONNX file
+
+
+@dataclass(frozen=True)
+class TimingTask:
+    """What the device needs besides the prepared models, all resolved and validated on the driver."""
+
+    job_key: str
+    profile: str
+    targets: tuple[Target, ...]
+    command: str
+
+
+@dataclass
+class TimedRows:
+    rows: pd.DataFrame
+    start: str  # ISO UTC with microseconds: when the device was taken and released
+    end: str
+
+
+def timing_task(spec: SweepSpec, job: Job, command: str) -> TimingTask:
+    return TimingTask(job_key=job.key, profile=job.profile, targets=spec.targets(job), command=command)
+
+
+def model_files(entry: ModelEntry) -> dict[str, bytes]:
+    """The checkpoint files an entry names, read here (on the driver) so that they can travel."""
+    files = {}
+    for ref in (entry.model, entry.baseline):
+        if ref is not None and Path(ref).is_absolute():
+            try:
+                files[ref] = Path(ref).read_bytes()
+            except OSError as e:
+                raise GsdeployError(f"cannot read {ref}: {e.strerror or e}") from None
+    return files
+
+
+def input_shape(entry: ModelEntry, profile: Profile) -> str | None:
+    """The entry's own input shape, else the profile's, else None (the model's)."""
+    if entry.input_shape:
+        return entry.input_shape
+    return "x".join(map(str, profile.input_shape)) if profile.input_shape else None
+
+
+def prepare_keys(spec: SweepSpec, jobs: list[Job]) -> dict[Job, tuple]:
+    """Jobs that share a model entry and input shape share one deploy/export: job -> its key."""
+    return {j: (j.entry.key, input_shape(j.entry, spec.profiles[j.profile])) for j in jobs}
+
+
+def prepare_targets(spec: SweepSpec, jobs: list[Job], keys: dict[Job, tuple]) -> dict[tuple, tuple[Target, ...]]:
+    """Per deploy/export key, every target its jobs time (the first one's first target is where
+    `--fuse latency` times candidates; the ORT/TensorRT ones ask for the ONNX file)."""
+    out: dict[tuple, dict[str, Target]] = {}
+    for j in jobs:
+        seen = out.setdefault(keys[j], {})
+        for t in spec.targets(j):
+            seen.setdefault(t.key(), t)
+    return {k: tuple(v.values()) for k, v in out.items()}
+
+
+def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
+            files: dict[str, bytes] | None = None) -> Prepared:
+    """Load, deploy, verify and export `entry` and its baseline at input `shape` ("3x32x32"; None:
+    the model's), as `targets` need them (ONNX for ORT and TensorRT; engines are built later, on
+    the device). `files` maps the entry's checkpoint paths to their bytes when this runs on another
+    machine; they are written to a temp folder under their own names (the file stem names the
+    model in the rows)."""
+    from gsdeploy.load import load_model, parse_input_shape
+    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, resolve_baseline
+
+    dims = parse_input_shape(shape) if shape else None
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-prepare-") as tmp:
+        refs = {}
+        for ref, data in (files or {}).items():
+            local = Path(tmp) / "in" / Path(ref).name
+            local.parent.mkdir(exist_ok=True)
+            local.write_bytes(data)
+            refs[ref] = str(local)
+        loaded = load_model(refs.get(entry.model, entry.model), arch=entry.arch, input_shape=dims)
+        base = resolve_baseline(loaded, refs.get(entry.baseline, entry.baseline) if entry.baseline else None,
+                                entry.baseline_arch, dims, trust=False)
+        if tuple(base.input_shape) != tuple(loaded.input_shape):
+            raise GsdeployError(f"baseline input shape {tuple(base.input_shape)} differs from the model's "
+                                f"{tuple(loaded.input_shape)}")
+        if base.name == loaded.name:
+            raise GsdeployError(f"the model and its baseline are both named '{loaded.name}'; rename one file")
+        req = BenchRequest(model=entry.model, targets=targets, fuse=entry.fuse, prune_threshold=entry.prune_threshold)
+        subjects = [deploy_subject(m, role, deploy_options(req, role), Path(tmp), targets, build_engines=False)
+                    for m, role in ((base, "baseline"), (loaded, "compressed"))]
+        onnx = {s.role: Path(s.onnx_path).read_bytes() for s in subjects if s.onnx_path is not None}
+        return Prepared([replace(s, onnx_path=None, module=picklable(s.module)) for s in subjects], onnx)
+
+
+def picklable(module):  # noqa: ANN001, ANN201 - any nn.Module
+    """The module, made safe to pickle. fx records the string annotations of a model written with
+    `from __future__ import annotations` ("torch.Tensor") as node types, and GraphModule's pickling
+    then fails on them; the types are annotations only, so they are dropped."""
+    import torch.fx as fx
+
+    if isinstance(module, fx.GraphModule):
+        changed = False
+        for node in module.graph.nodes:
+            if isinstance(node.type, str):
+                node.type = None
+                changed = True
+        if changed:
+            module.recompile()
+    return module
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
+    """Time a prepared pair on this machine on the task's targets (TensorRT engines are built here
+    first); raises if a target cannot run here (a misconfigured node: the sweep retries elsewhere)."""
+    from gsdeploy.bench.sweep import run_sweep
+    from gsdeploy.model import LoadedModel
+    from gsdeploy.pipeline import build_trt_engines, power_factory
+    from gsdeploy.target import require_available
+
+    require_available(task.targets)
+    start = _now()
+    with tempfile.TemporaryDirectory(prefix="gsdeploy-time-") as tmp:
+        subjects = []
+        for s in prepared.subjects:
+            path = None
+            if s.role in prepared.onnx:
+                path = Path(tmp) / f"{s.role}.onnx"
+                path.write_bytes(prepared.onnx[s.role])
+            s = replace(s, onnx_path=path)
+            if path is not None and any(t.engine == "trt" for t in task.targets):
+                # checked against the deployed module, itself verified against the original
+                loaded = LoadedModel(module=s.module, input_shape=tuple(s.input_shape), name=s.name)
+                s = replace(s, trt_engines=build_trt_engines(loaded, path, Path(tmp), s.role, task.targets))
+            subjects.append(s)
+        rows = run_sweep(subjects, list(task.targets), command=task.command, progress=False,
+                         power_sampler_factory=power_factory(task.targets[0].power))
+    return TimedRows(rows=rows, start=start, end=_now())

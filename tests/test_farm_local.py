@@ -1,0 +1,118 @@
+"""`gsdeploy sweep` without a cluster: jobs run here one after another; a failing job is retried,
+then recorded with its reason, and the others are kept; --resume runs only what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from gsdeploy.cli import app  # noqa: E402
+from gsdeploy.errors import GsdeployError  # noqa: E402
+from gsdeploy.farm.ledger import Ledger  # noqa: E402
+from gsdeploy.farm.local import run_local  # noqa: E402
+from gsdeploy.farm.progress import SweepProgress  # noqa: E402
+from gsdeploy.farm.spec import load_sweep  # noqa: E402
+from gsdeploy.farm.stages import time_job  # noqa: E402
+from gsdeploy.report import load_rows  # noqa: E402
+
+runner = CliRunner()
+FAST = ["--warmup-s", "0.02", "--min-iterations", "3", "--min-duration-s", "0.02"]
+
+
+def profile(tmp_path: Path, name: str) -> Path:
+    """A CPU "device" of its own name (a copy of cpu-ort's engine)."""
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"name: {name}\ndescription: test device {name}\ndevice: cpu\n"
+                 "engines: [{name: ort, precisions: [fp32]}]\nbatches: [1]\nthreads: 1\n")
+    return p
+
+
+def sweep_file(tmp_path: Path, models: list[str], profiles: list[str], batches: list[int]) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text("models: [" + ", ".join(f"{{model: {m}}}" for m in models) + "]\n"
+                 f"profiles: [{', '.join(profiles)}]\nbatches: {batches}\n")
+    return p
+
+
+def test_local_sweep_writes_every_job_then_resume_runs_none(tmp_path):
+    profile(tmp_path, "cpu-a")
+    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1, 2])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "tiny.csv")
+    assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["profile"]) == {"cpu-a"}
+    assert sorted(set(zip(df["model"], df["batch"]))) == [
+        ("resnet20", 1), ("resnet20", 2), ("resnet20_pruned50", 1), ("resnet20_pruned50", 2)]
+    assert df["cpu"].notna().all() and df["ort_version"].notna().all()  # the device's environment
+    before = (out / "tiny.csv").read_text()
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), "--resume", *FAST])
+    assert r.exit_code == 0 and "2 of 2 jobs done (2 from an earlier run)" in r.output
+    assert (out / "tiny.csv").read_text() == before
+    assert len(load_rows([out])) == 4
+
+
+def test_failing_job_is_retried_then_recorded_and_the_others_kept(tmp_path):
+    profile(tmp_path, "cpu-a")
+    profile(tmp_path, "cpu-b")
+    spec = load_sweep(sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml", "cpu-b.yaml"], [1]), retries=2)
+    calls = []
+
+    def flaky(task, prepared):
+        calls.append(task.profile)
+        if task.profile == "cpu-a":
+            raise GsdeployError("engine build failed on purpose")
+        return time_job(task, prepared)
+
+    jobs = spec.jobs()
+    ledger = Ledger(tmp_path / "out", spec.name, resume=False)
+    with SweepProgress({p: 1 for p in spec.profiles}, enabled=False) as bar:
+        run_local(spec, jobs, ledger, bar, "test", time_fn=flaky)
+    assert calls == ["cpu-a"] * 3 + ["cpu-b"]
+    df = pd.read_csv(ledger.csv_path)
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and failed.iloc[0]["profile"] == "cpu-a" and failed.iloc[0]["attempts"] == 3
+    assert "engine build failed on purpose" in failed.iloc[0]["error"]
+    assert (df[df["status"] == "ok"]["profile"] == "cpu-b").sum() == 2
+    rows = load_rows([tmp_path / "out"])  # report leaves the failed job out and says so
+    assert len(rows) == 2 and any("1 failed sweep job" in s for s in rows.attrs["skipped"])
+    # --resume keeps the finished job and runs the failed one again
+    ledger = Ledger(tmp_path / "out", spec.name, resume=True)
+    assert ledger.done == {jobs[1].key}
+    assert len(pd.read_csv(ledger.csv_path)) == 2
+
+
+def test_deploy_failure_fails_its_jobs_only(tmp_path):
+    profile(tmp_path, "cpu-a")
+    spec = load_sweep(sweep_file(tmp_path, ["resnet20_pruned50", "resnet20_hinge50"], ["cpu-a.yaml"], [1]))
+
+    def prepare_fn(entry, shape, targets, files):
+        if entry.model == "resnet20_hinge50":
+            raise GsdeployError("deployed model differs on purpose")
+        from gsdeploy.farm.stages import prepare
+
+        return prepare(entry, shape, targets, files)
+
+    ledger = Ledger(tmp_path / "out", spec.name, resume=False)
+    with SweepProgress({"cpu-a": 2}, enabled=False) as bar:
+        run_local(spec, spec.jobs(), ledger, bar, "test", prepare_fn=prepare_fn,
+                  time_fn=lambda task, prepared: time_job(task, prepared))
+    df = pd.read_csv(ledger.csv_path)
+    assert list(df["status"]) == ["ok", "ok", "failed"]
+    assert df.iloc[2]["error"] == "deploy/export failed: deployed model differs on purpose"
+
+
+def test_profile_that_cannot_run_here_fails_before_any_job(tmp_path):
+    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["server-gpu-torch"], [1])
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(tmp_path / "out"), *FAST])
+    assert r.exit_code == 2 and "cannot run here" in r.output and "--cluster" in r.output
+    assert not (tmp_path / "out").exists()
