@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from gsdeploy.errors import MissingDependencyError
 from gsdeploy.farm.ledger import FAILED, OK, Ledger
 from gsdeploy.farm.progress import SweepProgress
@@ -63,7 +61,7 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
         if ray is not None:
             ray.shutdown()
     md = ledger.write_markdown()
-    df = pd.read_csv(ledger.csv_path) if ledger.csv_path.is_file() else pd.DataFrame(columns=["status", "sweep_job"])
+    df = ledger.rows
     failed = df[df["status"].astype(str) == FAILED]
     done = {str(k) for k in df.loc[df["status"].astype(str) == OK, "sweep_job"]}
     return SweepSummary(ledger.csv_path, md, len(all_jobs), len(all_jobs) - len(jobs), len(done),
