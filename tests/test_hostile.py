@@ -454,6 +454,8 @@ def test_threshold_manifest_reports_its_own_error(tmp_path):
     assert m["onnx_vs_original"]["max_rel_err"] < 1e-4 and m["onnx_vs_original"]["passed"]
     assert "thresholded" in m["onnx_vs_original"]["reference"]
     assert m["macs"]["after"] < 0.6 * m["macs"]["before"]
+    for f in ("t.onnx", "t.manifest.json"):  # published from temp files, with the umask's mode
+        assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o666 & ~atomic.umask()
 
 
 # -- signals and the console script's error contract --------------------------------------------
@@ -494,7 +496,7 @@ def test_sigterm_cleans_up_bench_like_sigint(tmp_path, results):
 
 def test_sigterm_during_export_leaves_no_temp_file(tmp_path):
     out = tmp_path / "m.onnx"
-    p = start(["export", "resnet56", "-o", str(out)], tmp_path)
+    p = start(["export", "resnet20", "-o", str(out)], tmp_path)
     wait_for(lambda: any(tmp_path.glob(f".m.onnx.tmp-{p.pid}-*")), p)
     p.send_signal(15)
     _, err = p.communicate(timeout=60)

@@ -83,11 +83,14 @@ class _Lock:
                 raise OutputPathError(f"cannot create lock file {self.path}: {e.strerror or e}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
                 os.close(fd)
                 raise BenchLockedError(f"another gsdeploy bench (pid {holder}) is writing {self.what}; wait for it "
                                        "to finish or pass another --name") from None
+            except OSError:  # a file system without locks (some network mounts): run unlocked
+                os.close(fd)
+                return
             # A run that finished between our open and flock removed the file we now hold: retry.
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
