@@ -187,7 +187,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            engine: Annotated[str, typer.Option("--engine", help="onnx | trt | torch-trt")] = "onnx",
            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
-           precision: Annotated[Optional[str], typer.Option(help="trt/torch-trt: fp32 | fp16 | int8 (default: the profile's TensorRT entry, else fp16)")] = None,
+           precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8 (default: fp32 for onnx; for trt/torch-trt the profile's TensorRT entry, else fp16)")] = None,
            batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32 (default: the profile's TensorRT entry)")] = None,
            min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
            opt_batch: Annotated[Optional[int], typer.Option("--opt-batch")] = None,
@@ -196,10 +196,16 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache")] = None,
            dla_core: Annotated[Optional[int], typer.Option("--dla-core")] = None,
            gpu_fallback: Annotated[bool, typer.Option("--gpu-fallback", help="default: the profile's TensorRT entry")] = False,
-           calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs")] = None,
+           calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs (C,H,W or N,C,H,W) or a .npz with x")] = None,
+           random_calibration: Annotated[bool, typer.Option("--random-calibration", help="int8 without --calib-data: calibrate on random inputs (latency work only; the manifest says so)")] = False,
+           eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help=".npz with x (and y labels): top-1 of original, deployed fp32 and the artifact")] = None,
+           max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="refuse an artifact losing more top-1 points than this on --eval-data")] = 1.0,
+           keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep input and output fp32")] = True,
+           allow_slower: Annotated[bool, typer.Option("--allow-slower", help="keep an fp16/int8 artifact that is slower than fp32 on the target (--profile)")] = False,
            strict: StrictOpt = False) -> None:
     """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
     from gsdeploy.export.artifact import check_output_path, manifest_path
+    from gsdeploy.export.reduced import request_for_target
     from gsdeploy.transforms import deploy
 
     if engine not in ("onnx", "trt", "torch-trt"):
@@ -214,7 +220,13 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     given_batches = batch is not None or any(v is not None for v in (min_batch, opt_batch, max_batch))
     if not given_batches and trt["batches"]:
         batch = ",".join(map(str, trt["batches"]))
-    check_output_path(output, [Path(model)] if Path(model).exists() else [])
+    precision = (precision or "fp32") if engine == "onnx" else trt["precision"]
+    wants = request_for_target(precision, engine, target, calib_data=calib_data, random_calibration=random_calibration,
+                               eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, keep_io_types=keep_io_types,
+                               allow_slower=allow_slower)
+    if engine != "torch-trt":
+        wants.check()  # flag errors before anything is loaded
+    check_output_path(output, [p for p in (Path(model), calib_data, eval_data) if p is not None and p.exists()])
     if engine != "onnx":
         from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
         if engine == "trt":
@@ -224,17 +236,24 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
             require_torch_tensorrt()
     loaded = _load(model, arch, target.input_shape, trust)
     options = _options(fuse, prune_threshold, target, strict)
+    inputs = None
+    if engine != "torch-trt":
+        from gsdeploy.export.reduced import load_inputs
+
+        inputs = load_inputs(wants, tuple(loaded.input_shape))  # files checked before any deployment work
     result = deploy(loaded.module, loaded.input_shape, options)
     out.print(_summary(result), highlight=False)
     _warn_kept_zeros(result)
     if engine == "onnx":
         from gsdeploy.export.onnx_artifact import write_onnx_artifact
 
-        manifest = write_onnx_artifact(loaded, result, options, output)
+        manifest = write_onnx_artifact(loaded, result, options, output, wants, inputs)
         c = manifest["onnx_vs_original"]
         against = "thresholded original" if result.threshold_error is not None else "original"
         out.print(f"ONNX in ONNX Runtime vs {against}: max abs {c['max_abs_err']:.2e}, max rel {c['max_rel_err']:.2e}",
                   highlight=False)
+        for line in _precision_lines(manifest.get("precision")):
+            out.print(line, highlight=False)
     else:
         from gsdeploy.export.trt_artifact import write_trt_artifact
 
@@ -242,8 +261,31 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
                            min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                            workspace_mb=trt["workspace_mb"], timing_cache=trt["timing_cache"],
                            dla_core=trt["dla_core"], gpu_fallback=trt["gpu_fallback"], calib_data=calib_data,
-                           builder_optimization_level=trt["builder_optimization_level"])
+                           builder_optimization_level=trt["builder_optimization_level"], wants=wants, inputs=inputs)
     out.print(f"wrote {output} and {manifest_path(output)}", highlight=False)
+
+
+def _precision_lines(section) -> list[str]:
+    if not section:
+        return []
+    lines = []
+    q = section.get("quantization")
+    if q:
+        s = q["scheme"]
+        lines.append(f"int8 {s['name']} for {s['target']} ({q['scheme_chosen_by']}): {s['reason']}")
+        c = section["calibration"]
+        lines.append(f"calibrated on {c['samples']} samples of {c['source']}" + ("" if c["representative"] else
+                                                                                 f" - {c.get('note', '')}"))
+    acc = section.get("accuracy")
+    if acc:
+        orig = acc["original"]
+        cells = [f"original {orig['top1']:.2f}%" if acc["labelled"] else "original"]
+        cells += [f"{a['name']} {a['top1']:.2f}% (agreement {a['agreement']:.2f}%)" if acc["labelled"]
+                  else f"{a['name']} agreement {a['agreement']:.2f}%" for a in acc["artifacts"]]
+        lines.append(f"top-1 on {acc['samples']} samples: " + ", ".join(cells))
+    for r in (section.get("speed_vs_fp32") or {}).get("rows", []):
+        lines.append(f"batch {r['batch']}: {section['precision']} {r['speedup']:.2f}x fp32 (median of short interleaved runs)")
+    return lines
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -273,7 +315,10 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
           min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
           min_duration_s: Annotated[Optional[float], typer.Option("--min-duration-s")] = None,
           max_cov: Annotated[Optional[float], typer.Option("--max-cov", help="warn about rows whose latency CoV is above this (0.025 = 2.5%)")] = None,
-          precision: Annotated[Optional[str], typer.Option("--precision", help="override the profile's precision: fp32 | fp16 | int8")] = None,
+          precision: Annotated[Optional[str], typer.Option("--precision", help="override the profile's precision: fp32 | fp16 | int8; on ORT CPU a list, e.g. fp32,int8, times the int8/fp16 ONNX of both models beside the fp32 ones")] = None,
+          calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: directory of .npy inputs or a .npz with x")] = None,
+          random_calibration: Annotated[bool, typer.Option("--random-calibration", help="int8 without --calib-data: random calibration inputs (latency only)")] = False,
+          eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help=".npz with x (and y): top-1 of every model in the rows")] = None,
           name: Annotated[Optional[str], typer.Option("--name", help="file stem of the result tables")] = None,
           memory: Annotated[bool, typer.Option("--memory", help="also measure peak RSS of ORT CPU sessions (a child process, ~1.5 s per model and batch)")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="keep the rows of an existing DIR/<stem>.csv and skip the (engine, batch) groups it already has")] = False,
@@ -285,6 +330,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     each (engine, batch) group finishes, so an interrupted sweep keeps what it measured;
     without --resume an existing CSV (and MD) of the same stem is replaced once the first new
     group is done, never before."""
+    from gsdeploy.bench.precision import parse_precisions, reduced_precisions
     from gsdeploy.pipeline import BenchRequest, run_bench_job
     from gsdeploy.target import require_available
     from gsdeploy.zoo import DEFAULT_MODEL
@@ -293,15 +339,21 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
     if engine is not None and not engines:
         raise GsdeployError("--engine names no engine")
-    targets = _targets(profile, engines=engines, batches=tuple(_int_list(batch, "--batch")) if batch else None,
-                       threads=threads, precision=precision, input_shape=_shape(input_shape), warmup_s=warmup_s,
-                       min_iterations=min_iterations, min_duration_s=min_duration_s, max_cov=max_cov)
+    flags = dict(engines=engines, batches=tuple(_int_list(batch, "--batch")) if batch else None,
+                 threads=threads, input_shape=_shape(input_shape), warmup_s=warmup_s,
+                 min_iterations=min_iterations, min_duration_s=min_duration_s, max_cov=max_cov)
+    precisions = parse_precisions(precision)
+    targets = _targets(profile, **flags)
+    reduced = reduced_precisions(precisions, targets)
+    if reduced is None and precisions:
+        targets = _targets(profile, precision=precisions[0], **flags)
     require_available(targets)
     request = BenchRequest(
         model=model or DEFAULT_MODEL, targets=targets, out_dir=output, arch=arch, baseline=baseline,
         baseline_arch=baseline_arch, fuse=fuse, prune_threshold=prune_threshold, trust=trust, name=name,
         command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), memory=memory, resume=resume,
-        per_layer=per_layer)
+        per_layer=per_layer, reduced=reduced or (), calib_data=calib_data, random_calibration=random_calibration,
+        eval_data=eval_data)
     result = run_bench_job(request)
     for line in result.warnings:
         err.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -40,6 +40,11 @@ class BenchRequest:
     per_layer: bool = False  # after timing, profile both models per layer in a separate run (bench/layers.py)
     per_layer_runs: int = 20
     progress: bool = True  # a progress bar on stderr
+    # ORT targets: the fp16/int8 ONNX of both models timed beside the fp32 ones (bench/precision.py)
+    reduced: tuple[str, ...] = ()
+    calib_data: Path | None = None
+    random_calibration: bool = False
+    eval_data: Path | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -262,6 +267,7 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
         base_subject, base_shape = None, tuple(base.input_shape)
     if shape and base_shape and tuple(base_shape) != tuple(shape):
         raise GsdeployError(f"baseline input shape {tuple(base_shape)} differs from the model's {tuple(shape)}")
+    samples = _precision_inputs(req, tuple(shape or base_shape))  # files checked before any work
     name = loaded.name if loaded is not None else comp_subject.name
     base_name = base.name if base is not None else base_subject.name
     if name == base_name:
@@ -273,10 +279,10 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
                           models={"baseline": base_name, "compressed": comp_name},
                           inputs=[Path(p) for p in (req.model, req.baseline) if p and Path(p).exists()])
     with results:
-        return _bench_into(results, req, loaded, base, comp_subject, base_subject)
+        return _bench_into(results, req, loaded, base, comp_subject, base_subject, samples)
 
 
-def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_subject) -> BenchResult:
+def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_subject, samples) -> BenchResult:
     from gsdeploy.bench.sweep import run_sweep
 
     done = results.done()
@@ -286,6 +292,8 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
                                              req.targets, plans),
                     comp_subject or deploy_subject(loaded, "compressed", deploy_options(req, "compressed"), tmp,
                                              req.targets, plans)]
+        if req.reduced or samples[1] is not None:
+            subjects = _with_precisions(subjects, req, samples, {"baseline": base, "compressed": loaded}, tmp)
         extra_files = _write_plan(plans, subjects[1].name, req, results)
         df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
                        on_group=results.add, memory=req.memory,
@@ -299,10 +307,50 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
             warnings.append(f"note: --prune-threshold {req.prune_threshold:g} changed {subjects[1].name}'s outputs by "
                             f"max rel {threshold.max_rel_err:.2e} (max abs {threshold.max_abs_err:.2e}); its rows "
                             "time the thresholded model and max_rel_err is measured against it")
+        reduced_rows = df[df["model"].isin([s.name for s in subjects if s.origin])] if not df.empty else df
+        warnings += noisy_rows(reduced_rows, req.targets[0].max_cov) if not reduced_rows.empty else []
         if req.per_layer:
             extra_files += _per_layer(subjects, plans, req, results.stem, warnings)
     files = results.finish() + extra_files
     return BenchResult(rows=results.rows(), files=files, warnings=warnings)
+
+
+def _precision_inputs(req: BenchRequest, shape: tuple[int, ...]):
+    """(calibration, evaluation) Samples for --precision int8 / --eval-data, or None each."""
+    from gsdeploy.sample_data import load_samples, random_samples
+
+    calib = None
+    if req.reduced:
+        from gsdeploy.bench.precision import bench_scheme
+
+        bench_scheme(req.targets)  # ORT targets only, one scheme: fails before any work
+        if req.resume:
+            # a resumed file is checked for one baseline and one compressed row per group; the
+            # int8/fp16 rows are two more compressed models, so such runs are not resumable yet
+            raise GsdeployError("--resume does not combine with --precision fp16/int8 (several models per group); "
+                                "run without --resume")
+    if "int8" in req.reduced:
+        if req.calib_data is not None and req.random_calibration:
+            raise GsdeployError("--calib-data and --random-calibration exclude each other")
+        if req.calib_data is None and not req.random_calibration:
+            raise GsdeployError("int8 needs calibration data: pass --calib-data DIR|FILE.npz with real inputs "
+                                "(or --random-calibration for latency-only work)")
+        calib = load_samples(req.calib_data, shape) if req.calib_data else random_samples(shape)
+    evaluation = load_samples(req.eval_data, shape, labels=True) if req.eval_data else None
+    return calib, evaluation
+
+
+def _with_precisions(subjects: list, req: BenchRequest, samples, loaded: dict, workdir: Path) -> list:
+    """The fp32 subjects, then their fp16/int8 ONNX; with --eval-data each one's top-1."""
+    from gsdeploy.bench.precision import add_accuracy, bench_scheme, reduced_subjects
+
+    calib, evaluation = samples
+    if req.reduced:
+        subjects = subjects + reduced_subjects(subjects, list(req.reduced), bench_scheme(req.targets), calib, workdir)
+    if evaluation is not None:
+        originals = {s.name: loaded[s.role].module for s in subjects[:2] if loaded.get(s.role) is not None}
+        subjects = add_accuracy(subjects, originals, evaluation)
+    return subjects
 
 
 def _write_plan(plans: dict, name: str, req: BenchRequest, results) -> list[Path]:

@@ -142,6 +142,22 @@ def test_int8_calibration_from_npy(model_and_onnx, tmp_path):
     assert manifest["tensorrt"]["calibration"]["batches"] == 2
 
 
+def test_int8_engine_from_symmetric_qdq_onnx(model_and_onnx, tmp_path):
+    """The S8S8 Q/DQ ONNX gsdeploy writes for TensorRT builds an explicitly quantized engine
+    (TensorRT 10 strongly typed, 11 always), with no calibrator."""
+    from gsdeploy.export.quantize import S8S8_TENSORRT, quantize_int8
+
+    m, onnx_path = model_and_onnx
+    qdq = tmp_path / "qdq.onnx"
+    quantize_int8(onnx_path, qdq, np.random.default_rng(0).standard_normal((32, *SHAPE)).astype(np.float32),
+                  S8S8_TENSORRT)
+    out = tmp_path / "m.engine"
+    manifest = export_trt(m, qdq, SHAPE, TrtBuildOptions(precision="int8", batch=BatchRange(1, 4, 8)), out,
+                          {"source": {"name": "small"}})
+    assert manifest["tensorrt"]["calibration"]["algorithm"] == "explicit Q/DQ in the ONNX"
+    assert np.isfinite(manifest["engine_vs_original"]["max_rel_err"])
+
+
 @pytest.mark.skipif(shutil.which("trtexec") is None, reason="trtexec not on PATH")
 def test_trtexec_cross_check(model_and_onnx, tmp_path):
     from gsdeploy.bench.trtexec import TrtexecTiming, run_trtexec

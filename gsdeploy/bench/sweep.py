@@ -20,7 +20,7 @@ import torch.nn as nn
 from gsdeploy.bench.env import capture_env, dist_version
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.base import Runner
-from gsdeploy.bench.table import COLUMNS, ROLES, add_speedups, make_row, utc_now
+from gsdeploy.bench.table import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
 from gsdeploy.errors import GsdeployError
 from gsdeploy.loaders import torch_runner_kwargs
 from gsdeploy.target import ENGINES, Target
@@ -46,6 +46,12 @@ class Subject:
     artifact_bytes: int | None
     input_shape: tuple[int, ...] | None = None
     trt_engines: Mapping[EngineKey, Path] = field(default_factory=dict)
+    # Set for reduced-precision ONNX subjects (bench/precision.py): a Q/DQ int8 model has fp32
+    # inputs, so the runner alone cannot tell its precision. `origin`: the fp32 subject it came from.
+    precision: str | None = None
+    origin: str | None = None
+    top1: float | None = None  # percent, on --eval-data
+    top1_agreement: float | None = None  # percent of samples whose top-1 equals the original module's
 
 
 # (subject, target, batch) -> a Runner for that subject on that target
@@ -225,8 +231,8 @@ def run_sweep(subjects: list[Subject], targets: list[Target], command: str, prog
                 try:
                     for s in subjects:
                         runners[s.name] = make_runner(s, target, batch)
-                    keys = [(s.name, target.label, runners[s.name].provider, batch, runners[s.name].precision)
-                            for s in subjects]
+                    keys = [(s.name, target.label, runners[s.name].provider, batch,
+                             s.precision or runners[s.name].precision) for s in subjects]
                     if skip_group is not None and skip_group(keys):
                         bar.update(task, completed=1.0, description=f"{title(target, batch)} (done before)")
                         continue
@@ -252,17 +258,19 @@ def run_sweep(subjects: list[Subject], targets: list[Target], command: str, prog
                             peak = rss[(s.name, batch, target.key())]
                         rows.append(make_row(
                             model=s.name, role=s.role, engine=target.label, provider=r.provider,
-                            precision=r.precision, batch=batch, device=r.device, threads=r.threads,
+                            precision=s.precision or r.precision, batch=batch, device=r.device, threads=r.threads,
                             macs=s.macs, params=s.params, stats=stats[s.name], max_rel_err=s.max_rel_err,
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
                             command=command, timestamp=stamp, activation_bytes=activations[(s.name, batch)],
                             peak_rss_bytes=peak, cuda_peak_bytes=cuda_peak, profile=target.profile,
-                            max_cov=target.max_cov, **power[s.name]))
+                            max_cov=target.max_cov, top1=s.top1, top1_agreement=s.top1_agreement, **power[s.name]))
                 finally:
                     # Reverse order: TorchRunner restores the process-wide thread count it found.
                     for r in reversed(list(runners.values())):
                         r.close()
-                group = add_speedups(pd.DataFrame(rows))
+                # One interleaved run: every row is compared with its one dense fp32 baseline,
+                # whatever its own precision (int8 and fp16 subjects are timed beside it).
+                group = add_speedups(pd.DataFrame(rows), keys=[k for k in GROUP_KEYS if k != "precision"])
                 if on_group is not None:
                     on_group(group)
                 frames.append(group)

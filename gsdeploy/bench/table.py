@@ -32,6 +32,7 @@ COLUMNS = [
     "activation_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj", "power_skipped",
     "jetson_module", "power_mode", "cuda_peak_bytes",
     "profile", "max_cov",  # the profile the target came from, and its CoV limit (reports flag rows above it)
+    "top1", "top1_agreement",  # with --eval-data: top-1 (%) and top-1 agreement with the original module (%)
 ]
 
 ROLES = ("baseline", "compressed")
@@ -50,7 +51,8 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
              timestamp: str | None = None, activation_bytes: int | None = None,
              peak_rss_bytes: int | None = None, avg_power_w: float | None = None,
              energy_per_inference_mj: float | None = None, power_skipped: str | None = None, cuda_peak_bytes: int | None = None,
-             profile: str | None = None, max_cov: float | None = None) -> dict:
+             profile: str | None = None, max_cov: float | None = None,
+             top1: float | None = None, top1_agreement: float | None = None) -> dict:
     """One result row. `macs` are per sample (the convention of `flops.count_macs` with
     batch=1); the speedup columns are NaN until `add_speedups` fills them. `env` is a
     `capture_env()` dict (plus "tensorrt", the TensorRT package version, if any)."""
@@ -78,26 +80,28 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
         "energy_per_inference_mj": energy_per_inference_mj, "power_skipped": power_skipped,
         "jetson_module": env.get("jetson_module"), "power_mode": env.get("power_mode"),
         "cuda_peak_bytes": cuda_peak_bytes, "profile": profile, "max_cov": max_cov,
+        "top1": top1, "top1_agreement": top1_agreement,
     }
     assert list(row) == COLUMNS
     return row
 
 
-def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
+def add_speedups(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     """Fill speedup_vs_baseline, flop_speedup and efficiency; returns a new frame.
 
     Within each group of rows timed together (GROUP_KEYS), the single baseline row is the
     reference: speedup = baseline median / this median (> 1 is faster), flop_speedup =
     baseline MACs / this MACs (the promise), efficiency = speedup / flop_speedup (the share
     of the promise that became real time). A group without a baseline gets NaN; a group with
-    two baselines is ambiguous and an error.
+    two baselines is ambiguous and an error. `keys` replaces GROUP_KEYS, e.g. without precision
+    for the rows of one interleaved run, where int8 rows are compared with the fp32 baseline.
     """
     out = df.copy()
     for col in ("speedup_vs_baseline", "flop_speedup", "efficiency"):
         out[col] = float("nan")
     if out.empty:
         return out
-    keys = [k for k in GROUP_KEYS if k in out.columns]
+    keys = [k for k in (GROUP_KEYS if keys is None else keys) if k in out.columns]
     for _, idx in out.groupby(keys, dropna=False, sort=False).groups.items():
         group = out.loc[idx]
         base = group[group["role"] == "baseline"]
@@ -152,7 +156,9 @@ MD_COLUMNS = [  # (header, column, digits)
     ("median ms", "latency_ms_median", 3), ("p90 ms", "latency_ms_p90", 3), ("p99 ms", "latency_ms_p99", 3),
     ("CoV", "latency_cov", 3), ("throughput /s", "throughput_per_s", 1),
     ("speedup", "speedup_vs_baseline", 2), ("FLOP speedup", "flop_speedup", 2), ("efficiency", "efficiency", 2),
+    ("top-1 %", "top1", 2), ("top-1 agreement %", "top1_agreement", 2),
 ]
+OPTIONAL_MD = {"top1", "top1_agreement"}  # shown only when some row has them (--eval-data)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -166,7 +172,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     for c in commands or ["–"]:
         lines.append(f"- command: `{c}`")
     lines.append("")
-    cols = [(h, c, d) for h, c, d in MD_COLUMNS if c in df.columns]
+    cols = [(h, c, d) for h, c, d in MD_COLUMNS if c in df.columns
+            and (c not in OPTIONAL_MD or pd.to_numeric(df[c], errors="coerce").notna().any())]
     lines.append("| " + " | ".join(h for h, _, _ in cols) + " |")
     lines.append("|" + "|".join("---" if d == 0 else "---:" for _, _, d in cols) + "|")
     # to_dict("records") keeps each column's type (iterrows would turn ints into floats).

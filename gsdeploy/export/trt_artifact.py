@@ -20,7 +20,11 @@ from gsdeploy.export.trt_rules.options import TrtBuildOptions, validate_options
 def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, precision: str, batch: str | None,
                        min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_mb: int,
                        timing_cache: Path | None, dla_core: int | None, gpu_fallback: bool,
-                       calib_data: Path | None, builder_optimization_level: int | None = None) -> dict[str, Any]:
+                       calib_data: Path | None, builder_optimization_level: int | None = None, wants=None,
+                       inputs=None) -> dict[str, Any]:
+    """`wants`/`inputs` (reduced.PrecisionRequest and its checked inputs): for int8 on TensorRT 11
+    the verified ONNX is first quantized to a symmetric int8 Q/DQ ONNX (TensorRT 11 has no
+    calibrator); TensorRT 10 keeps its IInt8EntropyCalibrator2 on the same calibration data."""
     batches = parse_batch_list(batch) if batch else None
     brange = batch_range(batches, min_batch, opt_batch, max_batch)
     extra = base_manifest(loaded, result, options)
@@ -42,5 +46,26 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
         if not check.passed:
             raise NumericMismatchError(f"ONNX model differs from the original: max relative error "
                                        f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e}; nothing written")
+        if precision == "int8" and wants is not None and int8_route(trt_version()) == "qdq":
+            from gsdeploy.export.reduced import make_reduced
+
+            qdq = Path(tmp) / "model_qdq.onnx"
+            extra["precision"] = make_reduced(onnx_path, qdq, loaded.module, tuple(loaded.input_shape), wants, inputs)
+            onnx_path = qdq
         return export_trt(result.reference, onnx_path, loaded.input_shape, opts, output, extra,
                           inputs=artifact_inputs(loaded))
+
+
+def trt_version() -> str:
+    from gsdeploy.export.tensorrt import require_tensorrt
+
+    return str(require_tensorrt().__version__)
+
+
+def int8_route(version: str, has_calibrator_api: bool = True) -> str:
+    """How int8 reaches a TensorRT engine: "qdq" (explicit quantization, a Q/DQ ONNX made by
+    gsdeploy) on TensorRT 11, which removed the calibrator; "calibrator" (implicit,
+    IInt8EntropyCalibrator2 at build time) on TensorRT 10, where it still exists."""
+    from gsdeploy.export.trt_rules.versions import trt_major
+
+    return "qdq" if trt_major(version) >= 11 or not has_calibrator_api else "calibrator"

@@ -4,7 +4,9 @@ speedup over the dense baseline recomputed from the rows (never copied from the 
 Which baseline row a compressed row is compared with, in order of preference:
   1. the same interleaved group: same file, command and timestamp (bench writes one
      timestamp per engine × batch group), and the same device, engine, provider, precision,
-     batch and threads — the only comparison where both models shared the machine's state;
+     batch and threads — the only comparison where both models shared the machine's state
+     (in that group any precision: `bench --precision fp32,int8` times int8 rows against the
+     dense fp32 baseline of the same interleaved run);
   2. the same run (same file and command), same settings, another group;
   3. another run with the same settings (another file: e.g. the dense model benched once, the
      compressed ones later); the latest such baseline is used and `baseline_from` says
@@ -69,10 +71,14 @@ def _pick_baselines(df: pd.DataFrame) -> tuple[list[Any], list[str], list[str]]:
     models = list(df["model"])
     idx = list(df.index)
 
+    any_precision = [k for k in MATCH_KEYS if k != "precision"]
+    key_ap = [tuple(_norm(v) for v in t) for t in zip(*(_col(df, k) for k in any_precision))]
     by_key: dict[tuple, list[int]] = {}
+    by_key_ap: dict[tuple, list[int]] = {}
     for i, (r, k) in enumerate(zip(roles, key)):
         if r == "baseline":
             by_key.setdefault(k, []).append(i)
+            by_key_ap.setdefault(key_ap[i], []).append(i)
 
     base_of: list[Any] = []
     origin: list[str] = []
@@ -84,10 +90,13 @@ def _pick_baselines(df: pd.DataFrame) -> tuple[list[Any], list[str], list[str]]:
             notes.append("")
             continue
         cands = by_key.get(key[i], [])
+        group = [j for j in by_key_ap.get(key_ap[i], [])
+                 if (source[j], command[j], stamp[j]) == (source[i], command[i], stamp[i])]
         if wanted[i]:
             cands = [j for j in cands if models[j] == wanted[i]]
+            group = [j for j in group if models[j] == wanted[i]]
         tiers = [
-            ("same run", [j for j in cands if (source[j], command[j], stamp[j]) == (source[i], command[i], stamp[i])]),
+            ("same run", group),
             ("same run", [j for j in cands if (source[j], command[j]) == (source[i], command[i])]),
             ("other run", cands),
         ]

@@ -68,8 +68,8 @@ def validate_options(o: TrtBuildOptions) -> list[str]:
     if o.calib_data is not None:
         if o.precision != "int8":
             warnings.append(f"--calib-data is only used for int8; ignored for {o.precision}")
-        elif not Path(o.calib_data).is_dir():
-            raise TrtConfigError(f"--calib-data {o.calib_data} is not a directory of .npy files")
+        elif not (Path(o.calib_data).is_dir() or (Path(o.calib_data).is_file() and Path(o.calib_data).suffix == ".npz")):
+            raise TrtConfigError(f"--calib-data {o.calib_data} is not a directory of .npy files or a .npz file")
     if o.timing_cache is not None:
         parent = Path(o.timing_cache).parent
         if not parent.is_dir():
