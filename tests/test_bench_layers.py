@@ -18,8 +18,8 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 from gsdeploy.target import make_target  # noqa: E402
-from gsdeploy.bench.layers import (UNATTRIBUTED, join_sites, layer_map, profile_ort, read_ort_trace,  # noqa: E402
-                                   site_of)
+from gsdeploy.bench.layers import (UNATTRIBUTED, join_sites, layer_map, profile_ort,  # noqa: E402
+                                   profile_ort_interleaved, read_ort_trace, site_of)
 from gsdeploy.cli import app  # noqa: E402
 
 SHAPE = (3, 16, 16)
@@ -101,6 +101,7 @@ def test_trace_is_split_per_run_and_warmup_dropped(tmp_path):
     p.write_text(json.dumps(events))
     per_run, ops, order = read_ort_trace(p, skip_runs=1)
     assert per_run == [{"a": 20.0, "b": 4.0}, {"a": 30.0, "b": 6.0}]
+    assert read_ort_trace(p, skip_runs=0, drop={0, 2})[0] == [{"a": 20.0, "b": 4.0}]
     assert ops == {"a": "Conv", "b": "Relu"} and order == ["a", "b"]
 
 
@@ -109,8 +110,8 @@ def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
     one = make_target("ort", threads=1)
     stem = {"site": "stem", "action": "fold BN", "layers": ["stem", "bn"], "shape_after": "3x3 3->8"}
     dense_conv = {"site": "block.conv", "action": "fold BN", "layers": ["block.conv", "bn"], "shape_after": "3x3 8->8"}
-    dep = profile_ort(deployed, 2, [stem, PAIR], target=one, warmup=2, runs=5)
-    den = profile_ort(dense, 2, [dense_conv], target=one, warmup=2, runs=5)
+    dep, den = profile_ort_interleaved([(deployed, [stem, PAIR], None), (dense, [dense_conv], None)], 2, target=one,
+                                       warmup=2, runs=5, block=2, pause_s=0.0)
     assert dep.runs == den.runs == 5
     assert set(dep.order) == {"stem", "block.conv", "head"}, dep.order  # both convs of the pair: one site
     assert set(den.order) == {"stem", "block.conv", "head"}, den.order
@@ -122,6 +123,8 @@ def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
     assert df.set_index("site").loc["stem", "deployed_shape"] == "3x3 3->8"  # from its BN fold
     assert r["dense_us"] > 0 and r["deployed_us"] > 0 and r["speedup"] == pytest.approx(r["dense_us"] / r["deployed_us"])
     assert df["deployed_share"].sum() == pytest.approx(1.0)
+    single = profile_ort(dense, 1, [], target=one, warmup=1, runs=3)
+    assert single.runs == 3 and set(single.order) == {"stem", "block.conv", "head"}
 
 
 def test_bench_per_layer_writes_plan_and_profile_and_the_report_shows_them(tmp_path):

@@ -19,7 +19,8 @@ a node keeps its original name, or is named after an original tensor (NCHWc conv
 an original weight; reorder nodes go with the conv they feed or drain.
 
 The profiler slows inference down (2–5× measured here), so these runs are separate from the
-timed ones and only ratios and shares mean anything.
+timed ones and only ratios and shares mean anything; the deployed and the dense model are
+profiled in alternating blocks, as the bench times them, so a passing load weighs on both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import bisect
 import json
 import math
 import statistics
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,16 +184,19 @@ def _group(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str
     return SiteTimes(us=us, ops=dict(op_counts), order=sites, runs=len(per_run), decisions=dec, shapes=shapes)
 
 
-def read_ort_trace(path: Path, skip_runs: int) -> tuple[list[dict[str, float]], dict[str, str], list[str]]:
+def read_ort_trace(path: Path, skip_runs: int, drop: Iterable[int] = ()) -> tuple[list[dict[str, float]], dict[str, str],
+                                                                                 list[str]]:
     """(per-run node µs, node -> op type, node execution order) from an ORT profile JSON;
-    the first `skip_runs` runs (warm-up) are dropped."""
+    the first `skip_runs` runs (warm-up) and the runs numbered in `drop` (0-based, in time
+    order) are dropped."""
     try:
         events = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise GsdeployError(f"cannot read ONNX Runtime's profile {path}: {e}") from None
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")
-    runs = runs[skip_runs:]
+    drop = set(drop)
+    runs = [r for k, r in enumerate(runs) if k >= skip_runs and k not in drop]
     per_run: list[dict[str, float]] = [defaultdict(float) for _ in runs]
     ops: dict[str, str] = {}
     order: list[str] = []
@@ -218,37 +223,70 @@ def profile_ort(onnx_path: Path, batch: int, decisions: list[dict], *, target: T
                 warmup: int = 5, runs: int = 20, input_shape: tuple[int, ...] | None = None) -> SiteTimes:
     """Run `onnx_path` `warmup + runs` times under ORT's profiler, in a session made with
     `target`'s settings (default: ORT CPU), and sum node times per site."""
+    return profile_ort_interleaved([(Path(onnx_path), decisions, input_shape)], batch, target=target, warmup=warmup,
+                                   runs=runs)[0]
+
+
+def profile_ort_interleaved(models: list[tuple[Path, list[dict], tuple[int, ...] | None]], batch: int, *,
+                            target: Target | None = None, warmup: int = 5, runs: int = 20, block: int = 5,
+                            pause_s: float = 0.05) -> list[SiteTimes]:
+    """Profile several models (ONNX path, plan decisions, input shape) in blocks of `block`
+    runs taken in turn, as the bench interleaves its timing: a load that comes and goes on a
+    shared machine then weighs on every model alike, and their ratio stays fair. Each block
+    starts after a short pause (an idle session's threads stop spinning) with one run that is
+    dropped, like the first `warmup` runs of each session."""
     import onnx
 
     from gsdeploy.bench.runners.ort import OrtRunner
 
-    onnx_path = Path(onnx_path)
     with scratch_dir("layers") as tmp:
-        optimized = tmp / "optimized.onnx"
-
-        def tune(so: Any) -> None:
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(tmp) / "ort_profile")
-            so.optimized_model_filepath = str(optimized)
-            so.log_severity_level = 3  # ORT warns that an NCHWc graph is machine-specific: we know
-
-        runner = OrtRunner(onnx_path, target, input_shape=input_shape, tune=tune)
-        device, used_threads = runner.device, runner.threads
+        runners, optimized, dropped = [], [], []
         try:
-            runner.prepare(batch)
-            for _ in range(warmup + runs):
-                runner.run_once()
-            trace = runner.end_profiling()
+            for i, (path, _, shape) in enumerate(models):
+                opt = tmp / f"m{i}_optimized.onnx"
+
+                def tune(so: Any, i: int = i, opt: Path = opt) -> None:
+                    so.enable_profiling = True
+                    so.profile_file_prefix = str(tmp / f"m{i}_ort_profile")
+                    so.optimized_model_filepath = str(opt)
+                    so.log_severity_level = 3  # ORT warns that an NCHWc graph is machine-specific: we know
+
+                runner = OrtRunner(Path(path), target, input_shape=shape, tune=tune)
+                runners.append(runner)
+                optimized.append(opt)
+                runner.prepare(batch)
+                for _ in range(warmup):
+                    runner.run_once()
+                dropped.append(set(range(warmup)))
+            done = [warmup] * len(runners)
+            kept = [0] * len(runners)
+            while min(kept) < runs:
+                for i, runner in enumerate(runners):
+                    time.sleep(pause_s)
+                    n = min(block, runs - kept[i])
+                    if n <= 0:
+                        continue
+                    dropped[i].add(done[i])  # the block's first run, after the switch
+                    for _ in range(n + 1):
+                        runner.run_once()
+                    done[i] += n + 1
+                    kept[i] += n
+            traces = [r.end_profiling() for r in runners]
+            info = [(r.device, r.threads) for r in runners]
         finally:
-            runner.close()
-        per_run, ops, order = read_ort_trace(trace, skip_runs=warmup)
-        original = layer_map(onnx.load(str(onnx_path), load_external_data=False).graph)
-        layers = dict(original.node)
-        if optimized.is_file():
-            layers.update(executed_layers(original, onnx.load(str(optimized), load_external_data=False).graph))
-    times = _group(per_run, ops, order, layers, decisions)
-    times.device, times.threads = device, used_threads
-    return times
+            for r in runners:
+                r.close()
+        out = []
+        for (path, decisions, _), trace, opt, drop, (device, threads) in zip(models, traces, optimized, dropped, info):
+            per_run, ops, order = read_ort_trace(trace, skip_runs=0, drop=drop)
+            original = layer_map(onnx.load(str(path), load_external_data=False).graph)
+            layers = dict(original.node)
+            if opt.is_file():
+                layers.update(executed_layers(original, onnx.load(str(opt), load_external_data=False).graph))
+            times = _group(per_run, ops, order, layers, decisions)
+            times.device, times.threads = device, threads
+            out.append(times)
+    return out
 
 
 def profile_trt(runner: Any, onnx_path: Path, batch: int, decisions: list[dict], *, warmup: int = 5,
@@ -380,9 +418,9 @@ def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_pla
                 runner.close()
         provider = "tensorrt"
     elif target.engine == "ort":
-        times = [profile_ort(s.onnx_path, batch, plan, target=target, warmup=warmup, runs=runs,
-                             input_shape=s.input_shape)
-                 for s, plan in ((deployed, deployed_plan), (dense, dense_plan))]
+        times = profile_ort_interleaved([(deployed.onnx_path, deployed_plan, deployed.input_shape),
+                                         (dense.onnx_path, dense_plan, dense.input_shape)], batch, target=target,
+                                        warmup=warmup, runs=runs)
         provider = target.providers[0]
     else:
         raise GsdeployError(f"no per-layer profiler for engine '{target.label}' (ORT engines and trt have one)")
