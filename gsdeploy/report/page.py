@@ -30,6 +30,7 @@ ENV_FIELDS = [
     ("torch", "torch_version"), ("gsdeploy", "gsdeploy_version"), ("Jetson module", "jetson_module"),
     ("power mode", "power_mode"), ("profiles", "profile"), ("engines", "engine"), ("precisions", "precision"),
 ]
+_EXACT_FOLDS = ("fold BN", "fold DReLU")  # exact rewrites every deploy does: counted, not listed
 _PLAN_KNOWN = ("site", "action", "layers", "shape_before", "shape_after", "macs_before", "macs_after", "reason")
 
 CSS = """
@@ -184,7 +185,7 @@ def _environment(rows: pd.DataFrame) -> str:
     return '<dl class="env">' + "".join(items) + "</dl>" if items else "<p>No environment recorded.</p>"
 
 
-_MEMORY = [("weights", "weights_bytes", fmt_bytes), ("artifact", "artifact_bytes", fmt_bytes),
+_MEMORY = [("weights", "weights_bytes", fmt_bytes),
            ("peak RSS", "peak_rss_bytes", fmt_bytes), ("power", "avg_power_w", lambda v: fmt_num(v, ".2f") + " W"
                                                        if not _missing(v) else "–"),
            ("energy/inference", "energy_per_inference_mj", lambda v: fmt_num(v, ".2f") + " mJ"
@@ -201,8 +202,8 @@ def _headline(table: pd.DataFrame, cov_limit: float) -> str:
     flat = table.reset_index()
     extra = [(h, c, f) for h, c, f in _MEMORY if c in flat.columns and flat[c].notna().any()]
     heads = [("model", "t"), ("engine", "t"), ("precision", "t"), ("batch", ""), ("vs", "t"), ("median", ""),
-             ("p90", ""), ("p99", ""), ("CoV", ""), ("throughput", ""), ("MACs", ""), ("params", ""),
-             ("speedup", ""), ("FLOP speedup", ""), ("efficiency", "")] + [(h, "") for h, _, _ in extra]
+             ("p90", ""), ("p99", ""), ("CoV", ""), ("MACs", ""), ("speedup", ""), ("FLOP speedup", ""),
+             ("efficiency", "")] + [(h, "") for h, _, _ in extra]
     out = []
     notes: set[str] = set()
     for r in flat.to_dict("records"):
@@ -215,9 +216,7 @@ def _headline(table: pd.DataFrame, cov_limit: float) -> str:
             notes.add(f"No speedup for some rows: {r['note']}.")
         cells = [_td(str(r["model"]), "t"), _td(str(r["engine"]), "t"), _td(str(r["precision"]), "t"),
                  _td(str(r["batch"])), _td(vs, "t"), _td(fmt_ms(r["median_ms"])), _td(fmt_ms(r["p90_ms"])),
-                 _td(fmt_ms(r["p99_ms"])), _cov_cell(r["cov"], _limit(r, cov_limit)),
-                 _td("–" if _missing(r["throughput_per_s"]) else f"{float(r['throughput_per_s']):,.0f}/s"),
-                 _td(fmt_count(r["macs"])), _td(fmt_count(r["params"]))]
+                 _td(fmt_ms(r["p99_ms"])), _cov_cell(r["cov"], _limit(r, cov_limit)), _td(fmt_count(r["macs"]))]
         if base:
             cells += [_td("1.00×"), _td("1.00×"), _td("1.00")]
         else:
@@ -229,8 +228,8 @@ def _headline(table: pd.DataFrame, cov_limit: float) -> str:
     legend = (f'<p class="legend">Speedup = dense median / median, both timed interleaved in one run; '
               f'<b style="color:var(--bad)">▼</b> slower than dense; ⚠ CoV above the profile\'s limit '
               f"({', '.join(f'{v:.1%}' for v in limits)}: noisy, repeat before trusting small differences); "
-              f"efficiency = speedup / FLOP speedup. "
-              f"MACs and params per sample; throughput in samples per second.</p>")
+              f"efficiency = speedup / FLOP speedup; MACs per sample. Throughput, params and every other "
+              f"column are in the result CSVs.</p>")
     foot = "".join(f"<li>{html.escape(n)}</li>" for n in sorted(notes))
     return _table(heads, out) + legend + (f'<ul class="notes">{foot}</ul>' if foot else "")
 
@@ -270,10 +269,10 @@ def _plan_section(plan: dict) -> str:
         facts.append(str(plan["summary"]))
     parts.append("<p>" + html.escape("; ".join(facts)) + "</p>" if facts else "")
     parts.append("<p>" + html.escape(", ".join(f"{n} × {a}" for a, n in counts.most_common())) + "</p>")
-    shown = [d for d in decisions if d.get("action") != "fold BN"]
+    shown = [d for d in decisions if d.get("action") not in _EXACT_FOLDS]
     if len(shown) < len(decisions):
-        parts.append(f'<p class="legend">{len(decisions) - len(shown)} BatchNorm folds (exact, always done) '
-                     "are not listed.</p>")
+        parts.append(f'<p class="legend">{len(decisions) - len(shown)} BatchNorm and DReLU folds (exact rewrites, '
+                     "always done) are counted above, not listed.</p>")
     extra = [k for k in dict.fromkeys(k for d in shown for k in d) if k not in _PLAN_KNOWN]
     heads = [("site", "t"), ("action", "t"), ("before", "t"), ("after", "t"), ("MACs", "")] + \
         [(k.replace("_", " "), "") for k in extra] + [("why", "t")]
