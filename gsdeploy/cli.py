@@ -25,7 +25,10 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="architecture of a state_dict checkpoint (see `gsdeploy zoo --archs`)")]
 ShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="per-sample input shape CxHxW, e.g. 3x32x32")]
-FuseOpt = Annotated[str, typer.Option("--fuse", help="fuse factorized conv pairs: flops (when MACs drop) | latency (when faster in ORT on this machine) | always | never")]
+FuseOpt = Annotated[Optional[str], typer.Option("--fuse", help="override: every factorized pair flops (fused when MACs drop) | always | never, no measuring (implies --plan flops); latency = --plan latency")]
+PlanOpt = Annotated[str, typer.Option("--plan", help="latency: measure keep/fuse/pad candidates on the target (cached) and keep the fastest whole model; flops: decide by MACs; auto (default): latency where the target's engine runs here or --lut is given, else flops with a warning")]
+LutOpt = Annotated[Optional[Path], typer.Option("--lut", help="timings measured on the target (`gsdeploy plan --save-lut`): plan from them without measuring here")]
+RefreshOpt = Annotated[bool, typer.Option("--refresh", help="re-measure the latency plan instead of using the timing cache")]
 ThresholdOpt = Annotated[Optional[float], typer.Option("--prune-threshold", help="also remove groups whose L2 norm is at most this")]
 TrustOpt = Annotated[bool, typer.Option("--trust", help="allow unpickling a whole nn.Module (runs code from the file)")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="target profile: a name in profiles/ or a YAML path (default cpu-ort)")]
@@ -72,11 +75,24 @@ def guarded(fn):
     return wrapper
 
 
-def _check_deploy_flags(fuse: str, prune_threshold: float | None) -> None:
-    if fuse not in ("flops", "latency", "always", "never"):
+def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: str = "auto") -> tuple[str, str]:
+    """(plan mode, fuse mode) from --plan and --fuse: one vocabulary, --fuse only as an override."""
+    from gsdeploy.plan.stage import PLAN_MODES
+
+    if plan not in PLAN_MODES:
+        raise GsdeployError(f"--plan must be {', '.join(PLAN_MODES)}, not '{plan}'")
+    if fuse is not None and fuse not in ("flops", "latency", "always", "never"):
         raise GsdeployError(f"--fuse must be flops, latency, always or never, not '{fuse}'")
     if prune_threshold is not None and not (math.isfinite(prune_threshold) and prune_threshold >= 0):
         raise GsdeployError(f"--prune-threshold must be a finite number >= 0, not {prune_threshold}")
+    if fuse == "latency":  # the old spelling of the measured plan
+        fuse = None if plan in ("auto", "latency") else fuse
+        plan = "latency"
+    if fuse is not None and plan == "latency":
+        raise GsdeployError(f"--fuse {fuse} fixes every pair, --plan latency measures them: pass one of the two")
+    if fuse is not None:
+        plan = "flops"
+    return plan, fuse or "flops"
 
 
 def _warn_kept_zeros(result) -> None:
@@ -87,11 +103,34 @@ def _warn_kept_zeros(result) -> None:
         err.print(f"warning: {warning_line(result.kept_zeros)}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _options(fuse: str, prune_threshold: float | None, target=None, strict: bool = False):
+def _options(fuse: str, prune_threshold: float | None, strict: bool = False):
     from gsdeploy.transforms import DeployOptions
 
-    _check_deploy_flags(fuse, prune_threshold)
-    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, target=target, strict=strict)
+    return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, strict=strict)
+
+
+def _dense(loaded, baseline: str | None, baseline_arch: str | None, trust: bool):
+    """The dense model the plan is timed against, when one is known (only reported: the plan
+    chooses among deployments of the compressed model)."""
+    from gsdeploy.pipeline import resolve_baseline
+
+    try:
+        return resolve_baseline(loaded, baseline, baseline_arch, tuple(loaded.input_shape), trust).module
+    except GsdeployError:
+        if baseline is not None:
+            raise
+        return None
+
+
+def _make_plan(loaded, target, plan: str, fuse: str, prune_threshold, lut, refresh, dense, strict: bool = False):
+    from gsdeploy.plan.stage import make_plan
+
+    outcome = make_plan(loaded.module, tuple(loaded.input_shape), target, _options(fuse, prune_threshold, strict),
+                        plan, dense=dense, lut_path=lut, refresh=refresh,
+                        progress=lambda msg: err.print(msg, highlight=False, markup=False, style="dim"))
+    if outcome.warning:
+        err.print(outcome.warning, highlight=False, markup=False, soft_wrap=True)
+    return outcome
 
 
 def _targets(profile: str | None, **flags):
@@ -150,6 +189,34 @@ def _plan_table(result) -> Table:
     return t
 
 
+def _print_latency_plan(outcome, brief: bool = False) -> None:
+    """The whole models a latency plan chose from (measured on the target), and its notes."""
+    from gsdeploy.plan.search import VARIANT_LABELS as VARIANT_LABEL
+
+    p = outcome.plan
+    if p is None:
+        out.print(f"plan: by FLOPs (fuse={outcome.options.fuse})", highlight=False)
+        return
+    batches = list(p.batches)
+    head = [f"b{b} ms (CoV)" for b in batches] + [f"b{b} vs dense" for b in batches]
+    t = Table("model", *head, "predicted ms", title=f"whole models timed on the target ({p.fingerprint.get('engine_version')}, "
+              f"{p.fingerprint.get('device')}, {p.fingerprint.get('threads')} threads)")
+    for v in p.variants:
+        label = VARIANT_LABEL.get(v.name, v.name) + (" <- chosen" if v.name == p.winner else "")
+        cells = [f"{v.measured[b].median_ms:.3f} ({v.measured[b].cov:.0%})" if b in v.measured else "-" for b in batches]
+        cells += [f"{p.speedup(v.name, b):.2f}x" if p.speedup(v.name, b) and b in v.measured else "-" for b in batches]
+        pred = "/".join(f"{v.predicted_ms[b]:.3f}" for b in batches) if v.predicted_ms else "-"
+        t.add_row(escape(label), *cells, pred)
+    if not brief and p.variants:
+        out.print(t)
+    source = ("from the timing cache" if p.models_cached and not p.measured_sites else
+              f"{p.measured_sites} site(s) measured, {p.cached_sites} from the cache")
+    out.print(f"plan: by latency, {VARIANT_LABEL.get(p.winner, p.winner)} chosen ({source}, {p.seconds:.1f} s)",
+              highlight=False)
+    for note in p.notes:
+        out.print(f"note: {note}", highlight=False)
+
+
 def _summary(result) -> str:
     v = result.verification
     text = (f"MACs {_m(result.macs_before)} -> {_m(result.macs_after)} ({result.macs_after / max(result.macs_before, 1):.1%}), "
@@ -165,19 +232,51 @@ def _summary(result) -> str:
 @app.command()
 @guarded
 def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
-            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
+            arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = None, plan: PlanOpt = "auto",
             prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
-            strict: StrictOpt = False) -> None:
-    """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason."""
-    from gsdeploy.transforms import deploy
-
-    _check_deploy_flags(fuse, prune_threshold)
+            lut: LutOpt = None, refresh: RefreshOpt = False, strict: StrictOpt = False,
+            baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense model the plan is timed against (default: the known one)")] = None,
+            baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None) -> None:
+    """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason;
+    for a latency plan also the whole models it was chosen from, measured on the target."""
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
     loaded = _load(model, arch, target.input_shape, trust)
-    result = deploy(loaded.module, loaded.input_shape, _options(fuse, prune_threshold, target, strict))
-    out.print(_plan_table(result))
-    out.print(_summary(result), highlight=False)
-    _warn_kept_zeros(result)
+    dense = _dense(loaded, baseline, baseline_arch, trust) if plan != "flops" else None
+    outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh, dense, strict)
+    out.print(_plan_table(outcome.result))
+    _print_latency_plan(outcome)
+    out.print(_summary(outcome.result), highlight=False)
+    _warn_kept_zeros(outcome.result)
+
+
+@app.command("plan")
+@guarded
+def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
+             arch: ArchOpt = None, input_shape: ShapeOpt = None, prune_threshold: ThresholdOpt = None,
+             trust: TrustOpt = False, profile: ProfileOpt = None, refresh: RefreshOpt = False,
+             baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense model the plan is timed against (default: the known one)")] = None,
+             baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None, strict: StrictOpt = False,
+             save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None) -> None:
+    """Make the latency plan on this machine (the target): time every site's candidates and the whole
+    models, print the choice and, with --save-lut, write the timings so `export --lut` can use them elsewhere."""
+    from gsdeploy.export.artifact import check_output_path
+    from gsdeploy.plan.stage import save_lut as write_lut
+
+    _check_deploy_flags(None, prune_threshold)
+    target = _targets(profile, input_shape=_shape(input_shape))[0]
+    if save_lut is not None:
+        check_output_path(save_lut)
+    loaded = _load(model, arch, target.input_shape, trust)
+    outcome = _make_plan(loaded, target, "latency", "flops", prune_threshold, None, refresh,
+                         _dense(loaded, baseline, baseline_arch, trust), strict)
+    out.print(_plan_table(outcome.result))
+    _print_latency_plan(outcome)
+    out.print(_summary(outcome.result), highlight=False)
+    _warn_kept_zeros(outcome.result)
+    if save_lut is not None:
+        write_lut(outcome.plan, save_lut)
+        out.print(f"wrote {save_lut}", highlight=False)
 
 
 @app.command()
@@ -185,8 +284,9 @@ def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fi
 def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint file")],
            output: Annotated[Path, typer.Option("--output", "-o", help="artifact to write (.onnx, .engine, .ep)")],
            engine: Annotated[str, typer.Option("--engine", help="onnx | trt | torch-trt")] = "onnx",
-           arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = "flops",
+           arch: ArchOpt = None, input_shape: ShapeOpt = None, fuse: FuseOpt = None, plan: PlanOpt = "auto",
            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
+           lut: LutOpt = None, refresh: RefreshOpt = False,
            precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8 (default: fp32 for onnx; for trt/torch-trt the profile's TensorRT entry, else fp16)")] = None,
            batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32 (default: the profile's TensorRT entry)")] = None,
            min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
@@ -206,13 +306,12 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
     from gsdeploy.export.artifact import check_output_path, manifest_path
     from gsdeploy.export.reduced import request_for_target
-    from gsdeploy.transforms import deploy
 
     if engine not in ("onnx", "trt", "torch-trt"):
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
     from gsdeploy.loaders import trt_export_settings
 
-    _check_deploy_flags(fuse, prune_threshold)
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     targets = _targets(profile, input_shape=_shape(input_shape))
     target = targets[0]
     trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
@@ -235,13 +334,15 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
             from gsdeploy.export.torch_tensorrt import require_torch_tensorrt
             require_torch_tensorrt()
     loaded = _load(model, arch, target.input_shape, trust)
-    options = _options(fuse, prune_threshold, target, strict)
     inputs = None
     if engine != "torch-trt":
         from gsdeploy.export.reduced import load_inputs
 
         inputs = load_inputs(wants, tuple(loaded.input_shape))  # files checked before any deployment work
-    result = deploy(loaded.module, loaded.input_shape, options)
+    outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh,
+                         _dense(loaded, None, None, trust) if plan != "flops" else None, strict)
+    result, options = outcome.result, outcome.options
+    _print_latency_plan(outcome, brief=True)
     out.print(_summary(result), highlight=False)
     _warn_kept_zeros(result)
     if engine == "onnx":
@@ -308,8 +409,9 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
           engine: Annotated[Optional[str], typer.Option("--engine", help="entries of the profile by label or engine (ort | torch | trt), comma-separated; default: all of them")] = None,
           batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes, e.g. 1,32")] = None,
           output: Annotated[Path, typer.Option("--output", "-o", help="directory for the CSV and Markdown tables")] = Path("results"),
-          input_shape: ShapeOpt = None, fuse: FuseOpt = "flops", prune_threshold: ThresholdOpt = None,
-          trust: TrustOpt = False,
+          input_shape: ShapeOpt = None, fuse: FuseOpt = None, plan: PlanOpt = "auto",
+          prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, lut: LutOpt = None,
+          refresh: RefreshOpt = False,
           threads: Annotated[Optional[int], typer.Option("--threads", help="intra-op threads (default: all cores)")] = None,
           warmup_s: Annotated[Optional[float], typer.Option("--warmup-s", help="warm-up time per model and batch")] = None,
           min_iterations: Annotated[Optional[int], typer.Option("--min-iterations")] = None,
@@ -335,7 +437,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     from gsdeploy.target import require_available
     from gsdeploy.zoo import DEFAULT_MODEL
 
-    _check_deploy_flags(fuse, prune_threshold)
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
     if engine is not None and not engines:
         raise GsdeployError("--engine names no engine")
@@ -350,7 +452,8 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     require_available(targets)
     request = BenchRequest(
         model=model or DEFAULT_MODEL, targets=targets, out_dir=output, arch=arch, baseline=baseline,
-        baseline_arch=baseline_arch, fuse=fuse, prune_threshold=prune_threshold, trust=trust, name=name,
+        baseline_arch=baseline_arch, fuse=fuse, plan=plan, lut=lut, refresh=refresh,
+        prune_threshold=prune_threshold, trust=trust, name=name,
         command="gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]), memory=memory, resume=resume,
         per_layer=per_layer, reduced=reduced or (), calib_data=calib_data, random_calibration=random_calibration,
         eval_data=eval_data)

@@ -29,7 +29,10 @@ class BenchRequest:
     arch: str | None = None
     baseline: str | None = None
     baseline_arch: str | None = None
-    fuse: str = "flops"
+    fuse: str = "flops"  # pairs the plan has no measured choice for (and every pair under plan "flops")
+    plan: str = "auto"  # "auto" | "latency" | "flops" (see gsdeploy/plan/stage.py)
+    lut: Path | None = None  # timings measured on the target elsewhere (gsdeploy plan --save-lut)
+    refresh: bool = False  # re-measure the latency plan instead of using the timing cache
     prune_threshold: float | None = None
     trust: bool = False
     name: str | None = None  # file stem of the tables (default bench_<model>)
@@ -115,28 +118,32 @@ def check_out_dir(out_dir: Path) -> None:
         raise OutputPathError(f"output directory {out_dir} is not a writable directory")
 
 
-def _variant_name(name: str, role: str, options) -> str:
+def _variant_name(name: str, role: str, options, plan: str = "auto") -> str:
     """Rows of one model deployed with non-default options must not merge with the default's in
-    reports: the compressed model's name carries them (the dense baseline has nothing to fuse)."""
+    reports: the compressed model's name carries them (the dense baseline has nothing to fuse).
+    `plan` is what was asked for (--plan): the default latency plan's winner varies with the
+    machine, so its rows keep the model's own name."""
     if role != "compressed":
         return name
-    tags = [f"fuse={options.fuse}"] if options.fuse != "flops" else []
+    tags = [f"plan={plan}"] if plan == "flops" else []
+    tags += [f"fuse={options.fuse}"] if options.fuse != "flops" and plan == "flops" else []
     if options.prune_threshold is not None:
         tags.append(f"threshold={options.prune_threshold:g}")
     return f"{name}[{','.join(tags)}]" if tags else name
 
 
 def deploy_subject(loaded: LoadedModel, role: str, options, workdir: Path, targets: tuple[Target, ...],
-                   plans: dict | None = None, build_engines: bool = True):
-    """Deploy (verified against the original), export and check the ONNX file when an ORT or
-    TensorRT target needs it, and build the TensorRT engines (unless `build_engines` is False: a
-    sweep builds them on the device that times them); a bench.sweep.Subject."""
+                   plans: dict | None = None, build_engines: bool = True, deployed=None, plan: str = "auto"):
+    """Deploy (verified against the original) unless `deployed` is the plan stage's result, export
+    and check the ONNX file when an ORT or TensorRT target needs it, and build the TensorRT engines
+    (unless `build_engines` is False: a sweep builds them on the device that times them); a
+    bench.sweep.Subject. `plan` is the --plan asked for (it names the rows)."""
     from gsdeploy.metrics import count_macs, count_params, weight_bytes
     from gsdeploy.bench.sweep import Subject
     from gsdeploy.export.onnx import check_onnx, export_onnx
     from gsdeploy.transforms import deploy
 
-    result = deploy(loaded.module, loaded.input_shape, options)
+    result = deployed or deploy(loaded.module, loaded.input_shape, options)
     if plans is not None:  # the plan goes into the results (report) and the per-layer join
         plans[role] = (result, options)
     onnx_path, artifact_bytes, err = None, None, result.verification.max_rel_err
@@ -152,7 +159,7 @@ def deploy_subject(loaded: LoadedModel, role: str, options, workdir: Path, targe
         err = max(err, check.max_rel_err)
     engines = (build_trt_engines(loaded, onnx_path, workdir, role, targets, result.reference)
                if onnx_path is not None and build_engines else {})
-    return Subject(name=_variant_name(loaded.name, role, options), role=role,
+    return Subject(name=_variant_name(loaded.name, role, options, plan), role=role,
                    macs=count_macs(result.module, loaded.input_shape),
                    params=count_params(result.module), max_rel_err=err, module=result.module, onnx_path=onnx_path,
                    weights_bytes=weight_bytes(result.module), artifact_bytes=artifact_bytes,
@@ -206,11 +213,20 @@ def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
 
 def deploy_options(req: BenchRequest, role: str):
     """The compressed model gets the request's fuse mode and threshold; the dense baseline the
-    fuse mode only. The first target is where a latency plan is timed."""
+    fuse mode only."""
     from gsdeploy.transforms import DeployOptions
 
     threshold = req.prune_threshold if role == "compressed" else None
-    return DeployOptions(fuse=req.fuse, prune_threshold=threshold, target=req.targets[0])
+    return DeployOptions(fuse=req.fuse, prune_threshold=threshold)
+
+
+def plan_compressed(req: BenchRequest, loaded: LoadedModel, dense: LoadedModel | None):
+    """The compressed model's plan on the first target (the latency plan where it can be timed)."""
+    from gsdeploy.plan.stage import make_plan
+
+    return make_plan(loaded.module, tuple(loaded.input_shape), req.targets[0], deploy_options(req, "compressed"),
+                     req.plan, dense=dense.module if dense is not None else None, lut_path=req.lut,
+                     refresh=req.refresh)
 
 
 def power_factory(power):
@@ -274,7 +290,7 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
         raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
     check_out_dir(req.out_dir)
     comp_name = comp_subject.name if comp_subject is not None else \
-        _variant_name(name, "compressed", deploy_options(req, "compressed"))
+        _variant_name(name, "compressed", deploy_options(req, "compressed"), req.plan)
     results = ResultsFile(req.out_dir, req.name or default_stem(name), resume=req.resume,
                           models={"baseline": base_name, "compressed": comp_name},
                           inputs=[Path(p) for p in (req.model, req.baseline) if p and Path(p).exists()])
@@ -286,20 +302,22 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
     from gsdeploy.bench.sweep import run_sweep
 
     done = results.done()
+    outcome = plan_compressed(req, loaded, base) if loaded is not None else None
     with scratch_dir("bench") as tmp:
         plans: dict = {}
         subjects = [base_subject or deploy_subject(base, "baseline", deploy_options(req, "baseline"), tmp,
                                              req.targets, plans),
-                    comp_subject or deploy_subject(loaded, "compressed", deploy_options(req, "compressed"), tmp,
-                                             req.targets, plans)]
+                    comp_subject or deploy_subject(loaded, "compressed", outcome.options, tmp, req.targets, plans,
+                                                   deployed=outcome.result, plan=req.plan)]
         if req.reduced or samples[1] is not None:
             subjects = _with_precisions(subjects, req, samples, {"baseline": base, "compressed": loaded}, tmp)
-        extra_files = _write_plan(plans, subjects[1].name, req, results)
+        extra_files = _write_plan(plans, subjects[1].name, req, results, outcome)
         df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
                        on_group=results.add, memory=req.memory,
                        skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
                        power_sampler_factory=power_factory(req.targets[0].power), power_duration_s=req.power_duration_s)
-        warnings = [line for t in req.targets if not df.empty
+        warnings = ([outcome.warning] if outcome is not None and outcome.warning else []) + \
+            [line for t in req.targets if not df.empty
                     for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
                                            t.max_cov)]
         threshold = plans["compressed"][0].threshold_error if "compressed" in plans else None
@@ -353,9 +371,10 @@ def _with_precisions(subjects: list, req: BenchRequest, samples, loaded: dict, w
     return subjects
 
 
-def _write_plan(plans: dict, name: str, req: BenchRequest, results) -> list[Path]:
-    """DIR/<stem>.plan.json: the compressed model's deployment plan, for the report; published
-    with the first rows of this run (an earlier run's plan stays beside its rows till then)."""
+def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None) -> list[Path]:
+    """DIR/<stem>.plan.json: the compressed model's deployment plan (and how the plan stage chose
+    it), for the report; published with the first rows of this run (an earlier run's plan stays
+    beside its rows till then)."""
     import json
 
     from gsdeploy.bench.table import utc_now
@@ -364,7 +383,8 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results) -> list[Path
     if "compressed" not in plans:  # an ONNX file benched as is has no plan
         return []
     result, options = plans["compressed"]
-    record = plan_record(result, name, options, command=req.command, timestamp=utc_now())
+    extra = {"plan_stage": outcome.summary()} if outcome is not None else {}
+    record = plan_record(result, name, options, command=req.command, timestamp=utc_now(), **extra)
     return [results.attach(".plan.json", json.dumps(record, indent=1, default=str) + "\n")]
 
 

@@ -48,3 +48,22 @@ def rel_err_to_reference(loaded, name: str, ref_dir: Path = OFFICIAL) -> float:
     with torch.no_grad():
         y = loaded.module(ref["input"])
     return float((y - ref["output"]).abs().max() / ref["output"].abs().max())
+
+
+@pytest.fixture(scope="session")
+def _plan_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("timing-cache")
+
+
+@pytest.fixture(autouse=True)
+def quick_latency_plan(_plan_cache_dir, monkeypatch):
+    """Every test plans into a private timing cache (never the user's), shared by the session so a
+    model is planned once, and with a small timing budget: tests check what the planner does with
+    its measurements; how fast the plans are is measured in benchmarks/plan_check.py."""
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(_plan_cache_dir))
+    from gsdeploy.bench.measure import MeasureConfig
+    from gsdeploy.plan import search
+
+    quick = MeasureConfig(warmup_s=0.005, min_iterations=5, min_duration_s=0.005, settle_max_s=0.01)
+    monkeypatch.setattr(search, "SITE_CONFIG", quick)
+    monkeypatch.setattr(search, "MODEL_CONFIG", quick)

@@ -130,15 +130,16 @@ def test_profile_joins_deployed_and_dense_on_sites(onnx_pair):
 def test_bench_per_layer_writes_plan_and_profile_and_the_report_shows_them(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["bench", "resnet20_hinge50", "--engine", "ort", "--batch", "1", "--threads", "1",
-                            "-o", str(tmp_path), "--name", "b", "--per-layer", *FAST])
+                            "-o", str(tmp_path), "--name", "b", "--per-layer", "--plan", "flops", *FAST])
     assert r.exit_code == 0, r.output + r.stderr
     rows = pd.read_csv(tmp_path / "b.csv")
     assert (rows["profile"] == "cpu-ort").all() and (rows["max_cov"] == 0.025).all()
     plan = json.loads((tmp_path / "b.plan.json").read_text())
-    assert plan["kind"] == "gsdeploy-plan" and plan["model"] == "resnet20_hinge50"
+    # the FLOP plan, whose decisions this test knows; its rows are named apart from the default (latency) plan's
+    assert plan["kind"] == "gsdeploy-plan" and plan["model"] == "resnet20_hinge50[plan=flops]"
     assert any(d["action"] == "keep" and d["site"] == "features.1.0.body.0" for d in plan["decisions"])
     df = pd.read_csv(tmp_path / "b.layers.csv")
-    assert set(df["model"]) == {"resnet20_hinge50"} and set(df["baseline"]) == {"resnet20"}
+    assert set(df["model"]) == {"resnet20_hinge50[plan=flops]"} and set(df["baseline"]) == {"resnet20"}
     pair = df.set_index("site").loc["features.1.0.body.0"]
     assert pair["action"] == "keep" and math.isfinite(pair["dense_us"]) and math.isfinite(pair["deployed_us"])
     # every dense conv site has its deployed counterpart (pairs are named like the conv they replace)

@@ -27,9 +27,10 @@ def test_zoo_lists_models_with_macs():
 
 
 def test_inspect_prints_a_plan():
-    r = ok("inspect", "resnet20_hinge50")
+    r = ok("inspect", "resnet20_hinge50", "--plan", "flops")
     assert "fold BN" in r.stdout and "fold DReLU" in r.stdout
     assert "keep" in r.stdout  # Hinge pairs at r=0.45C are kept: fusing would raise MACs
+    assert "plan: by FLOPs" in r.stdout
 
 
 def test_export_official_checkpoint_to_onnx(tmp_path, hinge_fixtures):
@@ -38,7 +39,7 @@ def test_export_official_checkpoint_to_onnx(tmp_path, hinge_fixtures):
 
     out = tmp_path / "hinge20.onnx"
     ok("export", str(hinge_fixtures / "hinge_resnet20_cifar10.pt"), "--arch", "hinge_resnet20", "--engine", "onnx",
-       "--output", str(out))
+       "--output", str(out), "--plan", "flops")
     manifest = json.loads((tmp_path / "hinge20.manifest.json").read_text())
     assert manifest["source"]["sha256"] == json.loads((hinge_fixtures / "manifest.json").read_text())["entries"][0]["sha256"]
     assert manifest["source"]["arch"] == "hinge_resnet20"
@@ -56,8 +57,8 @@ def test_export_official_checkpoint_to_onnx(tmp_path, hinge_fixtures):
 
 
 def test_masked_model_exports_at_compact_macs(tmp_path):
-    ok("export", "resnet20_pruned50_masked", "--output", str(tmp_path / "a.onnx"))
-    ok("export", "resnet20_pruned50", "--output", str(tmp_path / "b.onnx"))
+    ok("export", "resnet20_pruned50_masked", "--output", str(tmp_path / "a.onnx"), "--plan", "flops")
+    ok("export", "resnet20_pruned50", "--output", str(tmp_path / "b.onnx"), "--plan", "flops")
     a = json.loads((tmp_path / "a.manifest.json").read_text())
     b = json.loads((tmp_path / "b.manifest.json").read_text())
     assert a["macs"]["after"] == b["macs"]["after"] < a["macs"]["before"]
@@ -65,7 +66,7 @@ def test_masked_model_exports_at_compact_macs(tmp_path):
 
 def test_bench_writes_tables(tmp_path):
     r = ok("bench", "resnet20_hinge50", "--batch", "1,2", "--output", str(tmp_path), "--warmup-s", "0.05",
-           "--min-iterations", "5", "--min-duration-s", "0.05", "--engine", "ort,torch")
+           "--min-iterations", "5", "--min-duration-s", "0.05", "--engine", "ort,torch", "--plan", "flops")
     csv = tmp_path / "bench_resnet20_hinge50.csv"
     md = tmp_path / "bench_resnet20_hinge50.md"
     assert csv.exists() and md.exists()
@@ -98,8 +99,8 @@ def test_export_program_file_deploys_like_the_module(tmp_path):
     program = torch.export.export(m, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
     path = tmp_path / "masked.pt2"
     torch.export.save(program, str(path))
-    ok("export", str(path), "--output", str(tmp_path / "m.onnx"))
-    ok("export", "resnet20_pruned50", "--output", str(tmp_path / "ref.onnx"))
+    ok("export", str(path), "--output", str(tmp_path / "m.onnx"), "--plan", "flops")
+    ok("export", "resnet20_pruned50", "--output", str(tmp_path / "ref.onnx"), "--plan", "flops")
     got = json.loads((tmp_path / "m.manifest.json").read_text())
     ref = json.loads((tmp_path / "ref.manifest.json").read_text())
     assert got["source"]["arch"] == "exported-program"

@@ -99,9 +99,12 @@ def test_numeric_mismatch_writes_nothing(tmp_path, monkeypatch):
             conv.weight.mul_(1.05)
         return result
 
+    import gsdeploy.plan.stage as stage
+
     monkeypatch.setattr(transforms, "deploy", drifting_deploy)
+    monkeypatch.setattr(stage, "deploy", drifting_deploy)  # the FLOP plan deploys through the plan stage
     out = tmp_path / "m.onnx"
-    r = run("export", "resnet20", "--output", str(out))
+    r = run("export", "resnet20", "--output", str(out), "--plan", "flops")
     assert_clean_failure(r, "exceeds tolerance", tmp_path)
     assert "max abs" in r.stderr
 

@@ -329,20 +329,20 @@ def test_bench_flags_are_checked_before_any_work(tmp_path, monkeypatch):
 
 
 def test_inspect_plans_for_the_profile_target(monkeypatch):
-    """The target built from --profile is the one the planner gets (DeployOptions.target)."""
+    """The target built from --profile is the one the planner times on."""
     from typer.testing import CliRunner
 
-    from gsdeploy import transforms
     from gsdeploy.cli import app
+    from gsdeploy.plan import stage
 
     seen = []
-    real = transforms.deploy
+    real = stage.plan_latency
 
-    def spy(module, shape, options):
-        seen.append(options.target)
-        return real(module, shape, options)
+    def spy(module, shape, target, **kwargs):
+        seen.append(target)
+        return real(module, shape, target, **kwargs)
 
-    monkeypatch.setattr(transforms, "deploy", spy)
+    monkeypatch.setattr(stage, "plan_latency", spy)
     r = CliRunner().invoke(app, ["inspect", "resnet20_hinge50", "--profile", "cpu-torch"])
     assert r.exit_code == 0, r.stderr
     assert [(t.profile, t.engine) for t in seen] == [("cpu-torch", "torch")]

@@ -70,6 +70,11 @@ def cpu_name() -> str:
     return _cpuinfo()["model"]
 
 
+def cpu_isa() -> str | None:
+    """'avx512' | 'avx2' | 'neon' | None: the SIMD level, which sets ORT's conv block width."""
+    return _cpuinfo()["isa"]
+
+
 def dist_version(*names: str) -> tuple[str | None, str | None]:
     for name in names:
         try:

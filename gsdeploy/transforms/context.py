@@ -22,15 +22,6 @@ class PassContext:
     input_shape: tuple[int, ...]
     options: DeployOptions = field(default_factory=DeployOptions)
     _fake_mode: Any = field(default=None, repr=False)
-    _timer: Any = field(default=None, repr=False)
-
-    def pair_timer(self):
-        """One latency timer per deploy, so identical sites are measured once (--fuse latency)."""
-        if self._timer is None:
-            from gsdeploy.transforms.latency import PairTimer
-
-            self._timer = PairTimer(self.options.target)
-        return self._timer
 
     def example(self) -> torch.Tensor:
         return torch.zeros((1, *self.input_shape))

@@ -32,8 +32,7 @@ def folded_linear(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:
 
 
 def fold_linear(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
-    # Linear chains are decided by FLOPs under --fuse latency too: they are tiny next to the convs.
-    mode = "flops" if ctx.options.fuse == "latency" else ctx.options.fuse
+    mode = ctx.options.fuse
     # chain bookkeeping: the deployed module name -> (layers folded into it, shape before, MACs before)
     chains: dict[str, tuple[list[str], list[int], int]] = {}
     decisions: dict[str, Decision] = {}

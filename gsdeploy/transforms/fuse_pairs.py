@@ -84,10 +84,14 @@ def fuse_pairs(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
             fuse = mode == "always" or (mode == "flops" and fused < pair)
             reason = f"by FLOPs: {fmt_macs(pair)} -> {fmt_macs(fused)}" if mode == "flops" else \
                 f"fuse={mode} (FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)})"
-            if mode == "latency":
-                timing = ctx.pair_timer().time(a, b, fused_conv(a, b), tuple(shapes[an.args[0]]))
-                fuse = timing.fuse
-                reason = f"{timing.reason()}; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
+            choice = ctx.options.choices.get(an.target)
+            if choice in ("keep", "fuse"):
+                fuse = choice == "fuse"
+                reason = ctx.options.reasons.get(an.target, f"plan: {choice}") + \
+                    f"; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
+            elif choice is not None:  # padded later by align_widths: the pair stays a pair
+                fuse = False
+                reason = ctx.options.reasons.get(an.target, f"plan: {choice}")
             site = common_prefix([an.target, bn.target])
             before = f"{describe(a)} + {describe(b)}"
             if not fuse:

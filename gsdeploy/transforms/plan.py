@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 import torch
 
 from gsdeploy.numerics import Verification
-from gsdeploy.target import Target
 
-ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep")
-FUSE_MODES = ("flops", "always", "never", "latency")
+ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep", "pad width")
+FUSE_MODES = ("flops", "always", "never")
 
 
 @dataclass
@@ -31,15 +30,23 @@ class Decision:
 
 @dataclass
 class DeployOptions:
-    fuse: str = "flops"  # "flops" | "always" | "never" | "latency" (timed on this machine)
+    # pairs without a choice: "flops" (fuse when MACs drop) | "always" | "never"; measured
+    # decisions come from gsdeploy.plan as `choices`
+    fuse: str = "flops"
     prune_threshold: float | None = None
     tolerance: float = 1e-5  # max relative error allowed (see verify)
     verify_batches: int = 2  # random input batches used by verify
     seed: int = 0
-    target: Target | None = None  # where latency decisions are timed (None: ORT CPU on every core)
     strict: bool = False  # zero channels the passes could not remove are an error, not a warning
+    # Per-site decisions of a plan, by the producer conv's module name: "keep", "fuse" (a pair)
+    # or "pad:N" (grow the width to N with zero filters); they override `fuse` at their sites.
+    choices: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # why, per site, for the plan table
 
     def __post_init__(self) -> None:
+        for site, c in self.choices.items():
+            if c not in ("keep", "fuse") and not (c.startswith("pad:") and c[4:].isdigit() and int(c[4:]) > 0):
+                raise ValueError(f"choice for {site} must be keep, fuse or pad:N, got {c!r}")
         if self.fuse not in FUSE_MODES:
             raise ValueError(f"fuse must be one of {FUSE_MODES}, got {self.fuse!r}")
         if self.prune_threshold is not None and self.prune_threshold < 0:

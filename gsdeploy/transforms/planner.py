@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from gsdeploy.metrics import count_macs, count_params
 from gsdeploy.errors import InputShapeError, NumericMismatchError, UnremovedZerosError
+from gsdeploy.transforms.align import align_widths
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fold_bn import fold_bn
 from gsdeploy.transforms.fold_drelu import fold_drelu
@@ -122,7 +123,6 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
             _merge(plan, p(gm, ctx))
         if _signature(gm) == before:
             break
-
     gm.graph.eliminate_dead_code()
     drop_unused_attrs(gm)
     gm.graph.lint()
@@ -132,6 +132,9 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     if kept and options.strict:
         raise UnremovedZerosError(warning_line(kept, hint=False) + " (--strict)")
     plan += as_decisions(kept)
+    # last, and after the leftover check: its zero filters are the point, and pruning would
+    # take them out again
+    plan += align_widths(gm, ctx)
 
     verification = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance)
     if not verification.passed:

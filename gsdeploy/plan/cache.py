@@ -1,0 +1,246 @@
+"""Timing cache and latency look-up tables (LUTs): measurements kept per target fingerprint.
+
+A fingerprint names everything that changes a timing: engine and its version, the device
+(CPU or GPU model), threads, precision and the engine's settings; batch is part of every
+entry's key. Entries are kept in the user's cache directory (platformdirs), one JSON file per
+fingerprint, so a second plan on the same machine costs seconds. A LUT is the same JSON
+written where the user asks (`gsdeploy plan --save-lut F.json`), to plan on the device and
+export anywhere.
+
+Files are untrusted input: JSON only (never pickle), size-bounded, every key a bounded
+string, every number finite and in range, or the file is refused with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from gsdeploy.atomic import write_text_atomic
+from gsdeploy.errors import GsdeployError
+
+FORMAT = "gsdeploy-timing-lut"
+VERSION = 1
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_ENTRIES = 100_000
+MAX_KEY_CHARS = 200
+MAX_MS = 1e7  # a timing over ~3 hours is not a timing
+MAX_COV = 100.0
+MAX_BATCH = 1 << 20
+# What may be in a fingerprint: short scalars only.
+MAX_FP_FIELDS = 32
+CHOICE_RE = re.compile(r"keep|fuse|pad:[1-9][0-9]{0,5}")
+
+
+class LutError(GsdeployError):
+    """A LUT or cache file that is not what it claims, or belongs to another target."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    cov: float
+
+
+@dataclass
+class TimingTable:
+    """Per-site and whole-model timings for one fingerprint."""
+
+    fingerprint: dict[str, Any]
+    # sites[signature][candidate][batch] and models[key][variant][batch]
+    sites: dict[str, dict[str, dict[int, Timing]]] = field(default_factory=dict)
+    models: dict[str, dict[str, dict[int, Timing]]] = field(default_factory=dict)
+    # plans[key] = {"winner": variant, "model": models key, "choices": {site: choice}, "reasons": {site: text}}:
+    # the decision for one model, so the same command gives the same plan without re-planning
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def site(self, signature: str, candidate: str, batch: int) -> Timing | None:
+        return self.sites.get(signature, {}).get(candidate, {}).get(int(batch))
+
+    def put_site(self, signature: str, candidate: str, batch: int, t: Timing) -> None:
+        self.sites.setdefault(signature, {}).setdefault(candidate, {})[int(batch)] = t
+
+    def model(self, key: str) -> dict[str, dict[int, Timing]] | None:
+        return self.models.get(key)
+
+    def put_model(self, key: str, timings: Mapping[str, Mapping[int, Timing]]) -> None:
+        self.models[key] = {v: dict(b) for v, b in timings.items()}
+
+    def to_json(self) -> str:
+        def block(d):
+            return {k: {c: {str(b): [t.median_ms, t.cov] for b, t in sorted(bs.items())} for c, bs in v.items()}
+                    for k, v in sorted(d.items())}
+
+        return json.dumps({"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+                           "sites": block(self.sites), "models": block(self.models), "plans": self.plans},
+                          indent=1, sort_keys=True)
+
+
+def fingerprint_key(fp: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_fingerprint(fp: Mapping[str, Any]) -> str:
+    keys = ("engine", "engine_version", "provider", "device", "threads", "precision")
+    return ", ".join(f"{k}={fp[k]}" for k in keys if k in fp)
+
+
+# ---- reading untrusted JSON -----------------------------------------------------------------
+
+
+def _key(x: Any, where: str) -> str:
+    if not isinstance(x, str) or not 0 < len(x) <= MAX_KEY_CHARS:
+        raise LutError(f"{where}: keys must be strings of 1-{MAX_KEY_CHARS} characters")
+    return x
+
+
+def _timings(obj: Any, where: str, count: list[int]) -> dict[str, dict[str, dict[int, Timing]]]:
+    if not isinstance(obj, dict):
+        raise LutError(f"{where} must be an object")
+    out: dict[str, dict[str, dict[int, Timing]]] = {}
+    for k, cands in obj.items():
+        _key(k, where)
+        if not isinstance(cands, dict):
+            raise LutError(f"{where}.{k} must be an object")
+        for c, batches in cands.items():
+            _key(c, f"{where}.{k}")
+            if not isinstance(batches, dict):
+                raise LutError(f"{where}.{k}.{c} must be an object")
+            for b, v in batches.items():
+                count[0] += 1
+                if count[0] > MAX_ENTRIES:
+                    raise LutError(f"more than {MAX_ENTRIES} timings")
+                if not (isinstance(b, str) and b.isdigit() and 0 < int(b) <= MAX_BATCH):
+                    raise LutError(f"{where}.{k}.{c}: batch {b!r} is not an integer in 1..{MAX_BATCH}")
+                if not (isinstance(v, list) and len(v) == 2 and all(type(x) in (int, float) for x in v)):
+                    raise LutError(f"{where}.{k}.{c}.{b} must be [median_ms, cov]")
+                ms, cov = float(v[0]), float(v[1])
+                if not (math.isfinite(ms) and 0 < ms <= MAX_MS and math.isfinite(cov) and 0 <= cov <= MAX_COV):
+                    raise LutError(f"{where}.{k}.{c}.{b}: [{v[0]}, {v[1]}] out of range "
+                                   f"(median 0..{MAX_MS:g} ms, CoV 0..{MAX_COV:g})")
+                out.setdefault(k, {}).setdefault(c, {})[int(b)] = Timing(ms, cov)
+    return out
+
+
+def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise LutError("plans must be an object")
+    out = {}
+    for k, rec in obj.items():
+        _key(k, "plans")
+        if not isinstance(rec, dict) or set(rec) != {"winner", "model", "choices", "reasons"}:
+            raise LutError(f"plans.{k} must have exactly winner, model, choices, reasons")
+        _key(rec["winner"], f"plans.{k}.winner")
+        _key(rec["model"], f"plans.{k}.model")
+        for part in ("choices", "reasons"):
+            if not isinstance(rec[part], dict):
+                raise LutError(f"plans.{k}.{part} must be an object")
+            for site, v in rec[part].items():
+                count[0] += 1
+                if count[0] > MAX_ENTRIES:
+                    raise LutError(f"more than {MAX_ENTRIES} entries")
+                _key(site, f"plans.{k}.{part}")
+                limit = MAX_KEY_CHARS if part == "choices" else 4000
+                if not isinstance(v, str) or len(v) > limit:
+                    raise LutError(f"plans.{k}.{part}.{site} must be a string of at most {limit} characters")
+                if part == "choices" and not CHOICE_RE.fullmatch(v):
+                    raise LutError(f"plans.{k}.choices.{site}: {v!r} is not keep, fuse or pad:N")
+        out[k] = rec
+    return out
+
+
+def parse_table(text: str, source: str) -> TimingTable:
+    def no_constants(name: str):  # json accepts NaN/Infinity by default; a LUT may not
+        raise LutError(f"{source}: {name} is not a number")
+
+    try:
+        data = json.loads(text, parse_constant=no_constants)
+    except LutError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise LutError(f"{source} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise LutError(f"{source} is not a gsdeploy timing LUT (no \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise LutError(f"{source} has LUT version {data.get('version')!r}; this gsdeploy reads version {VERSION}")
+    fp = data.get("fingerprint")
+    if not isinstance(fp, dict) or not fp or len(fp) > MAX_FP_FIELDS or not all(
+            isinstance(k, str) and len(k) <= MAX_KEY_CHARS and (
+                (isinstance(v, str) and len(v) <= MAX_KEY_CHARS) or type(v) is bool or
+                (type(v) is int and abs(v) <= MAX_BATCH) or v is None) for k, v in fp.items()):
+        raise LutError(f"{source}: fingerprint must be an object of short strings, integers or booleans")
+    count = [0]
+    try:
+        return TimingTable(fp, _timings(data.get("sites", {}), "sites", count),
+                           _timings(data.get("models", {}), "models", count), _plans(data.get("plans", {}), count))
+    except LutError as e:
+        raise LutError(f"{source}: {e}") from None
+
+
+def read_table(path: Path) -> TimingTable:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise LutError(f"{path} is {size} bytes; a LUT may be at most {MAX_FILE_BYTES} bytes")
+        if not path.is_file():
+            raise LutError(f"{path} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise LutError(f"cannot read LUT {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LutError(f"{path} is not UTF-8 JSON") from None
+    return parse_table(text, str(path))
+
+
+def check_matches(table: TimingTable, fp: Mapping[str, Any], source: str, compare: tuple[str, ...]) -> None:
+    """Refuse a table measured on another target: every field in `compare` must agree."""
+    diff = [k for k in compare if table.fingerprint.get(k) != fp.get(k)]
+    if diff:
+        raise LutError(f"{source} was measured on another target ({describe_fingerprint(table.fingerprint)}); "
+                       f"this target is {describe_fingerprint(fp)} (differs in {', '.join(diff)})")
+
+
+# ---- the user's cache directory -------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """$GSDEPLOY_CACHE_DIR, else platformdirs' user cache dir for gsdeploy."""
+    env = os.environ.get("GSDEPLOY_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gsdeploy", appauthor=False)) / "timings"
+
+
+def load_cached(fp: Mapping[str, Any]) -> TimingTable:
+    """The cached table of this fingerprint; an empty one if there is none or it is unreadable
+    (a cache is only a shortcut: a damaged one is re-measured, not an error)."""
+    path = cache_dir() / f"{fingerprint_key(fp)}.json"
+    if path.is_file():
+        try:
+            t = read_table(path)
+            if t.fingerprint == dict(fp):
+                return t
+        except LutError:
+            pass
+    return TimingTable(dict(fp))
+
+
+def save_cached(table: TimingTable) -> Path | None:
+    """Write the table to the cache; None (and nothing written) when the cache dir cannot be made."""
+    d = cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(d / f"{fingerprint_key(table.fingerprint)}.json", table.to_json())
+    except (OSError, GsdeployError):
+        return None

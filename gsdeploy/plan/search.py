@@ -1,0 +1,295 @@
+"""The latency plan: propose per site from measured candidates, then let whole models decide.
+
+1. Deploy as given (pairs kept) and list the sites (plan/sites.py).
+2. Time each distinct site's candidates (keep / fuse / pad to the target's multiples) as an
+   isolated subgraph with its real input shape, on the target's runner, at the target's
+   batches; measurements come from the cache of this target's fingerprint when present.
+3. Per site, take the candidate with the lowest time relative to keeping it, averaged over
+   the batches (a change must win by MIN_GAIN to be proposed: noise should not flip it).
+4. Time the whole models interleaved in one run per batch: dense (when given), as given
+   (`never`), the FLOP plan, all pairs fused, and the proposed plan. The fastest by geometric
+   mean over the batches wins, so per-site noise cannot ship a slower model; the result is
+   cached, so the same command gives the same plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch.nn as nn
+
+from gsdeploy.errors import GsdeployError
+from gsdeploy.plan import cache as lut
+from gsdeploy.plan.cache import Timing, TimingTable
+from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
+from gsdeploy.plan.timing import MODEL_CONFIG, SITE_CONFIG, fingerprint, preferred_multiples, time_modules
+from gsdeploy.target import Target
+from gsdeploy.transforms import DeployOptions, DeployResult, deploy
+
+MIN_GAIN = 0.03  # a candidate must be this much faster than keeping the site to be proposed
+# The whole-model variants, in the order a tie goes (the simpler model first).
+VARIANTS = ("never", "flops", "always", "latency")
+VARIANT_LABELS = {"dense": "dense baseline", "never": "as given (pairs kept)", "flops": "FLOP plan",
+                  "always": "all pairs fused", "latency": "per-site latency choices"}
+
+
+@dataclass
+class SitePlan:
+    site: Site
+    choice: str
+    timings: dict[str, dict[int, Timing]]  # candidate -> batch -> timing
+    cached: bool
+
+    def score(self, candidate: str) -> float:
+        """Mean over batches of time relative to keeping the site."""
+        keep = self.timings[KEEP]
+        return sum(self.timings[candidate][b].median_ms / keep[b].median_ms for b in keep) / len(keep)
+
+
+@dataclass
+class VariantTiming:
+    name: str
+    options: DeployOptions | None  # None for the dense baseline
+    measured: dict[int, Timing]
+    predicted_ms: dict[int, float] | None = None
+
+
+@dataclass
+class LatencyPlan:
+    mode: str  # "latency" or "flops"
+    options: DeployOptions  # what to deploy with
+    winner: str  # the variant chosen
+    sites: list[SitePlan] = field(default_factory=list)
+    variants: list[VariantTiming] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    batches: tuple[int, ...] = ()
+    notes: list[str] = field(default_factory=list)
+    measured_sites: int = 0
+    cached_sites: int = 0
+    models_cached: bool = False
+    seconds: float = 0.0
+    table: TimingTable | None = None  # every timing used (what --save-lut writes)
+    result: DeployResult | None = None  # the winner, deployed and verified
+
+    def variant(self, name: str) -> VariantTiming | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def speedup(self, name: str, batch: int) -> float | None:
+        d, v = self.variant("dense"), self.variant(name)
+        if d is None or v is None:
+            return None
+        return d.measured[batch].median_ms / v.measured[batch].median_ms
+
+
+def _structure(module: nn.Module) -> str:
+    """What a model is to an engine: its graph (or module types) and its tensor shapes, not the values."""
+    code = getattr(module, "code", None) or repr([(n, type(m).__name__) for n, m in module.named_modules()])
+    shapes = sorted((n, tuple(p.shape)) for n, p in module.state_dict().items())
+    return hashlib.sha256(repr((code, shapes)).encode()).hexdigest()[:20]
+
+
+def _plan_key(module: nn.Module, input_shape: tuple[int, ...], base: DeployOptions, batches: tuple[int, ...]) -> str:
+    """The model and what shapes its plan; not the dense baseline, so that `export` (which may not
+    know one) replays the plan `bench` made."""
+    h = hashlib.sha256(_structure(module).encode())
+    for name, t in module.state_dict().items():  # which entries are exactly zero decides what deploy removes
+        if t.is_floating_point():
+            h.update(name.encode())
+            h.update(np.packbits(t.detach().cpu().eq(0).numpy().ravel()).tobytes())
+    what = [h.hexdigest(), list(input_shape), base.prune_threshold, base.tolerance, list(batches)]
+    return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:20]
+
+
+def _options_key(o: DeployOptions) -> list:
+    return [o.fuse, sorted(o.choices.items())]
+
+
+def _geomean_ratio(v: dict[int, Timing], ref: dict[int, Timing]) -> float:
+    return math.exp(sum(math.log(v[b].median_ms / ref[b].median_ms) for b in ref) / len(ref))
+
+
+def _choose(sp: SitePlan) -> str:
+    best = min(sp.timings, key=lambda c: (sp.score(c), c != KEEP))
+    return best if sp.score(best) <= 1.0 - MIN_GAIN else KEEP
+
+
+def _reason(sp: SitePlan, batches: tuple[int, ...]) -> str:
+    parts = []
+    for c in sp.timings:
+        ts = "/".join(f"{sp.timings[c][b].median_ms * 1e3:.0f}" for b in batches)
+        parts.append(f"{c} {ts}")
+    where = "cached" if sp.cached else "measured"
+    return f"by latency ({where}, us at batch {'/'.join(map(str, batches))}): " + ", ".join(parts)
+
+
+def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target, *,
+                 base: DeployOptions = DeployOptions(), dense: nn.Module | None = None,
+                 table: TimingTable | None = None, refresh: bool = False,
+                 progress: Callable[[str], None] | None = None) -> LatencyPlan:
+    """Measure on `target` and choose how to deploy `module`.
+
+    `table`: timings to use instead of measuring (a LUT); then nothing is measured and a
+    timing it lacks is an error. Otherwise timings come from (and go to) the user's cache for
+    the target's fingerprint; `refresh` re-measures them all.
+    """
+    start = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    batches = tuple(target.batches)
+    fp = fingerprint(target)
+    from_lut = table is not None
+    if table is None:
+        table = TimingTable(dict(fp)) if refresh else lut.load_cached(fp)
+    plan_key = _plan_key(module, input_shape, base, batches)
+    record = table.plans.get(plan_key)
+    if record is not None and not refresh:
+        return _replay(record, table, module, input_shape, base, dense, batches, fp, start, from_lut)
+    as_given = deploy(module, input_shape, replace(base, fuse="never", choices={}, reasons={}))
+    sites = find_sites(as_given.module, input_shape, preferred_multiples(target))
+    plan = LatencyPlan("latency", base, "never", fingerprint=fp, batches=batches, table=table)
+
+    # 2-3: per-site candidates
+    by_sig: dict[str, SitePlan] = {}
+    for s in sites:
+        if s.signature in by_sig:
+            plan.sites.append(SitePlan(s, by_sig[s.signature].choice, by_sig[s.signature].timings, True))
+            continue
+        have = {c: {b: table.site(s.signature, c, b) for b in batches} for c in s.candidates}
+        cached = all(t is not None for bs in have.values() for t in bs.values())
+        if not cached:
+            if from_lut:
+                raise lut.LutError(f"the LUT has no timing for site {s.name} ({s.shape}, input "
+                                   f"{'x'.join(map(str, s.in_shape))}); run `gsdeploy plan` with this model on "
+                                   "the device and save its LUT")
+            say(f"timing {s.name}: {', '.join(s.candidates)}")
+            mods = {c: candidate_module(as_given.module, s, c) for c in s.candidates}
+            got = time_modules(target, mods, s.in_shape, batches, SITE_CONFIG)
+            for c, bs in got.items():
+                for b, t in bs.items():
+                    table.put_site(s.signature, c, b, t)
+            have = got
+            plan.measured_sites += 1
+        else:
+            plan.cached_sites += 1
+        sp = SitePlan(s, KEEP, have, cached)
+        sp.choice = _choose(sp)
+        by_sig[s.signature] = sp
+        plan.sites.append(sp)
+
+    reasons = {sp.site.name: _reason(sp, batches) for sp in plan.sites}
+    # pairs all have a choice; "flops" still folds linear chains (tiny next to the convs)
+    latency_opts = replace(base, fuse="flops", choices={sp.site.name: sp.choice for sp in plan.sites},
+                           reasons=reasons)
+    candidates = {"never": replace(base, fuse="never", choices={}, reasons={}),
+                  "flops": replace(base, fuse="flops", choices={}, reasons={}),
+                  "always": replace(base, fuse="always", choices={}, reasons={}),
+                  "latency": latency_opts}
+    if not plan.sites:
+        plan.notes.append("no site has a choice (no factorized pair, no width to align): deployed as given")
+        plan.options, plan.winner, plan.result = candidates["never"], "never", as_given
+        plan.seconds = time.perf_counter() - start
+        return plan
+
+    # 4: whole models
+    key = hashlib.sha256(json.dumps([_structure(as_given.module), _structure(dense) if dense is not None else None,
+                                     {k: _options_key(o) for k, o in candidates.items()}],
+                                    default=str).encode()).hexdigest()[:20]
+    results: dict[str, DeployResult] = {"never": as_given}
+    measured = table.model(key)
+    if measured is not None and all(b in bs for bs in measured.values() for b in batches) and \
+            set(measured) >= set(VARIANTS):
+        plan.models_cached = True
+    elif from_lut:
+        measured = None
+        plan.notes.append("the LUT has no whole-model timing for this model: chosen by per-site timings only")
+    else:
+        say("timing whole models: " + ", ".join((["dense"] if dense is not None else []) + list(VARIANTS)))
+        for name in VARIANTS[1:]:
+            results[name] = deploy(module, input_shape, candidates[name])
+        mods: dict[str, nn.Module] = {}
+        if dense is not None:
+            mods["dense"] = dense
+        same: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for name in VARIANTS:
+            st = _structure(results[name].module)
+            if st in seen:
+                same[name] = seen[st]  # the same model twice: time it once
+            else:
+                seen[st] = name
+                mods[name] = results[name].module
+        measured = time_modules(target, mods, input_shape, batches, MODEL_CONFIG)
+        for name, twin in same.items():
+            measured[name] = measured[twin]
+        table.put_model(key, measured)
+
+    predicted = {b: (measured["never"][b].median_ms if measured else 0.0) + sum(
+        sp.timings[sp.choice][b].median_ms - sp.timings[KEEP][b].median_ms for sp in plan.sites) for b in batches}
+    if measured is not None:
+        if dense is not None and "dense" in measured:
+            plan.variants.append(VariantTiming("dense", None, measured["dense"]))
+        for name in VARIANTS:
+            plan.variants.append(VariantTiming(name, candidates[name], measured[name],
+                                               predicted if name == "latency" else None))
+        ref = measured["never"]
+        plan.winner = min(VARIANTS, key=lambda n: (_geomean_ratio(measured[n], ref), VARIANTS.index(n)))
+    else:
+        plan.variants.append(VariantTiming("latency", latency_opts, {}, predicted))
+        plan.winner = "latency"
+    plan.options = candidates[plan.winner]
+    plan.result = results.get(plan.winner) or deploy(module, input_shape, plan.options)
+    table.plans[plan_key] = {"winner": plan.winner, "model": key, "choices": dict(plan.options.choices),
+                             "reasons": dict(plan.options.reasons)}
+    _dense_note(plan)
+    if not from_lut:
+        lut.save_cached(table)
+    plan.seconds = time.perf_counter() - start
+    return plan
+
+
+def _dense_note(plan: LatencyPlan) -> None:
+    d, w = plan.variant("dense"), plan.variant(plan.winner)
+    if d is None or w is None or not w.measured:
+        return
+    slower = [b for b in plan.batches if w.measured[b].median_ms >= d.measured[b].median_ms]
+    if slower:
+        plan.notes.append(f"nothing beats dense at batch {', '.join(map(str, slower))}: the dense model is faster "
+                          "there than every deployment of this compressed model")
+
+
+def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tuple[int, ...], base: DeployOptions,
+            dense: nn.Module | None, batches: tuple[int, ...], fp: dict, start: float, from_lut: bool) -> LatencyPlan:
+    """The plan this target already made for this model: deploy it again, measure nothing."""
+    if record["winner"] not in VARIANTS:
+        raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
+    fuse = record["winner"] if record["winner"] != "latency" else "flops"
+    options = replace(base, fuse=fuse, choices=dict(record["choices"]), reasons=dict(record["reasons"]))
+    plan = LatencyPlan("latency", options, record["winner"], fingerprint=fp, batches=batches, table=table,
+                       models_cached=True)
+    measured = table.model(record["model"]) or {}
+    for name in (["dense"] if dense is not None else []) + list(VARIANTS):
+        if name in measured and all(b in measured[name] for b in batches):
+            plan.variants.append(VariantTiming(name, None, measured[name]))
+    plan.notes.append("plan " + ("from the LUT" if from_lut else "from the timing cache (--refresh re-measures)"))
+    plan.result = deploy(module, input_shape, options)
+    _dense_note(plan)
+    plan.seconds = time.perf_counter() - start
+    return plan
+
+
+def require_plannable(target: Target) -> str | None:
+    """Why a latency plan cannot be made here for `target` (engine missing, not a planner engine), or None."""
+    from gsdeploy.plan.timing import PLANNABLE_ENGINES
+
+    if target.engine not in PLANNABLE_ENGINES:
+        return f"the latency planner times {', '.join(PLANNABLE_ENGINES)} targets, not {target.engine}"
+    reason = target.unavailable_reason()
+    return reason
+
+
+__all__ = ["LatencyPlan", "SitePlan", "VariantTiming", "plan_latency", "require_plannable", "GsdeployError"]

@@ -1,0 +1,104 @@
+"""The plan stage: a model and a Target in, a deployed model and the plan that chose it out.
+
+`--plan latency` measures on the target (or reads a LUT measured there); `--plan flops` decides
+by MACs; the default takes latency when the target's engine runs here (or a LUT is given) and
+falls back to FLOPs with a one-line warning naming what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.plan import cache as lut
+from gsdeploy.plan.search import LatencyPlan, plan_latency
+from gsdeploy.plan.timing import PLANNABLE_ENGINES, fingerprint
+from gsdeploy.target import Target
+from gsdeploy.transforms import DeployOptions, DeployResult, deploy
+
+PLAN_MODES = ("auto", "latency", "flops")
+# What must agree between a LUT and the target it is used for. Where the target's engine runs
+# here, this machine IS the target, so its device and engine version must match too; elsewhere
+# (exporting for a Jetson from a laptop) only what the profile itself fixes can be compared.
+SETTINGS_FIELDS = ("engine", "precision", "providers", "graph_opt", "spinning", "threads_setting")
+MACHINE_FIELDS = ("engine_version", "device", "isa", "threads")
+
+
+@dataclass
+class PlanOutcome:
+    result: DeployResult
+    options: DeployOptions  # what `result` was deployed with
+    mode: str  # "latency" | "flops"
+    plan: LatencyPlan | None  # the measured plan (None for the FLOP plan)
+    warning: str | None = None  # why the latency plan was not used, for one line on stderr
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the mode, and for a latency plan the winner, the fingerprint, every whole-model
+        timing (measured and predicted) and the notes."""
+        out: dict[str, Any] = {"mode": self.mode, "warning": self.warning}
+        p = self.plan
+        if p is not None:
+            out.update({
+                "winner": p.winner, "fingerprint": p.fingerprint, "batches": list(p.batches), "notes": p.notes,
+                "sites_measured": p.measured_sites, "sites_cached": p.cached_sites,
+                "models_cached": p.models_cached, "seconds": round(p.seconds, 2),
+                "variants": {v.name: {"measured_ms": {str(b): t.median_ms for b, t in v.measured.items()},
+                                      "cov": {str(b): t.cov for b, t in v.measured.items()},
+                                      "predicted_ms": {str(b): x for b, x in (v.predicted_ms or {}).items()}}
+                             for v in p.variants}})
+        return out
+
+
+def why_not_latency(target: Target) -> str | None:
+    """Why the target cannot be timed from here, or None."""
+    if target.engine not in PLANNABLE_ENGINES:
+        return f"the latency planner runs {' and '.join(PLANNABLE_ENGINES)} targets, not {target.engine}"
+    return target.unavailable_reason()
+
+
+def load_lut(path: Path, target: Target) -> lut.TimingTable:
+    """Read a LUT and refuse it if it was measured on another target (naming both)."""
+    table = lut.read_table(Path(path))
+    here = why_not_latency(target) is None
+    fp = fingerprint(target) if here else _settings_fingerprint(target)
+    lut.check_matches(table, fp, str(path), SETTINGS_FIELDS + (MACHINE_FIELDS if here else ()))
+    return table
+
+
+def _settings_fingerprint(target: Target) -> dict[str, Any]:
+    return {"engine": target.engine, "precision": target.precision, "providers": ",".join(target.providers),
+            "graph_opt": target.graph_optimization_level, "spinning": target.allow_spinning,
+            "threads_setting": target.threads}
+
+
+def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, options: DeployOptions,
+              mode: str = "auto", *, dense: nn.Module | None = None, lut_path: Path | None = None,
+              refresh: bool = False, progress: Callable[[str], None] | None = None) -> PlanOutcome:
+    if mode not in PLAN_MODES:
+        raise GsdeployError(f"--plan must be one of {', '.join(PLAN_MODES)}, not '{mode}'")
+    if mode == "flops":
+        return PlanOutcome(deploy(module, input_shape, options), options, "flops", None)
+    table = load_lut(lut_path, target) if lut_path is not None else None
+    reason = None if table is not None else why_not_latency(target)
+    if reason is not None:
+        if mode == "latency":
+            raise MissingDependencyError(f"--plan latency: {reason}; plan on the device with `gsdeploy plan MODEL "
+                                         "--profile P --save-lut F.json` and pass --lut F.json here")
+        warning = (f"warning: FLOP plan, not measured: {reason} (a LUT from `gsdeploy plan --save-lut` on the "
+                   "device can be passed with --lut)")
+        return PlanOutcome(deploy(module, input_shape, options), options, "flops", None, warning)
+    plan = plan_latency(module, input_shape, target, base=options, dense=dense, table=table, refresh=refresh,
+                        progress=progress)
+    return PlanOutcome(plan.result, plan.options, "latency", plan)
+
+
+def save_lut(plan: LatencyPlan, path: Path) -> Path:
+    from gsdeploy.atomic import write_text_atomic
+
+    if plan.table is None:
+        raise GsdeployError("this plan has no timings to save")
+    return write_text_atomic(path, plan.table.to_json())

@@ -1,0 +1,117 @@
+"""Time modules on a target: export, load with the target's runner, measure with the bench's scheduler.
+
+No timing loop of its own: every number comes from `bench.measure.measure_interleaved` on
+runners built from the Target, the same code `gsdeploy bench` reports with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
+from gsdeploy.plan.cache import Timing
+from gsdeploy.target import Target
+
+# Per-site timing: a site runs in tens of microseconds to a few milliseconds, and a model has
+# tens of distinct sites, so each gets a short budget; the whole-model run that follows is
+# what decides, so per-site noise can only propose, never ship, a slower model.
+SITE_CONFIG = MeasureConfig(warmup_s=0.03, min_iterations=15, min_duration_s=0.06, block=10, pause_s=0.002,
+                            settle_max_s=0.03, block_max_s=0.05, block_min_s=0.01)
+MODEL_CONFIG = MeasureConfig(warmup_s=0.2, min_iterations=30, min_duration_s=0.6, settle_max_s=0.1)
+
+PLANNABLE_ENGINES = ("ort", "torch")
+
+
+def engine_version(target: Target) -> str:
+    """The engine's name and version, or 'not installed' (a LUT may be read where it is missing)."""
+    module = {"ort": "onnxruntime", "torch": "torch", "trt": "tensorrt"}.get(target.engine, target.engine)
+    try:
+        return f"{module} {importlib.import_module(module).__version__}"
+    except ImportError:
+        return f"{module} not installed"
+
+
+def device_name(target: Target) -> str:
+    if target.on_gpu and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    from gsdeploy.bench.env import cpu_name
+
+    return cpu_name()
+
+
+def fingerprint(target: Target) -> dict[str, Any]:
+    """What changes a timing on this target, as short scalars (see plan/cache.py)."""
+    from gsdeploy.bench.env import cpu_isa
+    from gsdeploy.target import usable_cpus
+
+    return {"engine": target.engine, "engine_version": engine_version(target), "device": device_name(target),
+            "isa": cpu_isa() or "unknown", "threads": int(target.threads or usable_cpus()),
+            "threads_setting": target.threads, "precision": target.precision,
+            "providers": ",".join(target.providers), "graph_opt": target.graph_optimization_level,
+            "spinning": target.allow_spinning}
+
+
+def preferred_multiples(target: Target) -> tuple[int, ...]:
+    """Widths the target's kernels like, best first. ORT and torch on the CPU block convs by the
+    SIMD width (16 channels on AVX-512, 8 on AVX2, 4 on NEON) and take a slow path for input
+    widths that are not a multiple of 8 (shared/MEASURING.md); GPU tensor cores want multiples
+    of 8 in fp16/fp32 (tf32) and 32 in int8."""
+    if target.on_gpu or target.engine == "trt":
+        return (32, 16) if target.precision == "int8" else (8,)
+    from gsdeploy.bench.env import cpu_isa
+
+    return {"avx512": (16, 8), "avx2": (8,), "neon": (4, 8)}.get(cpu_isa() or "", (8,))
+
+
+def _subject(target: Target, module: nn.Module, input_shape: tuple[int, ...], workdir: Path, name: str):
+    """What the bench's runner factory takes: the module, and its ONNX file for ORT targets."""
+    from gsdeploy.bench.sweep import Subject
+
+    path = None
+    if target.engine == "ort":
+        from gsdeploy.export.onnx import export_onnx
+
+        path = workdir / f"{name}.onnx"
+        export_onnx(module, input_shape, path, exporters=("torchscript",))
+    return Subject(name=name, role="compressed", macs=None, params=None, max_rel_err=None, module=module,
+                   onnx_path=path, weights_bytes=None, artifact_bytes=None, input_shape=tuple(input_shape))
+
+
+@contextlib.contextmanager
+def _float32():
+    # deploy() works in float64 and may leave that as the default; the target runs float32
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: tuple[int, ...],
+                 batches: tuple[int, ...], cfg: MeasureConfig) -> dict[str, dict[int, Timing]]:
+    """Median and CoV of each module at each batch, interleaved in one run per batch."""
+    from gsdeploy.bench.sweep import make_runner
+
+    out: dict[str, dict[int, Timing]] = {n: {} for n in modules}
+    with _float32(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
+        subjects = {n: _subject(target, m.float().eval(), tuple(input_shape), Path(tmp), f"m{i}")
+                    for i, (n, m) in enumerate(modules.items())}
+        for b in batches:
+            runners = {}
+            try:
+                for n, s in subjects.items():
+                    runners[n] = make_runner(s, target, b)
+                for n, st in measure_interleaved(runners, b, cfg).items():
+                    out[n][b] = Timing(st.median_ms, st.cov)
+            finally:
+                for r in reversed(list(runners.values())):  # torch runners restore threads in reverse order
+                    r.close()
+    return out

@@ -1,0 +1,151 @@
+"""The latency plan: candidates are exact, timings come from the target's runner and are cached per
+fingerprint, the whole model decides, a second plan measures nothing and gives the same plan, LUTs are
+checked like any untrusted file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gsdeploy.plan import cache as lut
+from gsdeploy.plan import search, timing
+from gsdeploy.plan.sites import FUSE, KEEP, candidate_module, check_candidate, find_sites, pad_widths
+from gsdeploy.transforms import DeployOptions, deploy, verify_modules
+from test_transforms_nets import init
+
+pytest.importorskip("onnxruntime")
+
+
+def cpu_target(batches=(1,)):
+    from gsdeploy.target import make_target
+
+    return make_target("ort", threads=1, batches=batches)
+
+
+class Net(nn.Module):
+    """A factorized pair of rank 5 and a pruned width 11 (conv -> ReLU -> conv)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 5, 3, padding=1)
+        self.b = nn.Conv2d(5, 16, 1)
+        self.p = nn.Conv2d(16, 11, 3, padding=1)
+        self.q = nn.Conv2d(11, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.b(self.a(x)) + x)
+        x = torch.relu(self.q(torch.relu(self.p(x))) + x)
+        return self.fc(x.mean((2, 3)))
+
+
+def net() -> nn.Module:
+    m = Net()
+    init(m, 0)
+    return m.eval()
+
+
+SHAPE = (3, 12, 12)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache per test
+
+
+def test_pad_widths_are_the_next_multiples():
+    assert pad_widths(7, (16, 8)) == [8, 16]
+    assert pad_widths(16, (16, 8)) == []
+    assert pad_widths(29, (16, 8)) == [32]
+    assert pad_widths(20, (16, 8)) == [24, 32]
+
+
+def test_sites_and_their_candidates_are_exact():
+    gm = deploy(net(), SHAPE, DeployOptions(fuse="never")).module
+    sites = {s.name: s for s in find_sites(gm, SHAPE, (16, 8))}
+    assert set(sites) == {"a", "p"}
+    assert sites["a"].candidates == (KEEP, FUSE, "pad:8", "pad:16")
+    assert sites["p"].candidates == (KEEP, "pad:16")
+    assert sites["a"].in_shape == (16, 12, 12)
+    for s in sites.values():
+        for c in s.candidates:
+            assert check_candidate(gm, s, c, candidate_module(gm, s, c)) < 1e-5
+
+
+def test_a_lut_is_untrusted_input(tmp_path):
+    good = lut.TimingTable({"engine": "ort", "threads": 1})
+    good.put_site("sig", KEEP, 1, lut.Timing(0.1, 0.01))
+    t = lut.parse_table(good.to_json(), "x")
+    assert t.site("sig", KEEP, 1) == lut.Timing(0.1, 0.01)
+    data = json.loads(good.to_json())
+    bad_values = [[float("nan"), 0.0], [float("inf"), 0.0], [-1, 0.0], [1e12, 0.0], [1.0, -0.5], ["1", 0.1], [1.0],
+                  True]
+    for v in bad_values:
+        data["sites"]["sig"][KEEP]["1"] = v
+        with pytest.raises(lut.LutError):
+            lut.parse_table(json.dumps(data), "x")  # json.dumps writes NaN / Infinity as bare words
+    for text in ("not json", "[]", json.dumps({"format": "other"}), "{" * 100_000):
+        with pytest.raises(lut.LutError):
+            lut.parse_table(text, "x")
+    data = json.loads(good.to_json())
+    data["plans"] = {"k": {"winner": "latency", "model": "m", "choices": {"a": "rm -rf"}, "reasons": {}}}
+    with pytest.raises(lut.LutError, match="not keep, fuse or pad"):
+        lut.parse_table(json.dumps(data), "x")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (lut.MAX_FILE_BYTES + 1))
+    with pytest.raises(lut.LutError, match="at most"):
+        lut.read_table(big)
+
+
+def test_a_lut_from_another_target_is_refused_naming_both():
+    t = lut.TimingTable({"engine": "ort", "engine_version": "onnxruntime 1.0", "device": "CPU A"})
+    with pytest.raises(lut.LutError, match="CPU A.*CPU B"):
+        lut.check_matches(t, {"engine": "ort", "engine_version": "onnxruntime 1.0", "device": "CPU B"}, "f.json",
+                          ("engine", "engine_version", "device"))
+
+
+def test_plan_measures_on_the_target_then_replays_from_the_cache(monkeypatch):
+    calls = []
+    real = timing.time_modules
+
+    def counting(target, modules, *args, **kwargs):
+        calls.append(sorted(modules))
+        return real(target, modules, *args, **kwargs)
+
+    monkeypatch.setattr(search, "time_modules", counting)
+    target = cpu_target()
+    m = net()
+    first = search.plan_latency(m, SHAPE, target)
+    # two sites, then one whole-model run of every distinct variant
+    assert len(calls) == 3 and "never" in calls[-1]
+    assert first.measured_sites == 2 and first.winner in search.VARIANTS
+    ratios = {v.name: math.prod(v.measured[b].median_ms for b in target.batches) for v in first.variants}
+    assert ratios[first.winner] == min(ratios.values())  # the fastest whole model wins
+    assert verify_modules(m, first.result.module, SHAPE).passed
+    for sp in first.sites:
+        assert set(sp.timings) == set(sp.site.candidates)
+    calls.clear()
+    second = search.plan_latency(m, SHAPE, target)
+    assert calls == [] and second.models_cached
+    assert (second.winner, second.options.choices) == (first.winner, first.options.choices)
+    third = search.plan_latency(m, SHAPE, target, refresh=True)
+    assert calls and third.measured_sites == 2
+
+
+def test_a_lut_replays_the_plan_without_measuring(monkeypatch):
+    target = cpu_target()
+    m = net()
+    made = search.plan_latency(m, SHAPE, target)
+    table = lut.parse_table(made.table.to_json(), "lut.json")
+    monkeypatch.setattr(search, "time_modules", lambda *a, **k: pytest.fail("a LUT plan must not measure"))
+    again = search.plan_latency(m, SHAPE, target, table=table)
+    assert (again.winner, again.options.choices) == (made.winner, made.options.choices)
+    other = nn.Sequential(nn.Conv2d(3, 7, 3), nn.ReLU(), nn.Conv2d(7, 4, 1)).eval()
+    with pytest.raises(lut.LutError, match="no timing for site"):
+        search.plan_latency(other, SHAPE, target, table=table)
