@@ -9,8 +9,8 @@ pins `onnxruntime-gpu~=1.24` (which must never sit beside the CPU `onnxruntime`)
 The int8 *scheme* depends on the target, not on taste:
 - ONNX Runtime's x86-64 CPU kernels are built for uint8 activations x int8 weights (U8S8). On the
   50%-pruned ResNet-50 here, int8 activations (S8S8) ran 0.65x its fp32 model at batch 32 while
-  U8S8 ran 3.0x (issue 11's probe; `benchmarks/int8_schemes.py` times the two schemes
-  against fp32; results/int8_resnet50_pruned50_* time U8S8 in the bench).
+  U8S8 ran 3.0x (issue 11's probe; re-timed here by benchmarks/int8_schemes.py: 0.63x vs
+  2.89x at batch 32, results/int8_schemes_b32.txt).
 - TensorRT's explicit quantization takes symmetric signed int8 only: Q/DQ with zero points of 0,
   per-channel weight scales on the output-channel axis, on the inputs of Conv/Gemm/MatMul, and
   float biases (TensorRT fuses the bias itself; it has no int32 DequantizeLinear).
