@@ -157,7 +157,7 @@ def torch_runner_kwargs(target: Target) -> dict[str, Any]:
     if target.engine != "torch":
         raise ValueError(f"torch_runner_kwargs needs a torch target, got engine {target.engine!r}")
     return {"device": target.torch_device, "threads": target.threads, "cuda_graph": target.cuda_graph,
-            "channels_last": target.channels_last}
+            "channels_last": target.channels_last, "precision": target.precision}
 
 
 def trt_export_settings(targets: "tuple[Target, ...] | list[Target]", **flags: Any) -> dict[str, Any]:

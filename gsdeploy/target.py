@@ -252,8 +252,8 @@ def validate(t: Target) -> Target:
                 raise bad("precision fp16 but provider_options sets trt_fp16_enable off")
     elif t.providers or t.provider_options:
         raise bad(f"providers are ONNX Runtime settings; engine {t.engine} has none")
-    if t.engine == "torch" and t.precision != "fp32":
-        raise bad(f"the torch runner runs fp32 only, got {t.precision}")
+    if t.engine == "torch" and t.precision not in ("fp32", "fp16", "bf16"):
+        raise bad(f"the torch runner runs fp32, or fp16/bf16 on a GPU; {t.precision} is not supported")
     if t.cuda_graph and (t.engine != "torch" or t.device == "cpu"):
         raise bad("cuda_graph needs engine torch on a cuda or jetson device")
     if t.channels_last and t.engine != "torch":

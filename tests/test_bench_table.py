@@ -99,7 +99,8 @@ def test_new_columns_are_appended_after_the_old_schema():
     assert COLUMNS[COLUMNS.index("cpu"):COLUMNS.index("command") + 1] == old
     new = ["cores", "gpu", "gpu_driver", "cuda_version", "cudnn_version", "tensorrt_version", "ort_package",
            "activation_bytes", "peak_rss_bytes", "avg_power_w", "energy_per_inference_mj", "power_skipped",
-           "jetson_module", "power_mode", "cuda_peak_bytes", "profile", "max_cov", "top1", "top1_agreement"]
+           "jetson_module", "power_mode", "cuda_peak_bytes", "profile", "max_cov", "top1", "top1_agreement",
+           "gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_max_sm_clock_mhz"]
     assert COLUMNS[COLUMNS.index("command") + 1:] == new
 
 

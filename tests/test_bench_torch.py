@@ -95,3 +95,37 @@ def test_cuda_graph_replay_matches_eager():
     torch.testing.assert_close(r._static_out, eager)
     assert r.time_once() > 0
     r.close()
+
+
+def test_half_precision_needs_a_gpu_and_is_recorded():
+    with pytest.raises(ValueError, match="fp16/bf16 on a CUDA device"):
+        TorchRunner(tiny_cnn(), precision="fp16", input_shape=SHAPE)
+    with pytest.raises(ValueError, match="precision"):
+        TorchRunner(tiny_cnn(), precision="int8", input_shape=SHAPE)
+    assert TorchRunner(tiny_cnn(), input_shape=SHAPE).precision == "fp32"
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_precision_runs_a_half_copy_close_to_fp32(precision, dtype):
+    m = tiny_cnn()
+    r = TorchRunner(m, device="cuda", precision=precision, channels_last=True, cuda_graph=True, input_shape=SHAPE)
+    assert next(m.parameters()).dtype == torch.float32  # the caller's module is untouched
+    assert next(r.module.parameters()).dtype == dtype and r.precision == precision
+    r.prepare(2)
+    assert r._x.dtype == dtype and r.time_once() > 0
+    x = np.random.default_rng(0).standard_normal((2, *SHAPE), dtype=np.float32)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(r.infer(x), ref, rtol=5e-2, atol=5e-2)
+    r.close()
+
+
+def test_gpu_clocks_are_empty_without_a_gpu():
+    from gsdeploy.bench.env import gpu_clocks
+
+    clocks = gpu_clocks()
+    if not torch.cuda.is_available():
+        assert clocks == {}
+    else:  # NVML or nvidia-smi on a server GPU; Jetson may have neither
+        assert all(isinstance(v, int) and v > 0 for v in clocks.values())

@@ -56,8 +56,9 @@ def test_gpu_profiles_say_what_the_brief_asks():
     assert trt.device == "cuda" and trt.batches == (1, 8, 32, 128)
     assert all(t.precision == "fp16" and t.engine == "trt" for t in trt.targets)
     torch_p = load_profile("server-gpu-torch")
-    assert [(t.label, t.cuda_graph, t.torch_device) for t in torch_p.targets] == [
-        ("torch-eager", False, "cuda"), ("torch-cuda-graph", True, "cuda")]
+    assert [(t.label, t.precision, t.cuda_graph, t.channels_last, t.torch_device) for t in torch_p.targets] == [
+        ("torch-eager", "fp32", False, True, "cuda"), ("torch-eager", "fp16", False, True, "cuda"),
+        ("torch-cuda-graph", "fp32", True, True, "cuda"), ("torch-cuda-graph", "fp16", True, True, "cuda")]
     ort_trt = load_profile("server-gpu-ort-trt")
     assert ort_trt.targets[0].providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert [t.label for t in ort_trt.targets] == ["ort-trt", "ort-cuda"]

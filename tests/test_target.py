@@ -346,3 +346,13 @@ def test_inspect_plans_for_the_profile_target(monkeypatch):
     r = CliRunner().invoke(app, ["inspect", "resnet20_hinge50", "--profile", "cpu-torch"])
     assert r.exit_code == 0, r.stderr
     assert [(t.profile, t.engine) for t in seen] == [("cpu-torch", "torch")]
+
+
+def test_torch_runs_fp16_and_bf16_on_a_gpu_only():
+    gpu = make_target("torch", device="cuda", batches=(1,))
+    for p in ("fp16", "bf16"):
+        assert validate(replace(gpu, precision=p)).precision == p
+        with pytest.raises(TargetError, match="fp32 on a cpu device"):
+            validate(replace(make_target("torch"), precision=p))
+    with pytest.raises(TargetError, match="torch runner runs fp32, or fp16/bf16"):
+        validate(replace(gpu, precision="int8"))

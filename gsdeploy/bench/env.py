@@ -130,6 +130,39 @@ def _gpu() -> dict | None:
     }
 
 
+def gpu_clocks() -> dict:
+    """The current SM and memory clocks and the maximum SM clock (MHz) of the GPU torch uses,
+    from NVML (pynvml) or else `nvidia-smi`; {} when neither can tell (no GPU, Jetson without
+    NVML). Read once per timed GPU group: a clock below its maximum means throttling or unlocked
+    clocks, the usual reason for a noisy GPU row."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    bus = f"{getattr(props, 'pci_domain_id', 0):08X}:{getattr(props, 'pci_bus_id', 0):02X}:" \
+          f"{getattr(props, 'pci_device_id', 0):02X}.0"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+        return {"gpu_sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+                "gpu_mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+                "gpu_max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)}
+    except Exception:  # noqa: BLE001 - no pynvml, or NVML cannot see this GPU: try the tool
+        pass
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", bus, "--query-gpu=clocks.sm,clocks.mem,clocks.max.sm",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+        sm, mem, max_sm = (int(v.strip()) for v in out.stdout.strip().splitlines()[0].split(","))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return {}
+    return {"gpu_sm_clock_mhz": sm, "gpu_mem_clock_mhz": mem, "gpu_max_sm_clock_mhz": max_sm}
+
+
 def _jetson() -> dict:
     """Module name and power mode on a Jetson (they change its latency as much as the model does)."""
     model = _read("/proc/device-tree/model")

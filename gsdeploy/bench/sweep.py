@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import pandas as pd
 import torch.nn as nn
 
-from gsdeploy.bench.env import capture_env, dist_version
+from gsdeploy.bench.env import capture_env, dist_version, gpu_clocks
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.bench.table import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
@@ -243,6 +243,7 @@ def run_sweep(subjects: list[Subject], targets: list[Target], command: str, prog
                                                 on_progress=lambda f, t=task: bar.update(t, completed=f))
                     # torch's allocator sees only torch engines' memory; one peak per interleaved group
                     cuda_peak = _cuda_peak() if cuda and target.engine == "torch" else None
+                    clocks = gpu_clocks() if cuda else {}
                     power = {s.name: (_power(runners[s.name], batch, power_sampler_factory, power_duration_s)
                                       if power_sampler_factory is not None else {}) for s in subjects}
                     stamp = utc_now()
@@ -263,7 +264,7 @@ def run_sweep(subjects: list[Subject], targets: list[Target], command: str, prog
                             weights_bytes=s.weights_bytes, artifact_bytes=s.artifact_bytes, env=env,
                             command=command, timestamp=stamp, activation_bytes=activations[(s.name, batch)],
                             peak_rss_bytes=peak, cuda_peak_bytes=cuda_peak, profile=target.profile,
-                            max_cov=target.max_cov, top1=s.top1, top1_agreement=s.top1_agreement, **power[s.name]))
+                            max_cov=target.max_cov, top1=s.top1, top1_agreement=s.top1_agreement, gpu_clocks=clocks, **power[s.name]))
                 finally:
                     # Reverse order: TorchRunner restores the process-wide thread count it found.
                     for r in reversed(list(runners.values())):

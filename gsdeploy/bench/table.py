@@ -33,6 +33,8 @@ COLUMNS = [
     "jetson_module", "power_mode", "cuda_peak_bytes",
     "profile", "max_cov",  # the profile the target came from, and its CoV limit (reports flag rows above it)
     "top1", "top1_agreement",  # with --eval-data: top-1 (%) and top-1 agreement with the original module (%)
+    # GPU clocks read right after a GPU group's timed runs (a throttled or unlocked GPU shows here)
+    "gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_max_sm_clock_mhz",
 ]
 
 ROLES = ("baseline", "compressed")
@@ -52,7 +54,8 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
              peak_rss_bytes: int | None = None, avg_power_w: float | None = None,
              energy_per_inference_mj: float | None = None, power_skipped: str | None = None, cuda_peak_bytes: int | None = None,
              profile: str | None = None, max_cov: float | None = None,
-             top1: float | None = None, top1_agreement: float | None = None) -> dict:
+             top1: float | None = None, top1_agreement: float | None = None,
+             gpu_clocks: dict | None = None) -> dict:
     """One result row. `macs` are per sample (the convention of `flops.count_macs` with
     batch=1); the speedup columns are NaN until `add_speedups` fills them. `env` is a
     `capture_env()` dict (plus "tensorrt", the TensorRT package version, if any)."""
@@ -81,6 +84,7 @@ def make_row(*, model: str, role: str, engine: str, provider: str, precision: st
         "jetson_module": env.get("jetson_module"), "power_mode": env.get("power_mode"),
         "cuda_peak_bytes": cuda_peak_bytes, "profile": profile, "max_cov": max_cov,
         "top1": top1, "top1_agreement": top1_agreement,
+        **{k: (gpu_clocks or {}).get(k) for k in ("gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_max_sm_clock_mhz")},
     }
     assert list(row) == COLUMNS
     return row

@@ -29,13 +29,17 @@ def _infer_input_shape(module: nn.Module) -> tuple[int, ...] | None:
     return tuple(shape) if shape else None
 
 
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 class TorchRunner(Runner):
     engine = "torch"
 
     def __init__(self, module: nn.Module, device: str = "cpu", threads: int | None = None,
                  cuda_graph: bool = False, input_shape: tuple[int, ...] | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, precision: str = "fp32") -> None:
         """`input_shape` is one sample without the batch axis, e.g. (3, 32, 32).
+        `precision` fp16/bf16 (GPU only) runs a copy of the module and the input in that dtype.
         `channels_last` runs module and input in NHWC memory format (often faster for convs
         on GPUs and with oneDNN); the module is then a copy, like on the GPU."""
         dev = torch.device(device)
@@ -49,9 +53,11 @@ class TorchRunner(Runner):
             raise ValueError("cuda_graph=True needs a CUDA device")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision not in _DTYPES or (precision != "fp32" and dev.type != "cuda"):
+            raise ValueError(f"precision must be fp32, or fp16/bf16 on a CUDA device; got {precision} on {device}")
         self.torch_device = dev
         self.provider = dev.type
-        self.precision = "fp32"
+        self.precision = precision
         self.cuda_graph = cuda_graph
         self.channels_last = channels_last
         self.input_shape = tuple(input_shape) if input_shape else _infer_input_shape(module)
@@ -64,7 +70,7 @@ class TorchRunner(Runner):
         # A copy on the GPU: moving the caller's module in place would surprise the stages
         # that run after the benchmark (export, verify) on CPU.
         copied = dev.type != "cpu" or channels_last
-        self.module = (copy.deepcopy(module).to(dev) if copied else module).eval()
+        self.module = (copy.deepcopy(module).to(dev, _DTYPES[precision]) if copied else module).eval()
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
@@ -80,7 +86,7 @@ class TorchRunner(Runner):
         if self.input_shape is None:
             raise InputShapeError("TorchRunner needs input_shape (one sample, e.g. (3, 32, 32))")
         x = seeded_input((batch, *self.input_shape))
-        self._x = torch.from_numpy(x).to(self.torch_device)
+        self._x = torch.from_numpy(x).to(self.torch_device, _DTYPES[self.precision])
         if self.channels_last and self._x.dim() == 4:
             self._x = self._x.contiguous(memory_format=torch.channels_last)
         self._graph = None
@@ -132,7 +138,8 @@ class TorchRunner(Runner):
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = self.module(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.torch_device))
+            out = self.module(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.torch_device)
+                              .to(_DTYPES[self.precision]))
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out.detach().float().cpu().numpy()
