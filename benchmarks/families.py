@@ -23,7 +23,7 @@ import pandas as pd
 from gsdeploy.metrics import count_macs, count_params
 from gsdeploy.load import load_model
 from gsdeploy.pipeline import BenchRequest, run_bench_job
-from gsdeploy.transforms import DeployOptions
+from gsdeploy.target import TargetFlags, resolve_targets
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO / "tests" / "fixtures" / "official"
@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--min-duration-s", type=float, default=1.0)
     ap.add_argument("--min-iterations", type=int, default=30)
     ap.add_argument("--only", default=None, help="substring of the family names to run")
+    ap.add_argument("--plan", default="auto", choices=["auto", "latency", "flops"], help="the deployment plan (as bench --plan)")
     args = ap.parse_args()
     command = "python benchmarks/families.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = []
@@ -92,13 +93,13 @@ def main() -> None:
                 continue
             path, base_path = materialize(ckpt, tmp), materialize(base, tmp)
             loaded = load_model(path, arch=arch)
-            req = BenchRequest(model=path, arch=arch, baseline=base_path, baseline_arch=base_arch, engines=["ort"],
-                               batches=[1, 32], out_dir=tmp / "runs", input_shape=None, fuse="flops",
-                               prune_threshold=None, trust=False, threads=None, warmup_s=0.3,
-                               min_iterations=args.min_iterations, min_duration_s=args.min_duration_s,
-                               name=Path(path).stem, command=command)
-            _, files = run_bench_job(req, options=DeployOptions())
-            df = pd.read_csv(next(f for f in files if f.suffix == ".csv"))
+            targets = resolve_targets("cpu-ort", TargetFlags(
+                engines=("ort",), batches=(1, 32), warmup_s=0.3, min_iterations=args.min_iterations,
+                min_duration_s=args.min_duration_s))
+            req = BenchRequest(model=path, targets=targets, arch=arch, baseline=base_path, baseline_arch=base_arch,
+                               out_dir=tmp / "runs", plan=args.plan, name=Path(path).stem, command=command,
+                               progress=False)
+            df = run_bench_job(req).rows
             comp, dense = df[df.role == "compressed"], df[df.role == "baseline"]
             b1, b32 = comp[comp.batch == 1].iloc[0], comp[comp.batch == 32].iloc[0]
             rows.append({
