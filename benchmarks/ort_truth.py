@@ -16,7 +16,6 @@ session spins in the background of another.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from gsdeploy.bench.runners.ort import OrtRunner
 from gsdeploy.loaders import import_ort
 from gsdeploy.target import make_target, usable_cpus
 from gsdeploy.zoo import create_model
+from truth_table import print_summary  # benchmarks/, beside this script
 
 
 def export(name: str, path: Path) -> tuple[int, ...]:
@@ -124,15 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{results['pair A'][-1]:.4f}  pair B {results['pair B'][-1]:.4f}  plain {results['plain'][-1]:.4f}",
                   flush=True)
 
-    print()
-    print(f"{'method':<10} {'median ms (median of rounds)':>30} {'CoV (median)':>14} {'ratio to plain':>16}")
-    ref = statistics.median(results["plain"])
-    for k, v in results.items():
-        m = statistics.median(v)
-        print(f"{k:<10} {m:>30.4f} {statistics.median(covs[k]):>14.3f} {m / ref:>16.3f}")
-    per_round = [g / p for g, p in zip(results["gsdeploy"], results["plain"])]
-    print(f"\ngsdeploy / plain per round: {', '.join(f'{x:.3f}' for x in per_round)}; "
-          f"median {statistics.median(per_round):.3f}")
+    print_summary(results, covs, "plain")
     return 0
 
 

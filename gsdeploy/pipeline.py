@@ -377,7 +377,7 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None
     beside its rows till then)."""
     import json
 
-    from gsdeploy.bench.table import utc_now
+    from gsdeploy.bench.rows import utc_now
     from gsdeploy.transforms.plan import plan_record
 
     if "compressed" not in plans:  # an ONNX file benched as is has no plan
@@ -393,7 +393,7 @@ def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnin
     own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}."""
     from gsdeploy.atomic import write_text_atomic
     from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
-    from gsdeploy.bench.table import utc_now
+    from gsdeploy.bench.rows import utc_now
 
     base, comp = subjects
     frames = []

@@ -172,7 +172,7 @@ ENGINE_OPTIONS: dict[str, dict[str, KeyType]] = {
 RETIRED_ENGINES = {
     "trtexec": ("trtexec is not a bench engine: it times its own loop in a separate process, so it cannot be "
                 "interleaved with the dense baseline in one measurement; use engine 'trt' (the same engine, "
-                "timed with CUDA events) and gsdeploy.bench.trtexec for a cross-check"),
+                "timed with CUDA events) and benchmarks/trt_truth.py for a cross-check"),
     "torch-trt": ("torch-trt has no bench runner; `gsdeploy export --engine torch-trt` builds the artifact, and "
                   "engine 'trt' benchmarks TensorRT"),
 }

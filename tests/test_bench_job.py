@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 from gsdeploy.bench.env import capture_env  # noqa: E402
 from gsdeploy.metrics import count_macs, count_params, weight_bytes  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
-from gsdeploy.bench.table import COLUMNS  # noqa: E402
+from gsdeploy.bench.rows import COLUMNS  # noqa: E402
 from gsdeploy.bench.tegrastats import TegrastatsSampler  # noqa: E402
 from gsdeploy.cli import app  # noqa: E402
 from gsdeploy.target import make_target, usable_cpus  # noqa: E402

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 
 from gsdeploy.metrics import count_macs, count_params, weight_bytes  # noqa: E402
 from gsdeploy.bench.sweep import Subject, run_sweep  # noqa: E402
-from gsdeploy.bench.table import COLUMNS  # noqa: E402
+from gsdeploy.bench.rows import COLUMNS  # noqa: E402
 from gsdeploy.errors import GsdeployError  # noqa: E402
 from gsdeploy.target import TargetError, make_target  # noqa: E402
 

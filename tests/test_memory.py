@@ -10,10 +10,9 @@ import torch.nn as nn
 
 from gsdeploy import metrics
 from gsdeploy.bench import memory
-from gsdeploy.bench.memory import (activation_estimate, activation_profile, artifact_bytes, cuda_peak_bytes,
-                                   ort_peak_rss)
+from gsdeploy.bench.memory import (activation_estimate, activation_profile, artifact_bytes, ort_peak_rss)
 from gsdeploy.target import make_target
-from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.errors import GsdeployError
 
 
 class Residual(nn.Module):
@@ -142,18 +141,3 @@ def test_ort_peak_rss_errors(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(GsdeployError, match="child process failed"):
         ort_peak_rss(bad, 1, (3, 8, 8))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour where CUDA is absent")
-def test_cuda_peak_bytes_without_cuda_is_a_clear_missing_dependency():
-    with pytest.raises(MissingDependencyError, match="CUDA is not available"):
-        cuda_peak_bytes(nn.Conv2d(3, 4, 3), (3, 8, 8), 1)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_peak_bytes_counts_weights_and_activations():
-    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
-    peak = cuda_peak_bytes(conv, (64, 56, 56), batch=8)
-    weights = 64 * 64 * 9 * 4
-    act = 8 * 64 * 56 * 56 * 4
-    assert peak >= weights + 2 * act  # input + output at least

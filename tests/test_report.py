@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gsdeploy.errors import GsdeployError, OutputPathError
-from gsdeploy.report import latency_table, load_rows, plot, render
+from gsdeploy.report import latency_table, load_rows, plot, table_text
 from gsdeploy.atomic import write_text_atomic
 
 SCHEMA = [
@@ -142,7 +142,7 @@ def test_different_threads_or_provider_is_not_a_baseline():
     c = t.loc[("resnet56_hinge50", "Xeon", "ort", "fp32", 1)]
     assert math.isnan(c["speedup"]) and "no baseline row" in c["note"]
     assert math.isnan(t.loc[("resnet20_hinge50", "Xeon", "ort", "fp32", 1), "speedup"])
-    assert "No speedup for some rows" in render(t, "md")
+    assert "No speedup for some rows" in table_text(t, "md")
 
 
 def test_threads_written_as_float_still_match(tmp_path):
@@ -177,7 +177,7 @@ def test_baseline_from_another_run_is_used_and_labelled(tmp_path):
     t = latency_table(load_rows([a, b]))
     c = t.loc[("resnet56_hinge50", "Xeon", "ort", "fp32", 1)]
     assert c["speedup"] == pytest.approx(2.0) and c["baseline_from"] == "other run"
-    assert "another run" in render(t, "md")
+    assert "another run" in table_text(t, "md")
 
 
 def test_same_run_baseline_preferred_over_a_later_other_run(tmp_path):
@@ -201,24 +201,24 @@ def test_repeated_runs_collapse_to_the_latest(tmp_path):
 
 def test_bench_writer_round_trip(tmp_path):
     """Rows written by the bench stage's own writer load, and their speedups agree."""
-    table_mod = pytest.importorskip("gsdeploy.bench.table")
+    bench_rows = pytest.importorskip("gsdeploy.bench.rows")
     stats_mod = pytest.importorskip("gsdeploy.bench.stats")
     rows = []
     for name, role, ms, macs in (("resnet56", "baseline", [2.0, 2.1, 1.9], 1000),
                                  ("resnet56_hinge50", "compressed", [1.0, 1.1, 0.9], 480)):
         st = stats_mod.summarize([m / 1000 for m in ms])
-        rows.append(table_mod.make_row(model=name, role=role, engine="ort", provider="CPUExecutionProvider",
+        rows.append(bench_rows.make_row(model=name, role=role, engine="ort", provider="CPUExecutionProvider",
                                        precision="fp32", batch=1, device="cpu", threads=2, macs=macs, params=1,
                                        stats=st, command="c", timestamp="2026-01-01T00:00:00+00:00"))
-    df = table_mod.add_speedups(pd.DataFrame(rows))
-    csv_path, _ = table_mod.write_results(df, tmp_path, "bench")
+    df = bench_rows.add_speedups(pd.DataFrame(rows))
+    csv_path, _ = bench_rows.write_results(df, tmp_path, "bench")
     t = latency_table(load_rows([csv_path]))
     got = t.loc[("resnet56_hinge50", "cpu", "ort", "fp32", 1)]
     assert got["speedup"] == pytest.approx(df.loc[1, "speedup_vs_baseline"])
     assert got["flop_speedup"] == pytest.approx(1000 / 480)
 
 
-# ---- render ---------------------------------------------------------------------------------
+# ---- table_text --------------------------------------------------------------------------------
 
 
 def test_render_markdown_csv():
@@ -226,17 +226,17 @@ def test_render_markdown_csv():
     rows[1]["model"] = "evil<b>|name"
     rows[1]["baseline_model"] = "resnet56"
     t = latency_table(pd.DataFrame(rows))
-    md = render(t, "md")
+    md = table_text(t, "md")
     lines = md.splitlines()
     assert lines[0].startswith("| model | device | engine | precision | batch |") and "speedup" in lines[0]
     assert "evil<b>\\|name" in md and "| 1.25 |" in md
-    back = pd.read_csv(io.StringIO(render(t, "csv")))
+    back = pd.read_csv(io.StringIO(table_text(t, "csv")))
     assert list(back.columns[:5]) == ["model", "device", "engine", "precision", "batch"]
     assert back["speedup"].max() == pytest.approx(1.25)
     with pytest.raises(GsdeployError, match="HTML report is made from the rows"):
-        render(t, "html")  # the page needs the rows' environment: report_text (test_report_page.py)
+        table_text(t, "html")  # the page needs the rows' environment: report_text (test_report_page.py)
     with pytest.raises(GsdeployError, match="unknown report format 'pdf'"):
-        render(t, "pdf")
+        table_text(t, "pdf")
 
 
 def test_power_columns_are_carried_when_present():
@@ -245,13 +245,13 @@ def test_power_columns_are_carried_when_present():
     rows[1].update(avg_power_w=6.0, energy_per_inference_mj=9.6)
     t = latency_table(pd.DataFrame(rows))
     assert t.loc[("resnet56_hinge50", "Xeon", "ort", "fp32", 1), "energy_per_inference_mj"] == 9.6
-    assert "| mJ/inference |" in render(t, "md").splitlines()[0]
+    assert "| mJ/inference |" in table_text(t, "md").splitlines()[0]
     assert "avg_power_w" not in latency_table(pd.DataFrame(one_run())).columns
 
 
 def test_render_empty_table():
     t = latency_table(pd.DataFrame(columns=SCHEMA))
-    assert render(t, "md").startswith("| model |")
+    assert table_text(t, "md").startswith("| model |")
 
 
 # ---- plot and atomic writes -----------------------------------------------------------------

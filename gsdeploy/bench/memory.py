@@ -4,7 +4,8 @@ Four different questions, four different numbers:
   - `weight_bytes`       parameters + buffers of the torch module (from gsdeploy/metrics.py);
   - `artifact_bytes`     what the deployable file(s) weigh on disk;
   - `activation_estimate` intermediate tensors a forward pass needs at its peak, from the graph;
-  - `ort_peak_rss` / `cuda_peak_bytes` what an engine really allocates, measured.
+  - `ort_peak_rss`       what ONNX Runtime really allocates, measured in a child process (a torch
+                         GPU engine's allocator peak is read by the sweep around its own timed runs).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.loaders import cpu_target
 from gsdeploy.target import Target
 
-__all__ = ["weight_bytes", "artifact_bytes", "ort_peak_rss", "cuda_peak_bytes", "activation_estimate",
+__all__ = ["weight_bytes", "artifact_bytes", "ort_peak_rss", "activation_estimate",
            "activation_profile", "ActivationProfile"]
 
 
@@ -158,39 +159,6 @@ def ort_peak_rss(onnx_path: str | os.PathLike, batch: int, input_shape: tuple[in
 def _baseline_peak(timeout_s: float) -> int:
     # The import-only child is the same for every measurement in one process: measure it once.
     return _child_peak({"onnx": None, "path": _PACKAGE_ROOT}, timeout_s)
-
-
-# ---- CUDA -----------------------------------------------------------------------------------
-
-
-def cuda_peak_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int, runs: int = 3,
-                    device: str | torch.device = "cuda") -> int:
-    """Peak bytes the CUDA caching allocator handed out while `module` (moved to the GPU)
-    ran `runs` inferences at `batch`: weights + input + activations + cuDNN workspaces.
-
-    torch.cuda.max_memory_allocated counts tensors only, not the allocator's cached-but-free
-    blocks or the CUDA context, so this is what the model needs, not what nvidia-smi shows.
-    Raises MissingDependencyError where CUDA is absent.
-    """
-    if not torch.cuda.is_available():
-        raise MissingDependencyError("CUDA is not available here; GPU memory cannot be measured")
-    import copy
-
-    dev = torch.device(device)
-    torch.cuda.synchronize(dev)
-    torch.cuda.empty_cache()
-    before = torch.cuda.memory_allocated(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
-    model = copy.deepcopy(module).to(dev).eval()
-    x = torch.zeros((batch, *input_shape), device=dev)
-    with torch.inference_mode():
-        for _ in range(max(1, runs)):
-            model(x)
-    torch.cuda.synchronize(dev)
-    peak = torch.cuda.max_memory_allocated(dev) - before
-    del model, x
-    torch.cuda.empty_cache()
-    return int(peak)
 
 
 # ---- activations from the graph -------------------------------------------------------------

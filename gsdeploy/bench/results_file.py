@@ -21,7 +21,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.atomic import check_targets, umask
-from gsdeploy.bench.table import COLUMNS, GROUP_KEYS, ROLES, write_results
+from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, write_results
 from gsdeploy.errors import GsdeployError, OutputPathError
 
 MAX_STEM = 200

@@ -20,7 +20,7 @@ import torch.nn as nn
 from gsdeploy.bench.env import capture_env, dist_version, gpu_clocks
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.runners.base import Runner
-from gsdeploy.bench.table import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
+from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
 from gsdeploy.errors import GsdeployError
 from gsdeploy.loaders import torch_runner_kwargs
 from gsdeploy.target import ENGINES, Target

@@ -1,4 +1,4 @@
-"""trtexec as a cross-check of gsdeploy's own TensorRT timings.
+"""trtexec as a cross-check of gsdeploy's own TensorRT timings (`benchmarks/trt_truth.py`).
 
 trtexec is NVIDIA's reference benchmark, so a latency we report for an engine should agree with
 it. Its defaults are a trap: TensorRT 11.0 flipped three of them (10.x: data transfers on,

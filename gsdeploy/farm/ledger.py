@@ -1,6 +1,6 @@
 """DIR/<sweep>.csv: every job's rows, appended as each job finishes, and every failed job's reason.
 
-The file holds bench rows (bench/table.py COLUMNS) plus the sweep's own columns. A job's rows are
+The file holds bench rows (bench/rows.py COLUMNS) plus the sweep's own columns. A job's rows are
 added in one atomic rewrite of the file, so after an interruption a job is either fully in the file or not
 at all; `--resume` keeps the finished jobs and runs the rest (failed ones again). A job that failed
 for good is one row with status "failed" and its reason, so nothing is lost silently;
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from gsdeploy.atomic import write_text_atomic
-from gsdeploy.bench.table import COLUMNS, to_csv_text, to_markdown
+from gsdeploy.bench.rows import COLUMNS, to_csv_text, to_markdown
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job
 

@@ -10,9 +10,9 @@ from gsdeploy.atomic import write_bytes_atomic, write_text_atomic
 from gsdeploy.errors import GsdeployError
 from gsdeploy.report.bundle import ReportInputs, load_inputs
 from gsdeploy.report.rows import load_rows
-from gsdeploy.report.tables import FORMATS, latency_table, render
+from gsdeploy.report.tables import FORMATS, latency_table, table_text
 
-__all__ = ["FORMATS", "ReportInputs", "load_inputs", "load_rows", "latency_table", "render", "report_text", "plot",
+__all__ = ["FORMATS", "ReportInputs", "load_inputs", "load_rows", "latency_table", "table_text", "report_text", "plot",
            "write_text_atomic", "write_bytes_atomic"]
 
 
@@ -24,7 +24,7 @@ def report_text(inputs: ReportInputs, fmt: str = "md") -> str:
         return html_page(inputs)
     if fmt not in FORMATS:
         raise GsdeployError(f"unknown report format '{fmt}'; choose from {', '.join(FORMATS)}")
-    return render(latency_table(inputs.rows), fmt)
+    return table_text(latency_table(inputs.rows), fmt)
 
 
 def plot(df, out_png):  # noqa: ANN001 — thin lazy wrapper, see gsdeploy.report.plots.plot

@@ -22,7 +22,7 @@ from gsdeploy.target import DEFAULT_MAX_COV
 from gsdeploy.report.bundle import ReportInputs
 from gsdeploy.report.tables import latency_table
 
-# Environment columns of a result row, in the order a reader wants them (bench/table.py COLUMNS).
+# Environment columns of a result row, in the order a reader wants them (bench/rows.py COLUMNS).
 ENV_FIELDS = [
     ("CPU", "cpu"), ("usable cores", "cores"), ("threads", "threads"), ("GPU", "gpu"), ("GPU driver", "gpu_driver"),
     ("CUDA", "cuda_version"), ("cuDNN", "cudnn_version"), ("TensorRT", "tensorrt_version"),

@@ -10,7 +10,7 @@ import pandas as pd
 
 from gsdeploy.errors import GsdeployError
 
-# A file is a gsdeploy results CSV when it has at least these columns (bench/table.py COLUMNS
+# A file is a gsdeploy results CSV when it has at least these columns (bench/rows.py COLUMNS
 # is the full schema); everything else is optional so older or partial files still load.
 REQUIRED_COLUMNS = ("model", "role", "engine", "precision", "batch", "device", "latency_ms_median")
 OPTIONAL_COLUMNS = (

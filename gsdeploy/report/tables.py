@@ -209,7 +209,7 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(table: pd.DataFrame, fmt: str = "md") -> str:
+def table_text(table: pd.DataFrame, fmt: str = "md") -> str:
     """The table as Markdown (for people) or CSV (every column, full precision). The HTML
     report is a page of its own (report/page.py): it needs the rows' environment too."""
     if fmt == "md":

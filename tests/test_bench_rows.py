@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gsdeploy.bench.stats import summarize
-from gsdeploy.bench.table import COLUMNS, add_speedups, make_row, write_results
+from gsdeploy.bench.rows import COLUMNS, add_speedups, make_row, write_results
 from gsdeploy.errors import OutputPathError
 
 ENV = {"cpu": "Test CPU", "gsdeploy": "0.1.0", "torch": "2.13.0", "onnxruntime": "1.32.0"}
