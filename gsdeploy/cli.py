@@ -69,6 +69,11 @@ def guarded(fn):
         except Exception as e:  # noqa: BLE001
             if os.environ.get("GSDEPLOY_DEBUG"):
                 raise
+            from gsdeploy.limits import is_out_of_memory, short
+
+            if is_out_of_memory(e):
+                _fail(2, "out of memory: the input (a declared tensor, batch or input shape) is larger than this "
+                         f"machine can hold ({short(str(e).splitlines()[0])})")
             _fail(1, f"internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                      "re-run with GSDEPLOY_DEBUG=1 for the traceback")
 
@@ -93,6 +98,23 @@ def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: s
     if fuse is not None:
         plan = "flops"
     return plan, fuse or "flops"
+
+
+def _check_trt_flags(batch: str | None, min_batch: int | None, opt_batch: int | None, max_batch: int | None,
+                     workspace_mb: int | None, dla_core: int | None) -> None:
+    """export's TensorRT numbers, checked even for --engine onnx: every number from a flag is
+    in range before any work."""
+    from gsdeploy.limits import MAX_BATCH, check_number
+
+    if batch:
+        _int_list(batch, "--batch")
+    for flag, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
+        if value is not None:
+            check_number(flag, value, integer=True, minimum=1, maximum=MAX_BATCH)
+    if workspace_mb is not None:
+        check_number("--workspace-mb", workspace_mb, integer=True, minimum=1, maximum=1 << 20)
+    if dla_core is not None:
+        check_number("--dla-core", dla_core, integer=True, minimum=0, maximum=15)
 
 
 def _warn_kept_zeros(result) -> None:
@@ -312,6 +334,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     from gsdeploy.loaders import trt_export_settings
 
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
+    _check_trt_flags(batch, min_batch, opt_batch, max_batch, workspace_mb, dla_core)
     targets = _targets(profile, input_shape=_shape(input_shape))
     target = targets[0]
     trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
@@ -390,12 +413,14 @@ def _precision_lines(section) -> list[str]:
 
 
 def _int_list(text: str, what: str) -> list[int]:
+    from gsdeploy.limits import MAX_BATCH, short
+
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise GsdeployError(f"{what} must be a comma-separated list of integers, not '{text}'") from None
-    if not values or any(v <= 0 for v in values):
-        raise GsdeployError(f"{what} must list positive integers, not '{text}'")
+    if not values or any(v <= 0 or v > MAX_BATCH for v in values):
+        raise GsdeployError(f"{what} must list integers 1..{MAX_BATCH}, not '{short(text)}'")
     return values
 
 
@@ -543,7 +568,8 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
 @guarded
 def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a directory of them)")],
              profile: Annotated[Optional[str], typer.Option("--profile", help="profile for timed claims (default: each claim's own)")] = None,
-             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the verdicts here: .csv (read back by `gsdeploy report`) or .md")] = None) -> None:
+             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the verdicts here: .csv (read back by `gsdeploy report`) or .md")] = None,
+             trust: TrustOpt = False) -> None:
     """Check claims from papers (speedup, FLOP/params ratio, latency, top-1 error): measured beside the paper's value; exit 1 on any FAIL."""
     from gsdeploy.pipeline import measure_claim
     from gsdeploy.profiles import load_profile
@@ -557,7 +583,13 @@ def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a
 
         # before any work; never over the claims or a model it reads
         check_target(output, files_in([claims, *(p for c in to_check for p in (c.model, c.baseline) if p)]))
-    verdicts = evaluate_claims(to_check, measure_claim, profile=profile)
+    load_fn = None
+    if trust:  # the claims' model files are trusted too, for ratios and for timing
+        from gsdeploy.load import load_model
+
+        load_fn = functools.partial(load_model, trust=True)
+    verdicts = evaluate_claims(to_check, functools.partial(measure_claim, trust=trust), profile=profile,
+                               load_fn=load_fn)
     typer.echo(render_verdicts(verdicts))
     if output is not None:
         write_verdicts(verdicts, output, "gsdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

@@ -53,6 +53,16 @@ def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])", "", text)
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """torch and ONNX Runtime report a failed allocation as a RuntimeError (or their own type),
+    not as MemoryError."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return any(p in text for p in ("not enough memory", "can't allocate memory", "out of memory",
+                                   "cannot allocate memory", "bad_alloc", "bad allocation"))
+
+
 def check_number(what: str, value: Any, *, integer: bool = False, minimum: float | None = None,
                  maximum: float | None = None, above: float | None = None,
                  error: type[GsdeployError] = GsdeployError) -> Any:

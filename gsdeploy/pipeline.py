@@ -238,6 +238,23 @@ def power_factory(power):
     return lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)
 
 
+def check_batch_size(shape: tuple[int, ...] | None, batches: list[int]) -> None:
+    """A batch whose input alone exceeds MAX_BATCH_ELEMENTS fails here, before any deploy or
+    export, rather than as an allocation failure minutes later."""
+    import math
+
+    from gsdeploy.limits import MAX_BATCH_ELEMENTS
+
+    if not shape:
+        return
+    per_sample = math.prod(shape)
+    for b in sorted(set(batches), reverse=True):
+        if b * per_sample > MAX_BATCH_ELEMENTS:
+            raise GsdeployError(f"batch {b} at input shape {'x'.join(map(str, shape))} is {b * per_sample:.3g} input "
+                                f"values ({b * per_sample * 4 / 2**30:.1f} GiB in fp32); the limit is "
+                                f"{MAX_BATCH_ELEMENTS:.3g} per batch")
+
+
 def run_bench_job(req: BenchRequest) -> BenchResult:
     """Deploy, export and time; returns the rows and the files written. DIR/<stem>.csv and .md
     are rewritten as each (target, batch) group finishes, so an interrupted sweep keeps what it
@@ -288,6 +305,7 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
     base_name = base.name if base is not None else base_subject.name
     if name == base_name:
         raise GsdeployError(f"the model and its baseline are both named '{name}'; rename one file")
+    check_batch_size(shape, [b for t in req.targets for b in t.batches])
     check_out_dir(req.out_dir)
     comp_name = comp_subject.name if comp_subject is not None else \
         _variant_name(name, "compressed", deploy_options(req, "compressed"), req.plan)
@@ -415,7 +433,7 @@ def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnin
     return [csv_path, md_path]
 
 
-def measure_claim(claim) -> float:
+def measure_claim(claim, trust: bool = False) -> float:
     """Time one claim (report/claims.Claim) on its profile's target, engine, precision and
     batch; returns the compressed model's speedup or median latency (ms), by the claim's metric."""
     from gsdeploy.report.claims import claim_target
@@ -426,7 +444,7 @@ def measure_claim(claim) -> float:
     with scratch_dir("claim") as tmp:
         request = BenchRequest(model=claim.model, targets=(target,), out_dir=tmp,
                                arch=getattr(claim, "arch", None), baseline=claim.baseline,
-                               baseline_arch=getattr(claim, "baseline_arch", None), name="claim",
+                               baseline_arch=getattr(claim, "baseline_arch", None), name="claim", trust=trust,
                                command=f"gsdeploy validate ({claim.id})", progress=False)
         df = run_bench_job(request).rows
     row = df[df["role"] == "compressed"].iloc[0]

@@ -29,7 +29,9 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from gsdeploy import yaml_file
 from gsdeploy.errors import GsdeployError
+from gsdeploy.limits import brief
 from gsdeploy.target import (DEVICE_KINDS, ENGINES, PRECISIONS, PowerSpec, Target, TargetError, engine_defaults,
                              validate)
 from gsdeploy.target import unavailable_reason as target_unavailable_reason
@@ -196,7 +198,7 @@ def check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, KeyType
     for key, value in data.items():
         t = schema[key]
         if not t.check(value):
-            raise error(f"{where}: key '{prefix}{key}' must be {t.words}, got {type(value).__name__} {value!r}")
+            raise error(f"{where}: key '{prefix}{key}' must be {t.words}, got {type(value).__name__} {brief(value)}")
 
 
 def _entry_targets(where: str, i: int, raw: Any, common: dict[str, Any]) -> list[Target]:
@@ -205,7 +207,7 @@ def _entry_targets(where: str, i: int, raw: Any, common: dict[str, Any]) -> list
     prefix = f"engines[{i}]."
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: key 'engines[{i}]' must be a mapping with name, precisions, options; "
-                           f"got {type(raw).__name__} {raw!r}")
+                           f"got {type(raw).__name__} {brief(raw)}")
     if raw.get("name") in RETIRED_ENGINES:
         raise ProfileError(f"{where}: key '{prefix}name': {RETIRED_ENGINES[raw['name']]}")
     check_keys(where, raw, ENGINE_KEYS, prefix, ENGINE_REQUIRED)
@@ -251,7 +253,7 @@ def parse_profile(data: Any, where: str, default_name: str) -> Profile:
         power = PowerSpec(**data["power"])
     name = data.get("name", default_name)
     if not _NAME_RE.match(name):
-        raise ProfileError(f"{where}: key 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+        raise ProfileError(f"{where}: key 'name' must be letters, digits, '.', '_' or '-', got {brief(name)}")
     defaults = Profile.__dataclass_fields__
     timing = {k: data.get(k, defaults[k].default) for k in ("warmup_s", "min_iterations", "min_duration_s")}
     common: dict[str, Any] = {
@@ -331,22 +333,9 @@ def list_profiles() -> list[str]:
 
 def read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile",
               loader: type = yaml.SafeLoader) -> Any:
-    """A YAML data file (profile, claims, sweep) parsed with a safe `loader`; any problem is one
-    `error` naming the file and, for bad YAML, the line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader or a subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{path}: not valid YAML{at}: {problem}") from None
-    if data is None:
-        raise error(f"{path}: the file is empty")
-    return data
+    """A YAML data file (profile, claims, sweep) read within bounds (see gsdeploy/yaml_file.py)
+    and parsed with a safe `loader`; any problem is one `error` naming the file."""
+    return yaml_file.read_yaml(path, error, what, loader=loader)
 
 
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
@@ -356,7 +345,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     looks_like_path = (os.sep in text or "/" in text or text.endswith((".yaml", ".yml")) or Path(text).is_file())
     if looks_like_path:
         path = Path(text).expanduser()
-        if not path.is_file():
+        if not os.path.lexists(path):  # FIFOs, devices and link loops get their own message from read_yaml
             raise ProfileError(f"profile file {path} does not exist")
     else:
         files = _files()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.limits import MAX_BATCH, MAX_THREADS
 
 # The engines the bench can run (each has a runner in bench/sweep.RUNNERS). One vocabulary:
 # profiles, the CLI's --engine, claims and rows all use these names (rows add the label).
@@ -52,8 +53,6 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 # threshold flags a CPU series whose spread is large enough to blur speedups of a few percent.
 DEFAULT_MAX_COV = 0.025
 # Upper bounds that catch typos (a batch of 10**9 is not a benchmark) without limiting real use.
-MAX_BATCH = 65536
-MAX_THREADS = 4096
 
 
 class TargetError(GsdeployError):

@@ -339,3 +339,83 @@ def test_chmod_000_checkpoint(tmp_path):
     path.chmod(0)
     r = runner.invoke(app, ["inspect", str(path)])
     assert r.exit_code == 2 and "permission denied" in r.stderr, r.output
+
+
+# ---- checkpoints whose tensors lie about their size or type --------------------------------
+
+
+def _hinge20_state(hinge_fixtures) -> dict:
+    obj = torch.load(hinge_fixtures / "hinge_resnet20_cifar10.pt", weights_only=True)
+    return dict(obj.get("state_dict", obj))
+
+
+@pytest.mark.parametrize("shape", [(100000, 1000, 3, 3), (6, 16, 3, 3)])
+def test_zero_stride_tensor_is_refused_before_it_is_expanded(tmp_path, hinge_fixtures, shape):
+    """A 538 KB file declaring a 100000x1000x3x3 tensor made gsdeploy allocate 3.7 GB before the
+    shape error; an expanded tensor of the right shape is refused as well (it is not real data)."""
+    import resource
+
+    state = _hinge20_state(hinge_fixtures)
+    key = "features.1.0.body.0.0.weight"
+    state[key] = torch.zeros(1).expand(*shape)
+    path = tmp_path / "bomb.pt"
+    torch.save(state, path)
+    assert path.stat().st_size < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(LoadError, match=f"tensor {key} declares shape .* stores only 4 bytes"):
+        load_model(str(path), arch="hinge_resnet20")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB: far below 3.7 GB
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool, torch.int8])
+def test_non_float_checkpoint_weights_are_refused(tmp_path, hinge_fixtures, dtype):
+    state = _hinge20_state(hinge_fixtures)
+    key = "features.1.0.body.0.0.weight"
+    state[key] = (state[key] * 100).to(dtype)
+    path = tmp_path / "int.pt"
+    torch.save(state, path)
+    for arch in ("hinge_resnet20", None):  # named at load time, with or without --arch
+        with pytest.raises(LoadError, match=f"weights must be floating point; found {key}"):
+            load_model(str(path), arch=arch)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_inf_weights_are_named_at_load(tmp_path, hinge_fixtures, bad):
+    state = _hinge20_state(hinge_fixtures)
+    key = "features.1.0.body.0.0.weight"
+    state[key] = state[key].clone()
+    state[key][0, 0, 0, 0] = bad
+    path = tmp_path / "nan.pt"
+    torch.save(state, path)
+    r = runner.invoke(app, ["inspect", str(path), "--arch", "hinge_resnet20"])
+    assert r.exit_code == 2 and "NaN or Inf" in r.stderr and key in r.stderr, r.output
+
+
+def test_nan_weight_in_a_pt2_is_named(tmp_path):
+    m = _tiny()
+    with torch.no_grad():
+        m[0].bias[1] = float("nan")
+    path = tmp_path / "nan.pt2"
+    torch.export.save(torch.export.export(m, (torch.randn(2, 3, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("b", min=1, max=8)},)), str(path))
+    with pytest.raises(LoadError, match="NaN or Inf.*bias"):
+        load_model(str(path))
+
+
+def test_huge_input_shape_is_refused_before_allocating():
+    r = runner.invoke(app, ["inspect", "resnet20", "--input-shape", "3x100000x100000"])
+    assert r.exit_code == 2 and "values per sample; the limit is" in r.stderr, r.output
+
+
+def test_out_of_memory_at_an_input_shape_is_not_called_a_shape_error(monkeypatch):
+    from gsdeploy.load import probe_input_shape
+    from gsdeploy.errors import InputShapeError
+
+    class Hungry(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
+                               "you tried to allocate 123456789012 bytes.")
+
+    with pytest.raises(InputShapeError, match="needs more memory than this machine has") as e:
+        probe_input_shape(Hungry(), (3, 4096, 4096))
+    assert "cannot take" not in str(e.value)

@@ -86,7 +86,7 @@ def test_non_results_csv_in_a_directory_is_skipped_and_reported(tmp_path):
     ("model,role,engine,precision,batch,device,latency_ms_median\nm,dense,ort,fp32,1,x,1.0\n",
      r"column 'role' must be baseline or compressed, found \['dense'\]"),
     ("model,role,engine,precision,batch,device,latency_ms_median\nm,baseline,ort,fp32,one,x,1.0\n",
-     r"column 'batch' must be numeric \(line 2"),
+     r"column 'batch' \(line 2\) must be an integer"),
     (b"\xff\xfe\x00garbage".decode("latin-1"), r"not a gsdeploy results CSV"),
 ])
 def test_bad_files_name_the_file_and_problem(tmp_path, content, pattern):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.errors import InputShapeError, LoadError
+from gsdeploy.limits import MAX_SAMPLE_ELEMENTS, is_out_of_memory, short
 from gsdeploy.load.archs import ARCHS, get_arch
-from gsdeploy.load.checkpoint import extract_state_dict, read_checkpoint, sha256_file
+from gsdeploy.load.checkpoint import check_tensors, check_weights, extract_state_dict, read_checkpoint, sha256_file
 from gsdeploy.load.exported import load_exported
 from gsdeploy.load.shapes import load_by_shapes
 from gsdeploy.model import LoadedModel
@@ -20,22 +22,31 @@ __all__ = ["load_model", "parse_input_shape", "probe_input_shape", "ARCHS"]
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """'3x32x32' -> (3, 32, 32)."""
+    """'3x32x32' -> (3, 32, 32); at most MAX_SAMPLE_ELEMENTS values per sample."""
     try:
         dims = tuple(int(p) for p in text.lower().replace(",", "x").split("x"))
     except ValueError:
-        raise InputShapeError(f"input shape '{text}' is not of the form CxHxW, e.g. 3x32x32") from None
+        raise InputShapeError(f"input shape '{short(text)}' is not of the form CxHxW, e.g. 3x32x32") from None
     if not dims or any(d <= 0 for d in dims):
-        raise InputShapeError(f"input shape '{text}' must have positive sizes, e.g. 3x32x32")
+        raise InputShapeError(f"input shape '{short(text)}' must have positive sizes, e.g. 3x32x32")
+    if math.prod(dims) > MAX_SAMPLE_ELEMENTS:
+        raise InputShapeError(f"input shape '{short(text)}' has {math.prod(dims):.3g} values per sample; the limit is "
+                              f"{MAX_SAMPLE_ELEMENTS:.3g}")
     return dims
 
 
 def probe_input_shape(module: nn.Module, shape: tuple[int, ...]) -> None:
     """Run one sample through the model; a shape it cannot take becomes one clear line."""
+    text = "x".join(map(str, shape))
     try:
         with torch.no_grad():
             module(torch.zeros((1, *shape)))
+    except MemoryError:
+        raise InputShapeError(f"running the model at input shape {text} needs more memory than this machine has") from None
     except Exception as e:
+        if is_out_of_memory(e):
+            raise InputShapeError(f"running the model at input shape {text} needs more memory than this machine "
+                                  f"has ({short(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise InputShapeError(f"the model cannot take input shape {'x'.join(map(str, shape))}: {msg}") from None
 
@@ -61,6 +72,7 @@ def load_model(source: str, arch: str | None = None, trust: bool = False,
         loaded.input_shape = tuple(input_shape)
     if not loaded.input_shape:
         raise InputShapeError(f"{source}: the input shape is not recorded in the file; pass --input-shape CxHxW")
+    check_weights(loaded.module, source)
     probe_input_shape(loaded.module, loaded.input_shape)
     return loaded
 
@@ -75,6 +87,7 @@ def _load_checkpoint(path: Path, arch: str | None, trust: bool) -> LoadedModel:
         return LoadedModel(module=obj.float().eval(), input_shape=shape, name=path.stem, arch=type(obj).__name__,
                            source=str(path), sha256=sha, notes={"trusted_pickle": True})
     state = extract_state_dict(obj, path)
+    check_tensors(state, path)
     if arch is None:
         arch = _detect_arch(state, path)
     spec = get_arch(arch)

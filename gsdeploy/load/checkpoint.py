@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from gsdeploy.errors import LoadError
+from gsdeploy.limits import short
 
 
 def sha256_file(path: Path) -> str:
@@ -21,7 +22,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_readable(path: Path) -> None:
+def check_readable(path: Path, what: str = "checkpoint file") -> None:
     """A regular, non-empty file we may read. Devices and FIFOs are refused without opening them
     (reading /dev/zero never ends; opening a FIFO blocks until someone writes)."""
     import errno
@@ -39,14 +40,14 @@ def check_readable(path: Path) -> None:
             raise LoadError(f"no such file: {path}") from None
         raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise LoadError(f"{path} is a directory, not a checkpoint file")
+        raise LoadError(f"{path} is a directory, not a {what}")
     if not stat.S_ISREG(st.st_mode):
         kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
                 stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
                 else "not a regular file")
-        raise LoadError(f"{path} is {kind}, not a checkpoint file")
+        raise LoadError(f"{path} is {kind}, not a {what}")
     if st.st_size == 0:
-        raise LoadError(f"{path} is empty")
+        raise LoadError(f"{path}: the file is empty")
     if not os.access(path, os.R_OK):
         raise LoadError(f"cannot read {path}: permission denied")
 
@@ -87,6 +88,46 @@ def _is_cut_zip(path: Path) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def check_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Every tensor must be a dense floating-point view that fits its stored bytes, checked
+    before anything is copied: a zero or overlapping stride lets a 538 KB file declare a
+    100000x1000x3x3 tensor that the first .clone() or .float() would materialise in 3.7 GB, and an
+    int64 or complex weight would be cast silently (int64 truncation fakes a speedup). The one
+    integer tensor official checkpoints hold is BatchNorm's num_batches_tracked."""
+    wrong = [f"{k} ({str(t.dtype).removeprefix('torch.')})" for k, t in state.items()
+             if not t.is_floating_point() and not (k.endswith("num_batches_tracked") and t.numel() == 1
+                                                   and not t.is_complex() and t.dtype != torch.bool)]
+    if wrong:
+        raise LoadError(f"{path}: weights must be floating point; found {short(', '.join(wrong), 300)}")
+    for key, t in state.items():
+        if t.layout != torch.strided or t.is_quantized or t.is_meta:
+            raise LoadError(f"{path}: tensor {short(key)} is {t.layout}{' quantized' if t.is_quantized else ''}; "
+                            "gsdeploy reads dense floating-point weights only")
+        need = t.numel() * t.element_size()
+        have = t.untyped_storage().nbytes()
+        if need > have:
+            raise LoadError(f"{path}: tensor {short(key)} declares shape {tuple(t.shape)} ({need} bytes) but stores "
+                            f"only {have} bytes (zero or overlapping strides); refusing to expand it")
+
+
+def check_weights(module: torch.nn.Module, source: str) -> None:
+    """Parameters must be floating point (an int64 or complex weight would be cast silently, and
+    int64 truncation fakes a speedup), and every float tensor finite: NaN/Inf is named here
+    rather than surfacing later as a deployment mismatch."""
+    bad_dtype, non_finite = [], []
+    for name, p in module.named_parameters():
+        if not p.is_floating_point():
+            bad_dtype.append(f"{name} ({str(p.dtype).removeprefix('torch.')})")
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            non_finite.append(f"{name} ({n} of {t.numel()})")
+    if bad_dtype:
+        raise LoadError(f"{source}: weights must be floating point; found {short(', '.join(bad_dtype), 300)}")
+    if non_finite:
+        raise LoadError(f"{source}: weights hold NaN or Inf values: {short(', '.join(non_finite), 300)}")
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -128,10 +128,10 @@ class Verdict:
 # ---- loading --------------------------------------------------------------------------------
 
 _NUM = KeyType("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-_TOL = KeyType("a mapping with exactly one of abs or rel and a number >= 0, e.g. {rel: 0.1}",
+_TOL = KeyType("a mapping with exactly one of abs or rel and a finite number >= 0, e.g. {rel: 0.1}",
           lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("abs", "rel")
           and isinstance(next(iter(v.values())), (int, float)) and not isinstance(next(iter(v.values())), bool)
-          and next(iter(v.values())) >= 0)
+          and math.isfinite(next(iter(v.values()))) and next(iter(v.values())) >= 0)
 CLAIM_KEYS: dict[str, KeyType] = {
     "id": STR, "paper": STR, "model": STR, "arch": STR, "baseline": STR, "baseline_arch": STR,
     "metric": KeyType("one of " + ", ".join(METRICS), lambda v: v in METRICS),
@@ -226,7 +226,7 @@ def load_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
             if not found:  # a CI gate pointed at the wrong folder must not pass
                 raise ClaimError(f"{p} holds no claim files (*.yaml, *.yml)")
             files.extend(found)
-        elif p.is_file():
+        elif os.path.lexists(p):  # read_yaml names FIFOs, devices and link loops
             files.append(p)
         else:
             raise ClaimError(f"claim file {p} does not exist")

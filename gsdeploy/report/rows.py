@@ -9,6 +9,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.limits import MAX_BATCH, MAX_CSV_BYTES, brief, check_number, short
 
 # A file is a gsdeploy results CSV when it has at least these columns (bench/rows.py COLUMNS
 # is the full schema); everything else is optional so older or partial files still load.
@@ -32,13 +33,21 @@ class NotResultsError(GsdeployError):
 
 
 def _read_one(path: Path) -> pd.DataFrame:
+    from gsdeploy.load.checkpoint import check_readable
+
+    try:
+        check_readable(path, "results CSV")  # a FIFO named x.csv in a results folder would block the read
+    except GsdeployError as e:
+        raise NotResultsError(str(e)) from None
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise NotResultsError(f"{path}: {path.stat().st_size} bytes; a results CSV is at most {MAX_CSV_BYTES} bytes")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise NotResultsError(f"{path}: not a gsdeploy results CSV (the file is empty)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NotResultsError(f"{path}: not a gsdeploy results CSV (unreadable as CSV: {first})") from None
+        raise NotResultsError(f"{path}: not a gsdeploy results CSV (unreadable as CSV: {short(first)})") from None
     except OSError as e:
         raise GsdeployError(f"cannot read {path}: {e.strerror or e}") from None
     if "status" in df.columns:  # a sweep table: jobs that failed for good carry a reason, no timings
@@ -51,13 +60,27 @@ def _read_one(path: Path) -> pd.DataFrame:
                               "results come from `gsdeploy bench`)")
     bad_roles = sorted({str(r) for r in df["role"].dropna().unique()} - set(ROLES))
     if bad_roles or df["role"].isna().any():
-        raise NotResultsError(f"{path}: column 'role' must be baseline or compressed, found {bad_roles or ['(empty)']}")
-    for col in ("batch", "latency_ms_median"):
-        values = pd.to_numeric(df[col], errors="coerce")
-        if values.isna().any():
-            row = int(values.isna().to_numpy().nonzero()[0][0]) + 2  # +1 header, +1 one-based
-            raise NotResultsError(f"{path}: column '{col}' must be numeric (line {row}: {df[col].iloc[row - 2]!r})")
+        raise NotResultsError(f"{path}: column 'role' must be baseline or compressed, found "
+                              f"{brief(bad_roles or ['(empty)'])}")
+    check_numbers(df, path)
     return df
+
+
+def check_numbers(df: pd.DataFrame, path: Path | str) -> None:
+    """Every number in a results table is finite and in range: a batch is an integer
+    1..MAX_BATCH and the median latency a positive number (both required); other numeric
+    columns may be empty, otherwise finite and >= 0 (a batch of inf crashed the report, a NaN
+    median made a speedup out of nothing)."""
+    for col in (c for c in NUMERIC if c in df.columns):
+        values = pd.to_numeric(df[col], errors="coerce")
+        for i, (raw, v) in enumerate(zip(df[col], values)):
+            what = f"{path}: column '{col}' (line {i + 2})"  # +1 header, +1 one-based
+            if col == "batch":
+                check_number(what, v, integer=True, minimum=1, maximum=MAX_BATCH, error=NotResultsError)
+            elif col == "latency_ms_median":
+                check_number(what, v, above=0, error=NotResultsError)
+            elif not pd.isna(raw) and str(raw).strip():
+                check_number(what, raw if pd.isna(v) else v, minimum=0, error=NotResultsError)
 
 
 def _expand(paths: Iterable[str | os.PathLike], exclude: set[Path]) -> tuple[list[Path], list[Path]]:
