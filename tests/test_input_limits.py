@@ -265,12 +265,12 @@ def test_batch_too_large_for_the_input_fails_before_deploying(tmp_path, monkeypa
 
 def test_runtime_out_of_memory_is_a_user_error(monkeypatch):
     """torch reports a failed allocation as RuntimeError; it is not an internal error."""
-    import gsdeploy.transforms as transforms
+    import gsdeploy.load as load
 
     def hungry(*a, **k):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: not enough memory: you "
                            "tried to allocate 39582418599936 bytes.")
 
-    monkeypatch.setattr(transforms, "deploy", hungry)
+    monkeypatch.setattr(load, "load_model", hungry)
     r = run("inspect", "resnet20")
     one_error_line(r, "out of memory")
