@@ -237,7 +237,9 @@ def _manifest(path: Path) -> dict:
 def test_digits_fp32_and_int8_keep_accuracy(digits, tmp_path):
     assert digits["top1"] > 85  # a real classifier, not noise
     fp32 = tmp_path / "fp32.onnx"
-    ok("export", digits["pt2"], "--eval-data", digits["eval"], "-o", str(fp32))
+    # The FLOP plan: this test is about precision, and which widths a timed plan pads depends on
+    # how busy the machine is (padding can raise this tiny model's MACs above the original's).
+    ok("export", digits["pt2"], "--plan", "flops", "--eval-data", digits["eval"], "-o", str(fp32))
     m = _manifest(fp32)
     assert m["macs"]["after"] < m["macs"]["before"]  # the zero groups went
     actions = {(d["action"], tuple(d["layers"])) for d in m["plan"]}
@@ -247,8 +249,8 @@ def test_digits_fp32_and_int8_keep_accuracy(digits, tmp_path):
     assert acc["artifacts"][0]["top1"] == acc["original"]["top1"] and acc["artifacts"][0]["agreement"] == 100.0
 
     int8 = tmp_path / "int8.onnx"
-    ok("export", digits["pt2"], "--precision", "int8", "--calib-data", digits["calib"], "--eval-data", digits["eval"],
-       "--allow-slower", "-o", str(int8))
+    ok("export", digits["pt2"], "--plan", "flops", "--precision", "int8", "--calib-data", digits["calib"],
+       "--eval-data", digits["eval"], "--allow-slower", "-o", str(int8))
     m = _manifest(int8)
     p = m["precision"]
     assert p["quantization"]["scheme"]["name"] == "U8S8" and p["quantization"]["scheme_chosen_by"] == "target ort (profile cpu-ort)"
