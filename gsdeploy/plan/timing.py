@@ -61,7 +61,7 @@ def fingerprint(target: Target) -> dict[str, Any]:
 def preferred_multiples(target: Target) -> tuple[int, ...]:
     """Widths the target's kernels like, best first. ORT and torch on the CPU block convs by the
     SIMD width (16 channels on AVX-512, 8 on AVX2, 4 on NEON) and take a slow path for input
-    widths that are not a multiple of 8 (shared/MEASURING.md); GPU tensor cores want multiples
+    widths that are not a multiple of 8 (docs/measuring.md); GPU tensor cores want multiples
     of 8 in fp16/fp32 (tf32) and 32 in int8."""
     if target.on_gpu or target.engine == "trt":
         return (32, 16) if target.precision == "int8" else (8,)

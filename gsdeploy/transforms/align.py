@@ -1,7 +1,7 @@
 """Width alignment: pad a conv's output width up to the engine's preferred multiple with zero filters.
 
 ONNX Runtime on AVX-512 runs convs in blocks of 16 channels (8 on AVX2) and sends input widths
-that are not a multiple of 8 down a slower general path (shared/MEASURING.md): a rank of 7
+that are not a multiple of 8 down a slower general path (docs/measuring.md): a rank of 7
 costs what 16 costs, and 29 can cost more than 32. Padding is exact: the new filters (and
 biases) are zero, whatever sits between producer and consumers is element-wise without
 per-channel parameters (so the padded channels stay finite and independent), and every
