@@ -7,6 +7,7 @@ runners built from the Target, the same code `gsdeploy bench` reports with.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import tempfile
 from pathlib import Path
@@ -21,10 +22,14 @@ from gsdeploy.target import Target
 
 # Per-site timing: a site runs in tens of microseconds to a few milliseconds, and a model has
 # tens of distinct sites, so each gets a short budget; the whole-model run that follows is
-# what decides, so per-site noise can only propose, never ship, a slower model.
-SITE_CONFIG = MeasureConfig(warmup_s=0.03, min_iterations=15, min_duration_s=0.06, block=10, pause_s=0.002,
-                            settle_max_s=0.03, block_max_s=0.05, block_min_s=0.01)
-MODEL_CONFIG = MeasureConfig(warmup_s=0.2, min_iterations=30, min_duration_s=0.6, settle_max_s=0.1)
+# what decides, so per-site noise can only propose, never ship, a slower model. The settle
+# wait is what makes short turns honest: an ORT session's intra-op threads spin 30-70 ms
+# after its last run (docs/measuring.md), and with a 30 ms cap the next candidate's turn
+# shared the cores with them: batch-32 medians of one site swung 2x from run to run
+# (CoV 80-230%). Waiting up to 150 ms made them repeat within about 10%.
+SITE_CONFIG = MeasureConfig(warmup_s=0.02, min_iterations=20, min_duration_s=0.08, block=10, pause_s=0.005,
+                            settle_max_s=0.15, block_max_s=0.08, block_min_s=0.04)
+MODEL_CONFIG = MeasureConfig(warmup_s=0.1, min_iterations=30, min_duration_s=0.5, settle_max_s=0.15)
 
 PLANNABLE_ENGINES = ("ort", "torch")
 
@@ -95,13 +100,26 @@ def _float32():
         torch.set_default_dtype(dtype)
 
 
+@contextlib.contextmanager
+def _frozen_heap():
+    # measure_interleaved collects garbage before each series so the collector cannot pause a
+    # timed run; with models and fx graphs in memory a full collection took 0.2 s, twelve
+    # times per plan. Freezing what is alive now makes those collections see only new objects.
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: tuple[int, ...],
                  batches: tuple[int, ...], cfg: MeasureConfig) -> dict[str, dict[int, Timing]]:
     """Median and CoV of each module at each batch, interleaved in one run per batch."""
     from gsdeploy.bench.sweep import make_runner
 
     out: dict[str, dict[int, Timing]] = {n: {} for n in modules}
-    with _float32(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
+    with _float32(), _frozen_heap(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
         subjects = {n: _subject(target, m.float().eval(), tuple(input_shape), Path(tmp), f"m{i}")
                     for i, (n, m) in enumerate(modules.items())}
         for b in batches:
