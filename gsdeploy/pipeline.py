@@ -396,7 +396,7 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None
     import json
 
     from gsdeploy.bench.rows import utc_now
-    from gsdeploy.transforms.plan import plan_record
+    from gsdeploy.transforms.decisions import plan_record
 
     if "compressed" not in plans:  # an ONNX file benched as is has no plan
         return []

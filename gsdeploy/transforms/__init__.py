@@ -1,12 +1,12 @@
-"""Graph passes on torch.fx that make group-sparsity compression real, the planner, verify().
+"""Graph passes on torch.fx that make group-sparsity compression real, deploy(), verify().
 
 deploy(module, input_shape, options) -> DeployResult is the entry point; verify_modules runs a
 candidate against its reference (outputs compared by gsdeploy.numerics); trace gives the
 GraphModule the passes edit.
 """
 
-from gsdeploy.transforms.plan import ACTIONS, Decision, DeployOptions, DeployResult
-from gsdeploy.transforms.planner import deploy
+from gsdeploy.transforms.decisions import ACTIONS, Decision, DeployOptions, DeployResult
+from gsdeploy.transforms.deployment import deploy
 from gsdeploy.transforms.trace import TraceError, trace
 from gsdeploy.transforms.verify import verify_modules
 

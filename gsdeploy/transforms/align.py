@@ -25,7 +25,7 @@ import torch.nn as nn
 from gsdeploy.transforms import ops
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, common_prefix, conv_macs, describe
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 # Modules that act on each element (or each channel's plane) alone and hold no per-channel
 # parameters: a padded channel passes through them without touching the others.

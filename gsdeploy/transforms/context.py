@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 
 from gsdeploy.transforms.fxutil import shape_prop
-from gsdeploy.transforms.plan import DeployOptions
+from gsdeploy.transforms.decisions import DeployOptions
 
 # A real forward slower than this switches shape propagation to fake tensors for the rest of the
 # deploy: fake tensors cost ~1 ms per node whatever the input size; real ones cost the convs.

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, describe, layer_macs
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch.nn as nn
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, set_module
 from gsdeploy.zoo.layers import DReLU
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 
 def _scale(m: nn.Module, p: float, bias: bool) -> None:

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, common_prefix, fmt_macs, linear_macs
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 
 def folded_linear(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, common_prefix, conv_macs, describe, fmt_macs
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 
 def is_pointwise_conv(m: nn.Module) -> bool:

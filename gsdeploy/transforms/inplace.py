@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gsdeploy.transforms.context import PassContext
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 aten = torch.ops.aten
 

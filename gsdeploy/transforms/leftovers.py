@@ -19,7 +19,7 @@ from gsdeploy.transforms.channels import analyze, column_used, row_nonzero
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import fmt_macs, layer_macs
 from gsdeploy.transforms.inplace import after_inplace
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch.nn as nn
 from gsdeploy.transforms import ops
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import attr_value, bind, drop_unused_attrs, fresh_name, set_module
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 from gsdeploy.zoo.layers import DReLU
 
 CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")

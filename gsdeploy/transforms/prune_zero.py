@@ -17,7 +17,7 @@ from gsdeploy.transforms import ops
 from gsdeploy.transforms.channels import Analysis, analyze, channel_pad_slots, pad_spec
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import describe, layer_macs
-from gsdeploy.transforms.plan import Decision
+from gsdeploy.transforms.decisions import Decision
 
 MAX_ROUNDS = 20
 

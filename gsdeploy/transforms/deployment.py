@@ -20,7 +20,7 @@ from gsdeploy.transforms.fxutil import drop_unused_attrs, set_eval
 from gsdeploy.transforms.inplace import functionalize
 from gsdeploy.transforms.leftovers import as_decisions, kept_zeros, warning_line
 from gsdeploy.transforms.normalize import normalize
-from gsdeploy.transforms.plan import Decision, DeployOptions, DeployResult
+from gsdeploy.transforms.decisions import Decision, DeployOptions, DeployResult
 from gsdeploy.transforms.prune_zero import prune_zero, zero_small_groups
 from gsdeploy.transforms.trace import trace
 from gsdeploy.transforms.verify import verify_modules

@@ -1,4 +1,4 @@
-"""deploy(): the planner's contract — never mutates, verifies, refuses on mismatch, clear errors."""
+"""deploy(): its contract — never mutates, verifies, refuses on mismatch, clear errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gsdeploy.errors import InputShapeError, NumericMismatchError
 from gsdeploy.inputs import sample_inputs
 from gsdeploy.numerics import compare_outputs
 from gsdeploy.transforms import ACTIONS, DeployOptions, TraceError, deploy, trace, verify_modules
-from gsdeploy.transforms import planner
+from gsdeploy.transforms import deployment
 from gsdeploy.zoo import create_model
 from gsdeploy.zoo.layers import DReLU
 from test_transforms_nets import init
@@ -57,7 +57,7 @@ def test_numeric_mismatch_is_an_error_with_both_numbers(monkeypatch):
                 break
         return []
 
-    monkeypatch.setattr(planner, "STRUCTURAL_PASSES", planner.STRUCTURAL_PASSES + (corrupt,))
+    monkeypatch.setattr(deployment, "STRUCTURAL_PASSES", deployment.STRUCTURAL_PASSES + (corrupt,))
     with pytest.raises(NumericMismatchError) as e:
         deploy(small(), (3, 8, 8))
     msg = str(e.value)
