@@ -38,9 +38,9 @@ class Runner(ABC):
     """Base class of gsdeploy's runners.
 
     Attributes (set by the subclass constructor, recorded in every result row):
-      engine     "ort" | "torch" | later "trt"
+      engine     "ort" | "torch" | "trt"
       provider   what actually executes: "CPUExecutionProvider", "cpu", "cuda", ...
-      precision  "fp32" (fp16/int8 later)
+      precision  what it computes in: "fp32", "fp16", "bf16" (torch on CUDA), "int8"
       device     human-readable device, e.g. the CPU model or GPU name
       threads    intra-op threads in effect (the effective default when not set)
     """
