@@ -51,10 +51,10 @@ def materialize(spec: str, tmp: Path) -> str:
     if spec.startswith("shared:"):
         return str(SHARED / spec.split(":", 1)[1])
     if spec.startswith("zoo:"):
-        import torch
+        import torch  # heavy: torch, only for the zoo-made fixture
 
-        from gsdeploy.zoo.weights import init_weights
-        from gsdeploy.zoo.wrn import WideResNet
+        from gsdeploy.zoo.weights import init_weights  # only for the zoo-made fixture
+        from gsdeploy.zoo.wrn import WideResNet  # only for the zoo-made fixture
 
         path = tmp / f"{spec[4:]}.pt"
         torch.save(init_weights(WideResNet(16, 2, 100)).state_dict(), path)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.loaders import ort_session
 from gsdeploy.sample_data import SampleDataError, Samples
 
 EVAL_BATCH = 64
@@ -65,8 +66,6 @@ def torch_logits(module: nn.Module, x: np.ndarray, batch: int = EVAL_BATCH) -> n
 
 
 def onnx_logits(path: Path, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    from gsdeploy.loaders import ort_session
-
     session = ort_session(Path(path))
     inp = session.get_inputs()[0]
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32

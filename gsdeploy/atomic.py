@@ -98,6 +98,16 @@ def check_targets(paths: Sequence[PathLike], inputs: Iterable[PathLike] = ()) ->
     return out
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Fail before any timing if the tables cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create output directory {out_dir}: {e.strerror or e}") from None
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
+        raise OutputPathError(f"output directory {out_dir} is not a writable directory")
+
+
 def umask() -> int:
     """The process umask, read without changing it where /proc allows (no window in which
     another thread creates files with umask 0)."""

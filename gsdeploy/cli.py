@@ -6,7 +6,10 @@ import functools
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,8 +17,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.exceptions import TyperException
 
+from gsdeploy.atomic import check_target, check_targets, files_in, write_text_atomic
 from gsdeploy.errors import GsdeployError
+from gsdeploy.export.artifact import check_output_path, manifest_path
+from gsdeploy.limits import MAX_BATCH, check_number, is_out_of_memory, short
+from gsdeploy.profiles import load_profile
+from gsdeploy.target import TargetFlags, require_available, resolve_targets
+
+# The commands import torch- or pandas-heavy modules where they run (each such line says which),
+# so `gsdeploy --help`, a typo or a bad flag answer at once.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn group-sparsity compression of CNNs into real speed on the target, and prove it.")
@@ -36,8 +48,6 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="fail when zero channe
 
 
 def _fail(code: int, message: str) -> None:
-    from gsdeploy.limits import short
-
     # one line, no control characters (ANSI colours from torch messages), bounded in length
     err.print(f"[bold red]error:[/] {escape(short(message, 2000))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -69,7 +79,6 @@ def guarded(fn):
         except Exception as e:  # noqa: BLE001
             if os.environ.get("GSDEPLOY_DEBUG"):
                 raise
-            from gsdeploy.limits import is_out_of_memory, short
 
             if is_out_of_memory(e):
                 _fail(2, "out of memory: the input (a declared tensor, batch or input shape) is larger than this "
@@ -82,7 +91,7 @@ def guarded(fn):
 
 def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: str = "auto") -> tuple[str, str]:
     """(plan mode, fuse mode) from --plan and --fuse: one vocabulary, --fuse only as an override."""
-    from gsdeploy.plan.stage import PLAN_MODES
+    from gsdeploy.plan.stage import PLAN_MODES  # heavy: torch
 
     if plan not in PLAN_MODES:
         raise GsdeployError(f"--plan must be {', '.join(PLAN_MODES)}, not '{plan}'")
@@ -104,8 +113,6 @@ def _check_trt_flags(batch: str | None, min_batch: int | None, opt_batch: int | 
                      workspace_mb: int | None, dla_core: int | None) -> None:
     """export's TensorRT numbers, checked even for --engine onnx: every number from a flag is
     in range before any work."""
-    from gsdeploy.limits import MAX_BATCH, check_number
-
     if batch:
         _int_list(batch, "--batch")
     for flag, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
@@ -120,13 +127,13 @@ def _check_trt_flags(batch: str | None, min_batch: int | None, opt_batch: int | 
 def _warn_kept_zeros(result) -> None:
     """A deploy that left removable-looking zeros in place says so in one line."""
     if result.kept_zeros:
-        from gsdeploy.transforms.leftovers import warning_line
+        from gsdeploy.transforms.leftovers import warning_line  # heavy: torch
 
         err.print(f"warning: {warning_line(result.kept_zeros)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _options(fuse: str, prune_threshold: float | None, strict: bool = False):
-    from gsdeploy.transforms import DeployOptions
+    from gsdeploy.transforms import DeployOptions  # heavy: torch
 
     return DeployOptions(fuse=fuse, prune_threshold=prune_threshold, strict=strict)
 
@@ -134,7 +141,7 @@ def _options(fuse: str, prune_threshold: float | None, strict: bool = False):
 def _dense(loaded, baseline: str | None, baseline_arch: str | None, trust: bool):
     """The dense model the plan is timed against, when one is known (only reported: the plan
     chooses among deployments of the compressed model)."""
-    from gsdeploy.pipeline import resolve_baseline
+    from gsdeploy.pipeline import resolve_baseline  # heavy: torch
 
     try:
         return resolve_baseline(loaded, baseline, baseline_arch, tuple(loaded.input_shape), trust).module
@@ -145,7 +152,7 @@ def _dense(loaded, baseline: str | None, baseline_arch: str | None, trust: bool)
 
 
 def _make_plan(loaded, target, plan: str, fuse: str, prune_threshold, lut, refresh, dense, strict: bool = False):
-    from gsdeploy.plan.stage import make_plan
+    from gsdeploy.plan.stage import make_plan  # heavy: torch
 
     outcome = make_plan(loaded.module, tuple(loaded.input_shape), target, _options(fuse, prune_threshold, strict),
                         plan, dense=dense, lut_path=lut, refresh=refresh,
@@ -157,19 +164,17 @@ def _make_plan(loaded, target, plan: str, fuse: str, prune_threshold, lut, refre
 
 def _targets(profile: str | None, **flags):
     """The profile's targets with the flags applied, validated: built once, before any work."""
-    from gsdeploy.target import TargetFlags, resolve_targets
-
     return resolve_targets(profile, TargetFlags(**flags))
 
 
 def _shape(input_shape: str | None) -> tuple[int, ...] | None:
-    from gsdeploy.load import parse_input_shape
+    from gsdeploy.load import parse_input_shape  # heavy: torch
 
     return tuple(parse_input_shape(input_shape)) if input_shape else None
 
 
 def _load(model: str, arch: str | None, shape: tuple[int, ...] | None, trust: bool):
-    from gsdeploy.load import load_model
+    from gsdeploy.load import load_model  # heavy: torch
 
     return load_model(model, arch=arch, trust=trust, input_shape=shape)
 
@@ -182,9 +187,9 @@ def _m(x: int) -> str:
 @guarded
 def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official checkpoint layouts for --arch instead")] = False) -> None:
     """List the built-in models with input shape, MACs and params."""
-    from gsdeploy.metrics import count_macs, count_params
-    from gsdeploy.load import ARCHS
-    from gsdeploy.zoo import list_entries
+    from gsdeploy.metrics import count_macs, count_params  # heavy: torch
+    from gsdeploy.load import ARCHS  # heavy: torch
+    from gsdeploy.zoo import list_entries  # heavy: torch
 
     if archs:
         t = Table("--arch", "input", "baseline", "description", title="official checkpoint layouts")
@@ -193,7 +198,7 @@ def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official c
         out.print(t)
         return
     t = Table("model", "method", "input", "MACs", "params", "baseline", "description", title="gsdeploy zoo")
-    import torch
+    import torch  # heavy: torch
 
     for e in list_entries():
         with torch.device("meta"):  # shapes only: listing needs no weights
@@ -213,7 +218,7 @@ def _plan_table(result) -> Table:
 
 def _print_latency_plan(outcome, brief: bool = False) -> None:
     """The whole models a latency plan chose from (measured on the target), and its notes."""
-    from gsdeploy.plan.search import VARIANT_LABELS as VARIANT_LABEL
+    from gsdeploy.plan.search import VARIANT_LABELS as VARIANT_LABEL  # heavy: torch
 
     p = outcome.plan
     if p is None:
@@ -282,8 +287,7 @@ def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint f
              save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None) -> None:
     """Make the latency plan on this machine (the target): time every site's candidates and the whole
     models, print the choice and, with --save-lut, write the timings so `export --lut` can use them elsewhere."""
-    from gsdeploy.export.artifact import check_output_path
-    from gsdeploy.plan.stage import save_lut as write_lut
+    from gsdeploy.plan.stage import save_lut as write_lut  # heavy: torch
 
     _check_deploy_flags(None, prune_threshold)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
@@ -326,12 +330,11 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            allow_slower: Annotated[bool, typer.Option("--allow-slower", help="keep an fp16/int8 artifact that is slower than fp32 on the target (--profile)")] = False,
            strict: StrictOpt = False) -> None:
     """Deploy the model (prune, fold, fuse), verify it, and write a verified artifact plus OUT.manifest.json."""
-    from gsdeploy.export.artifact import check_output_path, manifest_path
-    from gsdeploy.export.reduced import request_for_target
+    from gsdeploy.export.reduced import request_for_target  # heavy: torch
 
     if engine not in ("onnx", "trt", "torch-trt"):
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
-    from gsdeploy.loaders import trt_export_settings
+    from gsdeploy.loaders import trt_export_settings  # heavy: numpy
 
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     _check_trt_flags(batch, min_batch, opt_batch, max_batch, workspace_mb, dla_core)
@@ -354,12 +357,12 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
         if engine == "trt":
             require_tensorrt()
         else:
-            from gsdeploy.export.torch_tensorrt import require_torch_tensorrt
+            from gsdeploy.export.torch_tensorrt import require_torch_tensorrt  # heavy: torch
             require_torch_tensorrt()
     loaded = _load(model, arch, target.input_shape, trust)
     inputs = None
     if engine != "torch-trt":
-        from gsdeploy.export.reduced import load_inputs
+        from gsdeploy.export.reduced import load_inputs  # heavy: torch
 
         inputs = load_inputs(wants, tuple(loaded.input_shape))  # files checked before any deployment work
     outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh,
@@ -369,7 +372,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     out.print(_summary(result), highlight=False)
     _warn_kept_zeros(result)
     if engine == "onnx":
-        from gsdeploy.export.onnx_artifact import write_onnx_artifact
+        from gsdeploy.export.onnx_artifact import write_onnx_artifact  # heavy: torch
 
         manifest = write_onnx_artifact(loaded, result, options, output, wants, inputs)
         c = manifest["onnx_vs_original"]
@@ -379,7 +382,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
         for line in _precision_lines(manifest.get("precision")):
             out.print(line, highlight=False)
     else:
-        from gsdeploy.export.trt_artifact import write_trt_artifact
+        from gsdeploy.export.trt_artifact import write_trt_artifact  # heavy: torch
 
         write_trt_artifact(engine, loaded, result, options, output, precision=trt["precision"], batch=batch,
                            min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
@@ -413,8 +416,6 @@ def _precision_lines(section) -> list[str]:
 
 
 def _int_list(text: str, what: str) -> list[int]:
-    from gsdeploy.limits import MAX_BATCH, short
-
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -457,10 +458,9 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     each (engine, batch) group finishes, so an interrupted sweep keeps what it measured;
     without --resume an existing CSV (and MD) of the same stem is replaced once the first new
     group is done, never before."""
-    from gsdeploy.bench.precision import parse_precisions, reduced_precisions
-    from gsdeploy.pipeline import BenchRequest, run_bench_job
-    from gsdeploy.target import require_available
-    from gsdeploy.zoo import DEFAULT_MODEL
+    from gsdeploy.bench.precision import parse_precisions, reduced_precisions  # heavy: torch
+    from gsdeploy.pipeline import BenchRequest, run_bench_job  # heavy: torch
+    from gsdeploy.zoo import DEFAULT_MODEL  # heavy: torch
 
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
@@ -517,7 +517,7 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: models, p
     Rows are appended to DIR/<sweep>.csv as each job finishes; a job that fails is tried again (on
     another node of its kind on a cluster) and then recorded as failed with its reason. The whole
     file and every flag are checked before any job starts. Exit 1 if any job failed."""
-    from gsdeploy.farm import Timing, load_sweep, run_sweep_spec
+    from gsdeploy.farm import Timing, load_sweep, run_sweep_spec  # heavy: pandas
 
     spec = load_sweep(sweep_file, Timing(warmup_s=warmup_s, min_iterations=min_iterations,
                                          min_duration_s=min_duration_s, threads=threads),
@@ -540,8 +540,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
            plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw latency vs MACs and speedups to this PNG")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the table here instead of stdout")] = None) -> None:
     """Merge result rows from many runs and devices into latency tables with speedups vs the dense baseline."""
-    from gsdeploy.atomic import check_targets, files_in, write_text_atomic
-    from gsdeploy.report import FORMATS, load_inputs, report_text
+    from gsdeploy.report import FORMATS, load_inputs, report_text  # heavy: pandas
 
     if fmt not in FORMATS:  # before reading anything
         raise GsdeployError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
@@ -558,7 +557,7 @@ def report(paths: Annotated[list[Path], typer.Argument(help="result CSV files or
     else:
         typer.echo(text)
     if plot is not None:
-        from gsdeploy.report import plot as draw
+        from gsdeploy.report import plot as draw  # heavy: matplotlib, when drawn
 
         draw(df, plot)
         out.print(f"wrote {plot}", highlight=False)
@@ -571,21 +570,18 @@ def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a
              output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the verdicts here: .csv (read back by `gsdeploy report`) or .md")] = None,
              trust: TrustOpt = False) -> None:
     """Check claims from papers (speedup, FLOP/params ratio, latency, top-1 error): measured beside the paper's value; exit 1 on any FAIL."""
-    from gsdeploy.pipeline import measure_claim
-    from gsdeploy.profiles import load_profile
-    from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts, write_verdicts
+    from gsdeploy.pipeline import measure_claim  # heavy: torch
+    from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts, write_verdicts  # heavy: torch
 
     if profile is not None:
         load_profile(profile)  # a typo fails before any work
     to_check = load_claims(claims)
     if output is not None:
-        from gsdeploy.atomic import check_target, files_in
-
         # before any work; never over the claims or a model it reads
         check_target(output, files_in([claims, *(p for c in to_check for p in (c.model, c.baseline) if p)]))
     load_fn = None
     if trust:  # the claims' model files are trusted too, for ratios and for timing
-        from gsdeploy.load import load_model
+        from gsdeploy.load import load_model  # heavy: torch
 
         load_fn = functools.partial(load_model, trust=True)
     verdicts = evaluate_claims(to_check, functools.partial(measure_claim, trust=trust), profile=profile,
@@ -610,12 +606,6 @@ def _on_sigterm(signum, frame) -> None:  # noqa: ANN001 - signal handler signatu
 def main(argv: list[str] | None = None) -> None:
     """The console script: typer's parsing without its boxes, SIGTERM handled like SIGINT, and
     every way out one `error:` line and an exit code."""
-    import signal
-    import threading
-    import warnings
-
-    from typer.exceptions import TyperException
-
     # torch's own deprecation notices (e.g. pytree's LeafSpec when loading .pt2) are not the user's to fix
     warnings.filterwarnings("ignore", category=FutureWarning)
     if threading.current_thread() is threading.main_thread():

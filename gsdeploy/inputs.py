@@ -35,8 +35,8 @@ def sample_inputs(input_shape: tuple[int, ...], batch: int = 2, seed: int = 0) -
     (the form the Hinge fixtures use), since pure noise under-exercises BN shifts and ReLU regions:
     real inputs are spatially correlated and have a non-zero channel mean, and errors that only
     show with large, smooth activations (a wrong folded bias) hide under randn."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy: torch; numpy-only callers (seeded_input) never load it
+    import torch.nn.functional as F  # heavy: torch
 
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((batch, *input_shape), generator=g)

@@ -10,11 +10,16 @@ itself huge.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 import reprlib
+import stat
+from pathlib import Path
 from typing import Any
 
-from gsdeploy.errors import GsdeployError
+from gsdeploy.errors import GsdeployError, LoadError
 
 MAX_YAML_BYTES = 1 << 20  # profiles and claim files are a few KB
 MAX_YAML_DEPTH = 32
@@ -48,8 +53,6 @@ def brief(value: Any) -> str:
 
 
 def strip_ansi(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])", "", text)
 
 
@@ -91,3 +94,29 @@ def check_number(what: str, value: Any, *, integer: bool = False, minimum: float
         rng = f" {' and '.join(bounds)}" if bounds else ""
         raise error(f"{what} must be {kind}{rng}, not {brief(value)}")
     return int(value) if integer else value
+
+
+def check_readable(path: Path, what: str = "checkpoint file") -> None:
+    """A regular, non-empty file we may read. Devices and FIFOs are refused without opening them
+    (reading /dev/zero never ends; opening a FIFO blocks until someone writes)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LoadError(f"{path} is a symbolic link loop") from None
+        if e.errno == errno.EACCES:
+            raise LoadError(f"cannot read {path}: permission denied") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise LoadError(f"no such file: {path}") from None
+        raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise LoadError(f"{path} is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise LoadError(f"{path} is {kind}, not a {what}")
+    if st.st_size == 0:
+        raise LoadError(f"{path}: the file is empty")
+    if not os.access(path, os.R_OK):
+        raise LoadError(f"cannot read {path}: permission denied")

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
 import pandas as pd
 
-from gsdeploy.atomic import scratch_dir
+from gsdeploy import zoo
+from gsdeploy.atomic import check_out_dir, scratch_dir, write_text_atomic
+from gsdeploy.bench import stats
+from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
+from gsdeploy.bench.memory import artifact_bytes
+from gsdeploy.bench.precision import add_accuracy, bench_scheme, reduced_subjects
+from gsdeploy.bench.results_file import ResultsFile, check_stem, default_stem
+from gsdeploy.bench.rows import utc_now
+from gsdeploy.bench.sweep import Subject, onnx_input_shape, run_sweep
+from gsdeploy.bench.tegrastats import TegrastatsSampler
 from gsdeploy.errors import GsdeployError, NumericMismatchError
+from gsdeploy.export.onnx import check_onnx, export_onnx
+from gsdeploy.export.tensorrt import export_trt
+from gsdeploy.limits import MAX_BATCH_ELEMENTS
+from gsdeploy.load import load_model
 from gsdeploy.loaders import trt_build_options, trt_engine_batches
+from gsdeploy.metrics import count_macs, count_params, weight_bytes
 from gsdeploy.model import LoadedModel
-from gsdeploy.target import Target
+from gsdeploy.plan.stage import make_plan
+from gsdeploy.report.claims import claim_target
+from gsdeploy.sample_data import load_samples, random_samples
+from gsdeploy.target import Target, require_available
+from gsdeploy.transforms import DeployOptions, deploy
+from gsdeploy.transforms.decisions import plan_record
 
 
 @dataclass
@@ -68,9 +90,6 @@ def resolve_baseline(loaded: LoadedModel, baseline: str | None, baseline_arch: s
                      input_shape: tuple[int, ...] | None, trust: bool) -> LoadedModel:
     """The dense model to compare against: given explicitly, known from the zoo, or the zoo model of
     the official dense arch (its weights are random, which does not change latency)."""
-    from gsdeploy.load import load_model
-    from gsdeploy import zoo
-
     shape = tuple(input_shape) if input_shape else loaded.input_shape
     if baseline is not None:
         return load_model(baseline, arch=baseline_arch, trust=trust, input_shape=shape)
@@ -90,8 +109,6 @@ def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role:
     (`gsdeploy.loaders.trt_build_options`: precision, workspace, DLA core, GPU fallback, ...).
     `reference` is what the engine is checked against (default the loaded module; with
     --prune-threshold, the thresholded original the deploy was verified against)."""
-    from gsdeploy.export.tensorrt import export_trt
-
     engines = {}
     for t in targets:
         if t.engine != "trt":
@@ -102,20 +119,6 @@ def build_trt_engines(loaded: LoadedModel, onnx_path: Path, workdir: Path, role:
                        {"source": loaded.name, "target": t.label})
             engines[(t.label, t.precision, batch)] = path
     return engines
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Fail before any timing if the tables cannot be written."""
-    import os
-
-    from gsdeploy.errors import OutputPathError
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot create output directory {out_dir}: {e.strerror or e}") from None
-    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
-        raise OutputPathError(f"output directory {out_dir} is not a writable directory")
 
 
 def _variant_name(name: str, role: str, options, plan: str = "auto") -> str:
@@ -138,11 +141,6 @@ def deploy_subject(loaded: LoadedModel, role: str, options, workdir: Path, targe
     and check the ONNX file when an ORT or TensorRT target needs it, and build the TensorRT engines
     (unless `build_engines` is False: a sweep builds them on the device that times them); a
     bench.sweep.Subject. `plan` is the --plan asked for (it names the rows)."""
-    from gsdeploy.metrics import count_macs, count_params, weight_bytes
-    from gsdeploy.bench.sweep import Subject
-    from gsdeploy.export.onnx import check_onnx, export_onnx
-    from gsdeploy.transforms import deploy
-
     result = deployed or deploy(loaded.module, loaded.input_shape, options)
     if plans is not None:  # the plan goes into the results (report) and the per-layer join
         plans[role] = (result, options)
@@ -173,11 +171,6 @@ def is_onnx(source: str | None) -> bool:
 def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
     """An ONNX file benchmarked as is (ORT engines only): no deploy, no export. MACs are not
     counted (that needs the torch module), so flop_speedup stays NaN."""
-    import onnx
-
-    from gsdeploy.bench.memory import artifact_bytes
-    from gsdeploy.bench.sweep import Subject, onnx_input_shape
-
     path = Path(source)
     if not path.is_file():
         raise GsdeployError(f"ONNX file {path} does not exist")
@@ -199,8 +192,6 @@ def _onnx_subject(source: str, role: str, input_shape: tuple[int, ...] | None):
 
 def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
     """One warning per row whose latency CoV is above `max_cov` (default stats.NOISY_COV)."""
-    from gsdeploy.bench import stats
-
     limit = stats.NOISY_COV if max_cov is None else max_cov
     lines = []
     for r in df.to_dict("records"):
@@ -214,16 +205,12 @@ def noisy_rows(df: pd.DataFrame, max_cov: float | None = None) -> list[str]:
 def deploy_options(req: BenchRequest, role: str):
     """The compressed model gets the request's fuse mode and threshold; the dense baseline the
     fuse mode only."""
-    from gsdeploy.transforms import DeployOptions
-
     threshold = req.prune_threshold if role == "compressed" else None
     return DeployOptions(fuse=req.fuse, prune_threshold=threshold)
 
 
 def plan_compressed(req: BenchRequest, loaded: LoadedModel, dense: LoadedModel | None):
     """The compressed model's plan on the first target (the latency plan where it can be timed)."""
-    from gsdeploy.plan.stage import make_plan
-
     return make_plan(loaded.module, tuple(loaded.input_shape), req.targets[0], deploy_options(req, "compressed"),
                      req.plan, dense=dense.module if dense is not None else None, lut_path=req.lut,
                      refresh=req.refresh)
@@ -233,7 +220,6 @@ def power_factory(power):
     """A tegrastats sampler constructor for a PowerSpec (Jetson profiles), or None without one."""
     if power is None:
         return None
-    from gsdeploy.bench.tegrastats import TegrastatsSampler
 
     return lambda: TegrastatsSampler(power.tegrastats_interval_ms, power.module)
 
@@ -241,10 +227,6 @@ def power_factory(power):
 def check_batch_size(shape: tuple[int, ...] | None, batches: list[int]) -> None:
     """A batch whose input alone exceeds MAX_BATCH_ELEMENTS fails here, before any deploy or
     export, rather than as an allocation failure minutes later."""
-    import math
-
-    from gsdeploy.limits import MAX_BATCH_ELEMENTS
-
     if not shape:
         return
     per_sample = math.prod(shape)
@@ -262,9 +244,6 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
     lock, the --resume checks). Without `req.resume` the new rows replace an existing
     <stem>.csv; with it, its rows are kept and the groups it already has (both models, same
     engine label, provider, batch, precision) are not timed again."""
-    from gsdeploy.bench.results_file import ResultsFile, check_stem, default_stem
-    from gsdeploy.load import load_model
-
     if not req.targets:
         raise GsdeployError("a bench job needs at least one target")
     if req.name is not None:
@@ -317,8 +296,6 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
 
 
 def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_subject, samples) -> BenchResult:
-    from gsdeploy.bench.sweep import run_sweep
-
     done = results.done()
     outcome = plan_compressed(req, loaded, base) if loaded is not None else None
     with scratch_dir("bench") as tmp:
@@ -353,12 +330,8 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
 
 def _precision_inputs(req: BenchRequest, shape: tuple[int, ...]):
     """(calibration, evaluation) Samples for --precision int8 / --eval-data, or None each."""
-    from gsdeploy.sample_data import load_samples, random_samples
-
     calib = None
     if req.reduced:
-        from gsdeploy.bench.precision import bench_scheme
-
         bench_scheme(req.targets)  # ORT targets only, one scheme: fails before any work
         if req.resume:
             # a resumed file is checked for one baseline and one compressed row per group; the
@@ -378,8 +351,6 @@ def _precision_inputs(req: BenchRequest, shape: tuple[int, ...]):
 
 def _with_precisions(subjects: list, req: BenchRequest, samples, loaded: dict, workdir: Path) -> list:
     """The fp32 subjects, then their fp16/int8 ONNX; with --eval-data each one's top-1."""
-    from gsdeploy.bench.precision import add_accuracy, bench_scheme, reduced_subjects
-
     calib, evaluation = samples
     if req.reduced:
         subjects = subjects + reduced_subjects(subjects, list(req.reduced), bench_scheme(req.targets), calib, workdir)
@@ -393,11 +364,6 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None
     """DIR/<stem>.plan.json: the compressed model's deployment plan (and how the plan stage chose
     it), for the report; published with the first rows of this run (an earlier run's plan stays
     beside its rows till then)."""
-    import json
-
-    from gsdeploy.bench.rows import utc_now
-    from gsdeploy.transforms.decisions import plan_record
-
     if "compressed" not in plans:  # an ONNX file benched as is has no plan
         return []
     result, options = plans["compressed"]
@@ -409,10 +375,6 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None
 def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnings: list[str]) -> list[Path]:
     """Profile both models layer by layer on each target that has a profiler, in runs of their
     own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}."""
-    from gsdeploy.atomic import write_text_atomic
-    from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
-    from gsdeploy.bench.rows import utc_now
-
     base, comp = subjects
     frames = []
     for target in req.targets:
@@ -436,9 +398,6 @@ def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnin
 def measure_claim(claim, trust: bool = False) -> float:
     """Time one claim (report/claims.Claim) on its profile's target, engine, precision and
     batch; returns the compressed model's speedup or median latency (ms), by the claim's metric."""
-    from gsdeploy.report.claims import claim_target
-    from gsdeploy.target import require_available
-
     target = claim_target(claim)
     require_available([target])
     with scratch_dir("claim") as tmp:

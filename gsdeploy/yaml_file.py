@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, short
+from gsdeploy.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, check_readable, short
 
 
 def _where(event: yaml.Event) -> str:
@@ -70,8 +70,6 @@ def _check_events(text: str, path: Path, error: type[GsdeployError]) -> None:
 def read_yaml(path: Path, error: type[GsdeployError], what: str, loader: type = yaml.SafeLoader) -> Any:
     """The document parsed by `loader` (SafeLoader or a subclass), or `error` with one line
     naming the file and the problem."""
-    from gsdeploy.load.checkpoint import check_readable
-
     try:
         check_readable(path, what)
     except GsdeployError as e:

@@ -142,14 +142,14 @@ def _torch_runner_kwargs(target: Target, monkeypatch) -> dict:
 
 
 def _trt_build_options(target: Target, monkeypatch, tmp_path: Path) -> list:
-    from gsdeploy.export import tensorrt
+    from gsdeploy import pipeline
     from gsdeploy.model import LoadedModel
-    from gsdeploy.pipeline import build_trt_engines
 
     built = []
-    monkeypatch.setattr(tensorrt, "export_trt", lambda module, onnx, shape, opts, path, extra: built.append(opts))
+    # patched where build_trt_engines looks it up (pipeline imports it at the top)
+    monkeypatch.setattr(pipeline, "export_trt", lambda module, onnx, shape, opts, path, extra: built.append(opts))
     loaded = LoadedModel(name="m", module=nn.Conv2d(3, 3, 1), input_shape=(3, 8, 8))
-    engines = build_trt_engines(loaded, tmp_path / "m.onnx", tmp_path, "compressed", (target,))
+    engines = pipeline.build_trt_engines(loaded, tmp_path / "m.onnx", tmp_path, "compressed", (target,))
     assert len(engines) == len(built)
     return built
 

@@ -96,7 +96,7 @@ def ort_version() -> tuple[str | None, str | None]:
 
 def _gpu() -> dict | None:
     """GPU facts from torch, only when torch already sees a CUDA device."""
-    import torch
+    import torch  # heavy: torch
 
     if not torch.cuda.is_available():
         return None
@@ -110,7 +110,7 @@ def _gpu() -> dict | None:
                 break
     if driver is None:
         try:  # pynvml ships with many CUDA setups; optional
-            import pynvml
+            import pynvml  # optional: NVML bindings, not a dependency
 
             pynvml.nvmlInit()
             driver = pynvml.nvmlSystemGetDriverVersion()
@@ -135,7 +135,7 @@ def gpu_clocks() -> dict:
     from NVML (pynvml) or else `nvidia-smi`; {} when neither can tell (no GPU, Jetson without
     NVML). Read once per timed GPU group: a clock below its maximum means throttling or unlocked
     clocks, the usual reason for a noisy GPU row."""
-    import torch
+    import torch  # heavy: torch
 
     if not torch.cuda.is_available():
         return {}
@@ -143,7 +143,7 @@ def gpu_clocks() -> dict:
     bus = f"{getattr(props, 'pci_domain_id', 0):08X}:{getattr(props, 'pci_bus_id', 0):02X}:" \
           f"{getattr(props, 'pci_device_id', 0):02X}.0"
     try:
-        import pynvml
+        import pynvml  # optional: NVML bindings, not a dependency
 
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByPciBusId(bus)
@@ -183,7 +183,7 @@ def _jetson() -> dict:
 
 def capture_env() -> dict:
     """A flat dict describing this machine and the software stack."""
-    import torch
+    import torch  # heavy: torch
 
     cpu = _cpuinfo()
     onnx_version, _ = dist_version("onnx")

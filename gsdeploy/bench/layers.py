@@ -31,13 +31,15 @@ import math
 import statistics
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
 from gsdeploy.atomic import scratch_dir
+from gsdeploy.bench.runners.ort import OrtRunner
+from gsdeploy.bench.runners.trt import TrtRunner
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.target import Target
 
@@ -235,9 +237,7 @@ def profile_ort_interleaved(models: list[tuple[Path, list[dict], tuple[int, ...]
     shared machine then weighs on every model alike, and their ratio stays fair. Each block
     starts after a short pause (an idle session's threads stop spinning) with one run that is
     dropped, like the first `warmup` runs of each session."""
-    import onnx
-
-    from gsdeploy.bench.runners.ort import OrtRunner
+    import onnx  # heavy: onnx
 
     with scratch_dir("layers") as tmp:
         runners, optimized, dropped = [], [], []
@@ -296,10 +296,10 @@ def profile_trt(runner: Any, onnx_path: Path, batch: int, decisions: list[dict],
     nodes it holds ("/body.0.0/Conv + /body.2/LeakyRelu"); the first node with a known layer
     names the site."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional: the trt extra
     except ImportError as e:
         raise MissingDependencyError(f"TensorRT's layer profiler needs the tensorrt package ({e})") from None
-    import onnx
+    import onnx  # heavy: onnx
 
     class _Times(trt.IProfiler):
         def __init__(self) -> None:
@@ -390,8 +390,6 @@ def layers_markdown(df: pd.DataFrame) -> str:
 
 def decisions_of(plan: Iterable[Any]) -> list[dict]:
     """Plan decisions (dataclasses or dicts) as dicts."""
-    from dataclasses import asdict, is_dataclass
-
     return [asdict(d) if is_dataclass(d) else dict(d) for d in plan]
 
 
@@ -402,8 +400,6 @@ def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_pla
     on one target and batch. ORT targets use ORT's profiler in a session with the target's
     providers and settings; TensorRT targets use TensorRT's layer profiler on the built engines."""
     if target.engine == "trt":
-        from gsdeploy.bench.runners.trt import TrtRunner
-
         times = []
         for subject, plan in ((deployed, deployed_plan), (dense, dense_plan)):
             engines = subject.trt_engines

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.fx import symbolic_trace
+from torch.fx.passes.shape_prop import ShapeProp
 
 from gsdeploy.metrics import weight_bytes  # re-exported: one implementation only
 from gsdeploy.errors import GsdeployError, MissingDependencyError
@@ -51,8 +53,8 @@ def artifact_bytes(path: str | os.PathLike) -> int:
 
 def _onnx_external_files(path: Path) -> list[Path]:
     try:
-        import onnx
-        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+        import onnx  # heavy: onnx
+        from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # heavy: onnx
 
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
@@ -203,9 +205,6 @@ def _nbytes(meta: object) -> int:
 
 
 def _fx_profile(module: nn.Module, x: torch.Tensor) -> ActivationProfile:
-    from torch.fx import symbolic_trace
-    from torch.fx.passes.shape_prop import ShapeProp
-
     gm = symbolic_trace(module)
     with torch.no_grad():
         ShapeProp(gm).propagate(x)

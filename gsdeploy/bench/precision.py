@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from gsdeploy.accuracy import evaluate
 from gsdeploy.bench.sweep import Subject
 from gsdeploy.errors import GsdeployError
-from gsdeploy.export.quantize import Int8Scheme, convert_fp16, quantize_int8
+from gsdeploy.export.quantize import Int8Scheme, convert_fp16, quantize_int8, scheme_for
 from gsdeploy.sample_data import Samples
 
 REDUCED = ("fp16", "int8")
@@ -49,8 +50,6 @@ def reduced_subjects(subjects: list[Subject], precisions: list[str], scheme: Int
 def add_accuracy(subjects: list[Subject], originals: dict[str, object], samples: Samples) -> list[Subject]:
     """Each subject with its top-1 on `samples` (None without labels) and its top-1 agreement
     with the original module it was made from (`originals`: fp32 subject name -> module)."""
-    from gsdeploy.accuracy import evaluate
-
     out = []
     for s in subjects:
         module = originals.get(s.origin or s.name)
@@ -65,8 +64,6 @@ def add_accuracy(subjects: list[Subject], originals: dict[str, object], samples:
 def bench_scheme(targets) -> Int8Scheme:
     """The int8 scheme of the bench's targets (one Q/DQ file serves them all, so they must agree);
     reduced-precision ONNX subjects run on ONNX Runtime targets only."""
-    from gsdeploy.export.quantize import scheme_for
-
     bad = [t.label for t in targets if t.engine != "ort"]
     if bad:
         raise GsdeployError(f"fp16/int8 ONNX subjects run on ONNX Runtime engines only, not {', '.join(bad)}")

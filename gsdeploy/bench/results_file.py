@@ -67,7 +67,7 @@ class _Lock:
 
     def acquire(self) -> None:
         try:
-            import fcntl
+            import fcntl  # optional: POSIX only
         except ImportError:  # no flock (Windows): run unlocked
             return
         for _ in range(10):

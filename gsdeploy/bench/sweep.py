@@ -10,17 +10,23 @@ and a target. Rows carry `target.label` as their engine, so two entries of one e
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import pandas as pd
+import torch
 import torch.nn as nn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from gsdeploy.bench.env import capture_env, dist_version, gpu_clocks
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
+from gsdeploy.bench.memory import activation_estimate, ort_peak_rss
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
+from gsdeploy.bench.runners.torch_runner import TorchRunner
 from gsdeploy.errors import GsdeployError
 from gsdeploy.loaders import torch_runner_kwargs
 from gsdeploy.target import ENGINES, Target
@@ -83,7 +89,6 @@ def _torch_runner(subject: Subject, target: Target, batch: int) -> Runner:
     if subject.module is None:
         raise GsdeployError(f"engine '{target.label}' needs the torch module of '{subject.name}'")
     shape = subject.input_shape or (onnx_input_shape(Path(subject.onnx_path)) if subject.onnx_path else None)
-    from gsdeploy.bench.runners.torch_runner import TorchRunner
 
     return TorchRunner(subject.module, **torch_runner_kwargs(target), input_shape=shape)
 
@@ -117,9 +122,6 @@ def measure_config(target: Target) -> MeasureConfig:
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                     console=Console(stderr=True), disable=not enabled, transient=False,
                     # The refresh thread competes with the timed runs for a core; a few
@@ -131,7 +133,6 @@ def _activation_bytes(s: Subject, batch: int) -> int | None:
     """Peak live activations of the deployed torch module at `batch` (None without a module)."""
     if s.module is None or s.input_shape is None:
         return None
-    from gsdeploy.bench.memory import activation_estimate
 
     try:
         return activation_estimate(s.module, tuple(s.input_shape), batch)
@@ -140,15 +141,11 @@ def _activation_bytes(s: Subject, batch: int) -> int | None:
 
 
 def _reset_cuda_peak() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
 
 def _cuda_peak() -> int | None:
-    import torch
-
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
@@ -156,7 +153,6 @@ def _peak_rss(s: Subject, batch: int, target: Target) -> int | None:
     """Peak RSS of an ORT CPU session of the subject's ONNX file at `batch` (child process)."""
     if s.onnx_path is None:
         return None
-    from gsdeploy.bench.memory import ort_peak_rss
 
     return ort_peak_rss(s.onnx_path, batch, input_shape=s.input_shape, target=target)
 
@@ -164,8 +160,6 @@ def _peak_rss(s: Subject, batch: int, target: Target) -> int | None:
 def _power(runner: Runner, batch: int, factory: Callable[[], object], duration_s: float) -> dict:
     """One extra pass of `duration_s` inside a power sampler (a TegrastatsSampler or alike):
     average power and energy per inference, or the reason there are none."""
-    import time
-
     runner.prepare(batch)
     runs = 0
     with factory() as sampler:

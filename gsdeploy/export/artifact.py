@@ -40,7 +40,7 @@ def manifest_json(data: dict[str, Any]) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    import torch
+    import torch  # heavy: torch; the CLI imports this module before parsing
 
     out: dict[str, str | None] = {"gsdeploy": __version__, "torch": torch.__version__, "python": platform.python_version()}
     for name in ("onnx", "onnxruntime", "tensorrt", "torch_tensorrt"):

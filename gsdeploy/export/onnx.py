@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -75,7 +76,7 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
 
 
 def _load_graph(path: Path):
-    import onnx
+    import onnx  # heavy: onnx
 
     return onnx.load(str(path), load_external_data=False).graph
 
@@ -86,11 +87,11 @@ def fold_onnx(path: Path) -> tuple[int, int, str]:
     ~30 nodes in a CIFAR ResNet-56). Returns (nodes before, nodes after, what folded it). The
     caller's ORT check runs on the folded file, so folding is verified like the export itself.
     A folding failure leaves the exported file as it was and says why."""
-    import onnx
+    import onnx  # heavy: onnx
 
     before = len(_load_graph(path).node)
     try:
-        import onnxslim
+        import onnxslim  # heavy: onnxslim
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -125,10 +126,7 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
     while an export bug shows up orders of magnitude above it. On well-conditioned models (all
     the official Hinge fixtures, the zoo) that floor is below `tolerance`, so `tolerance` rules.
     """
-    import copy
-
-    import onnx
-
+    import onnx  # heavy: onnx
 
     onnx.checker.check_model(str(path))
     session = ort_session(path, target)

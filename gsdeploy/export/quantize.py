@@ -110,7 +110,7 @@ def quantize_int8(fp32_onnx: Path, output: Path, calibration: np.ndarray, scheme
                   input_name: str = "input") -> dict[str, Any]:
     """Write a Q/DQ int8 copy of `fp32_onnx` calibrated on `calibration` (N, *input_shape);
     returns what the manifest records about it."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # optional: the cpu/gpu extra (onnxruntime)
 
     if calibration.ndim < 2 or len(calibration) == 0:
         raise GsdeployError("int8 calibration needs at least one sample")
@@ -136,9 +136,9 @@ def quantize_int8(fp32_onnx: Path, output: Path, calibration: np.ndarray, scheme
 def convert_fp16(fp32_onnx: Path, output: Path, keep_io_types: bool) -> dict[str, Any]:
     """Write an fp16 copy of `fp32_onnx` (weights and compute in fp16); with `keep_io_types` its
     input and output stay fp32 (Cast nodes at the edges), so callers feed the same arrays."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
+    import onnx  # heavy: onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # optional: the cpu/gpu extra
+    from onnxruntime.transformers.onnx_model import OnnxModel  # optional: the cpu/gpu extra
 
     model = onnx.load(str(fp32_onnx))
     with _quiet_ort_tools():

@@ -14,9 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from gsdeploy.accuracy import check_drop, evaluate
+from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
+from gsdeploy.bench.runners.ort import OrtRunner
 from gsdeploy.errors import GsdeployError
-from gsdeploy.export.quantize import U8S8_ORT_CPU, Int8Scheme, convert_fp16, quantize_int8
+from gsdeploy.export.quantize import S8S8_TENSORRT, U8S8_ORT_CPU, Int8Scheme, convert_fp16, quantize_int8, scheme_for
+from gsdeploy.inputs import sample_inputs
 from gsdeploy.limits import check_number, short
+from gsdeploy.loaders import ort_session
 from gsdeploy.sample_data import Samples, load_samples, random_samples
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -81,10 +86,7 @@ def load_inputs(req: PrecisionRequest, input_shape: tuple[int, ...]) -> Precisio
 
 def _runs_in_ort(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     """onnx.checker, then one batch through ONNX Runtime on the CPU; returns the output."""
-    import onnx
-
-    from gsdeploy.inputs import sample_inputs
-    from gsdeploy.loaders import ort_session
+    import onnx  # heavy: onnx
 
     try:
         onnx.checker.check_model(str(path))
@@ -101,9 +103,6 @@ def _runs_in_ort(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
 def _speed_vs_fp32(fp32: Path, reduced: Path, batches: tuple[int, ...], input_shape: tuple[int, ...],
                    precision: str, target=None) -> list[dict[str, Any]]:
     """fp32 and the reduced artifact timed interleaved with the bench's own runner and scheduler."""
-    from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
-    from gsdeploy.bench.runners.ort import OrtRunner
-
     # Short: this decides keep/refuse, not a published number (bench does those).
     cfg = MeasureConfig(warmup_s=0.2, min_iterations=10, min_duration_s=0.5)
     rows = []
@@ -125,8 +124,6 @@ def make_reduced(fp32_onnx: Path, output: Path, original, input_shape: tuple[int
                  inputs: PrecisionInputs) -> dict[str, Any]:
     """Write the reduced-precision copy of `fp32_onnx` to `output` and check it; returns the
     manifest's "precision" section. Raises (and the caller writes nothing) when a check fails."""
-    from gsdeploy.accuracy import check_drop, evaluate
-
     section: dict[str, Any] = {"precision": req.precision}
     if req.precision == "int8":
         calib = inputs.calibration
@@ -171,8 +168,6 @@ def request_for_target(precision: str, engine: str, target, **kw: Any) -> Precis
     """The precision request of an export: the int8 scheme and the speed check come from the
     target (`--engine trt`: TensorRT; `--engine onnx`: the profile's first target, default
     cpu-ort). int8 is timed against fp32 only where the target runs here (ORT on the CPU)."""
-    from gsdeploy.export.quantize import S8S8_TENSORRT, scheme_for
-
     if engine != "onnx":
         return PrecisionRequest(precision=precision, scheme=S8S8_TENSORRT, scheme_source=f"--engine {engine}", **kw)
     where = f"target {target.label} (profile {target.profile or 'none'})"

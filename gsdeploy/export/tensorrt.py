@@ -30,6 +30,7 @@ OSS bindings, python/src/infer/pyCore.cpp and python/docstrings/infer/pyCoreDoc.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -38,10 +39,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from gsdeploy.atomic import write_bytes_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
 from gsdeploy.errors import EngineCompatError, TrtConfigError
+from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
 from gsdeploy.export.trt_rules.batches import BatchRange, profile_shapes, verification_batches
 from gsdeploy.export.trt_rules.build_plan import BuildPlan, build_plan
 from gsdeploy.export.trt_rules.calibration import (RANDOM_CALIBRATION_WARNING, load_calibration_batches,
@@ -51,6 +54,7 @@ from gsdeploy.export.trt_rules.engines import check_engine_compat, engine_manife
 from gsdeploy.export.trt_rules.onnx_precision import onnx_precision_info
 from gsdeploy.export.trt_rules.options import TOLERANCE, TrtBuildOptions, validate_options, within_tolerance
 from gsdeploy.export.trt_rules.versions import compute_capability_str, parse_version
+from gsdeploy.inputs import sample_inputs
 from gsdeploy.numerics import compare_outputs
 
 log = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ def require_tensorrt():
     TensorRT lives in the optional `trt` extra, so every entry point imports it through here.
     """
     try:
-        import tensorrt
+        import tensorrt  # optional: the trt extra
     except ImportError:  # not installed, or a wheel whose native libraries fail to load
         raise MissingDependencyError(TENSORRT_MISSING) from None
     except OSError as e:  # libnvinfer present but unloadable (driver / CUDA mismatch)
@@ -84,8 +88,6 @@ def require_tensorrt():
 
 def cuda_device(index: int = 0) -> tuple[str, str]:
     """(GPU name, compute capability 'M.m') of CUDA device `index`, via torch."""
-    import torch
-
     if not torch.cuda.is_available():
         raise MissingDependencyError(CUDA_MISSING)
     props = torch.cuda.get_device_properties(index)
@@ -128,8 +130,6 @@ def _make_calibrator(trt, batches: list[np.ndarray], device: int):
     another model would silently change the scales.
     https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Int8/Calibrator.html
     """
-    import torch
-
     base = getattr(trt, "IInt8EntropyCalibrator2", None)
     if base is None:  # build_plan already refuses this; kept so the error is clear if called directly
         raise TrtConfigError("this TensorRT has no IInt8EntropyCalibrator2: build from a Q/DQ ONNX instead")
@@ -166,7 +166,7 @@ def _autocast_fp16(onnx_path: Path) -> bytes:
     """fp32 ONNX -> mixed-precision fp16 ONNX with ModelOpt AutoCast, TensorRT 11's documented
     replacement for BuilderFlag.FP16 (keep_io_types keeps the engine's I/O in fp32)."""
     try:
-        import modelopt.onnx.autocast as autocast
+        import modelopt.onnx.autocast as autocast  # optional: NVIDIA ModelOpt, not a dependency
     except ImportError:
         raise MissingDependencyError(MODELOPT_MISSING) from None
     model = autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
@@ -208,7 +208,6 @@ def _check_network_input(network, input_shape: tuple[int, ...], batch: BatchRang
 def _build(onnx_path: Path, input_shape: Sequence[int], opts: TrtBuildOptions, device: int = 0) -> BuiltEngine:
     validate_options(opts)
     trt = require_tensorrt()
-    import torch
 
     gpu_name, cc = cuda_device(device)
     torch.cuda.set_device(device)  # TensorRT builds for the current CUDA device
@@ -330,7 +329,6 @@ class TrtEngine:
 
     def __init__(self, blob: bytes, device: int = 0) -> None:
         trt = require_tensorrt()
-        import torch
 
         self._trt, self._torch = trt, torch
         self.gpu_name, self.compute_capability = cuda_device(device)
@@ -426,10 +424,6 @@ def load_engine(path: Path, device: int = 0) -> tuple[TrtEngine, dict[str, Any] 
     for this GPU (TensorRT has no compatibility preflight: a foreign plan fails deep inside
     deserialisation with a cryptic message, or not at all). Without a manifest, the version in
     the plan header is checked instead."""
-    import json
-
-    from gsdeploy.export.artifact import manifest_path
-
     trt = require_tensorrt()
     path = Path(path)
     if not path.is_file():
@@ -459,10 +453,6 @@ def verify_engine(engine: TrtEngine, reference_module, input_shape: Sequence[int
     """Engine vs the fp32 torch module on the project's deterministic inputs, at the ends and the
     opt point of the profile. The reference runs where the module lives (the CPU for loaded
     models), in fp32, so TF32 on the GPU cannot leak into it."""
-    import torch
-
-    from gsdeploy.inputs import sample_inputs
-
     ref_device = next((p.device for p in reference_module.parameters()), torch.device("cpu"))
     rows, worst = [], 0.0
     for b in verification_batches(batches):
@@ -484,8 +474,6 @@ def export_trt(reference_module, onnx_path: Path, input_shape: Sequence[int], op
     """Build, run and check the engine; write OUT.engine and OUT.manifest.json (atomically,
     together) only when it is within the precision's tolerance. Any failure writes nothing,
     and the timing cache is only updated after a successful export."""
-    from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
-
     output = Path(output)
     inputs = [*inputs, Path(onnx_path)]
     check_output_path(output, inputs)

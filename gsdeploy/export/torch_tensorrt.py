@@ -29,10 +29,15 @@ import math
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
+import torch
+
 from gsdeploy.errors import GsdeployError, MissingDependencyError, NumericMismatchError
 from gsdeploy.errors import TrtConfigError
+from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
+from gsdeploy.export.tensorrt import cuda_device
 from gsdeploy.export.trt_rules.batches import BatchRange, profile_shapes, verification_batches
 from gsdeploy.export.trt_rules.options import TOLERANCE, within_tolerance
+from gsdeploy.inputs import sample_inputs
 from gsdeploy.numerics import compare_outputs
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,7 @@ OUTPUT_FORMATS = {".ep": "exported_program", ".ts": "torchscript"}
 
 def require_torch_tensorrt():
     try:
-        import torch_tensorrt
+        import torch_tensorrt  # optional: the trt extra
     except ImportError:
         raise MissingDependencyError(TORCH_TRT_MISSING) from None
     except OSError as e:  # the wheel's libtorchtrt or TensorRT libraries fail to load
@@ -68,8 +73,6 @@ def torch_trt_precision_kwargs(precision: str, compile_params: Collection[str]) 
     fp32 also disables TF32 (on by default in TensorRT) so "fp32" means fp32, as in `--engine trt`.
     int8 is refused: torch-tensorrt has no calibrator of its own; quantization comes from ModelOpt.
     """
-    import torch
-
     params = set(compile_params)
     if precision == "fp32":
         return {"disable_tf32": True} if "disable_tf32" in params else {}
@@ -92,17 +95,12 @@ def export_torch_trt(module, input_shape, precision: str, batch: BatchRange, out
     """Compile `module` for batches in `batch`, save it, reload and verify it; write OUT.ep|.ts and
     OUT.manifest.json only if the reloaded program is within tolerance. `workspace_mb` bounds
     TensorRT's per-layer scratch memory (compile's workspace_size; None: TensorRT's default)."""
-    from gsdeploy.export.artifact import check_output_path, manifest_json, manifest_path, staged_artifact
-    from gsdeploy.export.tensorrt import cuda_device
-    from gsdeploy.inputs import sample_inputs
-
     output = Path(output)
     check_output_path(output, inputs)
     fmt = output_format(output)
     if precision == "int8":
         torch_trt_precision_kwargs(precision, ())  # raises the explanatory error before any GPU work
     tt = require_torch_tensorrt()
-    import torch
 
     gpu_name, cc = cuda_device()
     input_shape = tuple(int(d) for d in input_shape)
@@ -166,7 +164,7 @@ def export_torch_trt(module, input_shape, precision: str, batch: BatchRange, out
 
 def _trt_version() -> str | None:
     try:
-        import tensorrt
+        import tensorrt  # optional: the trt extra
 
         return str(tensorrt.__version__)
     except Exception:  # noqa: BLE001 - recorded as unknown

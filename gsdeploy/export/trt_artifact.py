@@ -13,8 +13,12 @@ from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import NumericMismatchError
 from gsdeploy.export.artifact import artifact_inputs, base_manifest
 from gsdeploy.export.onnx import check_onnx, export_onnx
+from gsdeploy.export.reduced import make_reduced
+from gsdeploy.export.tensorrt import export_trt, require_tensorrt
+from gsdeploy.export.torch_tensorrt import export_torch_trt
 from gsdeploy.export.trt_rules.batches import batch_range, parse_batch_list
 from gsdeploy.export.trt_rules.options import TrtBuildOptions, validate_options
+from gsdeploy.export.trt_rules.versions import trt_major
 
 
 def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, precision: str, batch: str | None,
@@ -29,11 +33,8 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
     brange = batch_range(batches, min_batch, opt_batch, max_batch)
     extra = base_manifest(loaded, result, options)
     if engine == "torch-trt":
-        from gsdeploy.export.torch_tensorrt import export_torch_trt
-
         return export_torch_trt(result.module, loaded.input_shape, precision, brange, output, extra,
                                 workspace_mb=workspace_mb, inputs=artifact_inputs(loaded))
-    from gsdeploy.export.tensorrt import export_trt
 
     opts = TrtBuildOptions(precision=precision, batch=brange, workspace_mb=workspace_mb, timing_cache=timing_cache,
                            dla_core=dla_core, gpu_fallback=gpu_fallback, calib_data=calib_data,
@@ -47,8 +48,6 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
             raise NumericMismatchError(f"ONNX model differs from the original: max relative error "
                                        f"{check.max_rel_err:.3e} exceeds tolerance {check.tolerance:.0e}; nothing written")
         if precision == "int8" and wants is not None and int8_route(trt_version()) == "qdq":
-            from gsdeploy.export.reduced import make_reduced
-
             qdq = Path(tmp) / "model_qdq.onnx"
             extra["precision"] = make_reduced(onnx_path, qdq, loaded.module, tuple(loaded.input_shape), wants, inputs)
             onnx_path = qdq
@@ -57,8 +56,6 @@ def write_trt_artifact(engine: str, loaded, result, options, output: Path, *, pr
 
 
 def trt_version() -> str:
-    from gsdeploy.export.tensorrt import require_tensorrt
-
     return str(require_tensorrt().__version__)
 
 
@@ -66,6 +63,4 @@ def int8_route(version: str, has_calibrator_api: bool = True) -> str:
     """How int8 reaches a TensorRT engine: "qdq" (explicit quantization, a Q/DQ ONNX made by
     gsdeploy) on TensorRT 11, which removed the calibrator; "calibrator" (implicit,
     IInt8EntropyCalibrator2 at build time) on TensorRT 10, where it still exists."""
-    from gsdeploy.export.trt_rules.versions import trt_major
-
     return "qdq" if trt_major(version) >= 11 or not has_calibrator_api else "calibrator"

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsdeploy.errors import MissingDependencyError
+from gsdeploy.farm.cluster import connect, run_cluster
 from gsdeploy.farm.ledger import FAILED, OK, Ledger
+from gsdeploy.farm.local import run_local
 from gsdeploy.farm.progress import SweepProgress
 from gsdeploy.farm.spec import SweepSpec, Timing, load_sweep
+from gsdeploy.target import unavailable_reason
 
 __all__ = ["SweepSummary", "Timing", "load_sweep", "run_sweep_spec"]
 
@@ -29,8 +32,6 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
     """Run every job of `spec` not already in DIR/<name>.csv (with `resume`) and return what happened.
     Without `cluster` the jobs run here and every profile must be able to run here (checked before
     any job starts); with it, each job runs on a node of the cluster offering its device kind."""
-    from gsdeploy.target import unavailable_reason
-
     if cluster is None:
         for prof in spec.profiles.values():
             for t in prof.targets:
@@ -40,8 +41,6 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
                                                  "(run the sweep with --cluster on a cluster that has such a device)")
     ray = None
     if cluster is not None:
-        from gsdeploy.farm.cluster import connect
-
         ray = connect(cluster)  # before the ledger touches DIR: a wrong address changes nothing
     try:
         ledger = Ledger(out_dir, spec.name, resume)
@@ -50,12 +49,8 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
         counts = {p: sum(1 for j in jobs if j.profile == p) for p in spec.profiles}
         with SweepProgress(counts, enabled=progress) as bar:
             if ray is None:
-                from gsdeploy.farm.local import run_local
-
                 run_local(spec, jobs, ledger, bar, command)
             else:
-                from gsdeploy.farm.cluster import run_cluster
-
                 run_cluster(ray, spec, jobs, ledger, bar, command)
     finally:
         if ray is not None:

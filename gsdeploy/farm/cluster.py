@@ -49,7 +49,7 @@ def connect(text: str) -> Any:
     """Connect this process to the Ray cluster as a driver; returns the ray module."""
     address, host, port = parse_address(text)
     try:
-        import ray
+        import ray  # optional: the cluster extra
     except ImportError:
         raise MissingDependencyError("--cluster needs Ray: pip install 'gsdeploy[cluster]'") from None
     if host is not None:
@@ -92,7 +92,7 @@ class _Outcome:
 
 
 def _timing_stage(task, prepared) -> _Outcome:  # noqa: ANN001 - runs inside a Ray task
-    import ray
+    import ray  # optional: the cluster extra
 
     node = ray.get_runtime_context().get_node_id()
     try:
@@ -129,7 +129,7 @@ def _pick_node(state: _JobState, nodes: dict[str, int], busy: dict[str, int]) ->
 
 def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, progress: SweepProgress,
                 command: str, poll_s: float = 0.5) -> None:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # optional: the cluster extra
 
     timing_remote = ray.remote(num_cpus=0, max_retries=0)(_timing_stage)
     # max_retries: Ray re-runs a prepare whose node or output was lost (lineage reconstruction)

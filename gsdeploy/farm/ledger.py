@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gsdeploy.atomic import write_text_atomic
+from gsdeploy.atomic import check_out_dir, write_text_atomic
 from gsdeploy.bench.rows import COLUMNS, to_csv_text, to_markdown
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job
@@ -28,8 +28,6 @@ class Ledger:
     def __init__(self, out_dir: Path, sweep: str, resume: bool) -> None:
         """Fresh: an existing <sweep>.csv/.md is replaced. Resume: its finished jobs are kept (and
         listed in `done`), its failed ones dropped so they run again."""
-        from gsdeploy.pipeline import check_out_dir
-
         out_dir = Path(out_dir)
         check_out_dir(out_dir)
         self.sweep = sweep

@@ -201,7 +201,7 @@ TOP_KEYS = ("name", "description", "models", "profiles", "batches", "precisions"
 
 def _model_ref(value: Any, what: str, base_dir: Path) -> str:
     """A zoo name, or a checkpoint file that exists (relative to the sweep file's folder)."""
-    from gsdeploy.zoo import list_entries
+    from gsdeploy.zoo import list_entries  # heavy: torch; a sweep file with no model entry is checked without it
 
     text = _str(value, what)
     if text in {e.name for e in list_entries()}:
@@ -217,7 +217,7 @@ def _model_ref(value: Any, what: str, base_dir: Path) -> str:
 
 
 def _input_shape(value: Any, what: str) -> str:
-    from gsdeploy.load import parse_input_shape
+    from gsdeploy.load import parse_input_shape  # heavy: torch
 
     text = "x".join(str(v) for v in value) if isinstance(value, list) else _str(value, what, 64)
     try:

@@ -20,7 +20,7 @@ import pandas as pd
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job, ModelEntry, SweepSpec
 from gsdeploy.profiles import Profile
-from gsdeploy.target import Target
+from gsdeploy.target import Target, require_available
 
 
 @dataclass
@@ -94,8 +94,8 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
     the device). `files` maps the entry's checkpoint paths to their bytes when this runs on another
     machine; they are written to a temp folder under their own names (the file stem names the
     model in the rows)."""
-    from gsdeploy.load import load_model, parse_input_shape
-    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, resolve_baseline
+    from gsdeploy.load import load_model, parse_input_shape  # heavy: torch, loaded in the job, not when the sweep file is read
+    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, resolve_baseline  # heavy: torch
 
     dims = parse_input_shape(shape) if shape else None
     with tempfile.TemporaryDirectory(prefix="gsdeploy-prepare-") as tmp:
@@ -124,7 +124,7 @@ def picklable(module):  # noqa: ANN001, ANN201 - any nn.Module
     """The module, made safe to pickle. fx records the string annotations of a model written with
     `from __future__ import annotations` ("torch.Tensor") as node types, and GraphModule's pickling
     then fails on them; the types are annotations only, so they are dropped."""
-    import torch.fx as fx
+    import torch.fx as fx  # heavy: torch
 
     if isinstance(module, fx.GraphModule):
         changed = False
@@ -144,10 +144,9 @@ def _now() -> str:
 def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
     """Time a prepared pair on this machine on the task's targets (TensorRT engines are built here
     first); raises if a target cannot run here (a misconfigured node: the sweep retries elsewhere)."""
-    from gsdeploy.bench.sweep import run_sweep
-    from gsdeploy.model import LoadedModel
-    from gsdeploy.pipeline import build_trt_engines, power_factory
-    from gsdeploy.target import require_available
+    from gsdeploy.bench.sweep import run_sweep  # heavy: torch
+    from gsdeploy.model import LoadedModel  # heavy: torch
+    from gsdeploy.pipeline import build_trt_engines, power_factory  # heavy: torch
 
     require_available(task.targets)
     start = _now()

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.errors import InputShapeError, LoadError
-from gsdeploy.limits import MAX_SAMPLE_ELEMENTS, is_out_of_memory, short
+from gsdeploy.limits import MAX_SAMPLE_ELEMENTS, check_readable, is_out_of_memory, short
 from gsdeploy.load.archs import ARCHS, get_arch
 from gsdeploy.load.checkpoint import check_tensors, check_weights, extract_state_dict, read_checkpoint, sha256_file
 from gsdeploy.load.exported import load_exported
@@ -60,8 +60,6 @@ def load_model(source: str, arch: str | None = None, trust: bool = False,
     elif not exists and not any(sep in source for sep in "/\\") and "." not in source:
         raise LoadError(f"'{source}' is neither a file nor a zoo model; `gsdeploy zoo` lists the built-in models")
     elif path.suffix == ".pt2":
-        from gsdeploy.load.checkpoint import check_readable
-
         check_readable(path)
         module, shape = load_exported(path, trust=trust)
         loaded = LoadedModel(module=module, input_shape=shape or (), name=path.stem, arch="exported-program",

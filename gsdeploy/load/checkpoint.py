@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from gsdeploy.errors import LoadError
-from gsdeploy.limits import short
+from gsdeploy.limits import check_readable, short
 
 
 def sha256_file(path: Path) -> str:
@@ -20,36 +20,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def check_readable(path: Path, what: str = "checkpoint file") -> None:
-    """A regular, non-empty file we may read. Devices and FIFOs are refused without opening them
-    (reading /dev/zero never ends; opening a FIFO blocks until someone writes)."""
-    import errno
-    import os
-    import stat
-
-    try:
-        st = path.stat()
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise LoadError(f"{path} is a symbolic link loop") from None
-        if e.errno == errno.EACCES:
-            raise LoadError(f"cannot read {path}: permission denied") from None
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise LoadError(f"no such file: {path}") from None
-        raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise LoadError(f"{path} is a directory, not a {what}")
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
-                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                else "not a regular file")
-        raise LoadError(f"{path} is {kind}, not a {what}")
-    if st.st_size == 0:
-        raise LoadError(f"{path}: the file is empty")
-    if not os.access(path, os.R_OK):
-        raise LoadError(f"cannot read {path}: permission denied")
 
 
 def read_checkpoint(path: Path, trust: bool = False) -> Any:

@@ -19,11 +19,15 @@ traceback.
 from __future__ import annotations
 
 import ast
+import io
 import json
+import pickle
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from gsdeploy.errors import LoadError
 from gsdeploy.limits import MAX_JSON_BYTES, short
@@ -187,11 +191,6 @@ def _check_payload(path: Path, zf: zipfile.ZipFile, root: str, folder: str, conf
 def _check_pickle(path: Path, zf: zipfile.ZipFile, member: str, what: str) -> None:
     """torch reads the sample inputs with weights_only=True and, when that fails, again with
     weights_only=False: the file passes only if the first reading succeeds."""
-    import io
-    import pickle
-
-    import torch
-
     with zf.open(member) as f:
         data = f.read()
     try:

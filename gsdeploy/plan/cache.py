@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import platformdirs
+
 from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError
 
@@ -217,7 +219,6 @@ def cache_dir() -> Path:
     env = os.environ.get("GSDEPLOY_CACHE_DIR")
     if env:
         return Path(env)
-    import platformdirs
 
     return Path(platformdirs.user_cache_dir("gsdeploy", appauthor=False)) / "timings"
 

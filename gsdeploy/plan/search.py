@@ -28,7 +28,8 @@ from gsdeploy.errors import GsdeployError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.cache import Timing, TimingTable
 from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
-from gsdeploy.plan.timing import MODEL_CONFIG, SITE_CONFIG, fingerprint, preferred_multiples, time_modules
+from gsdeploy.plan.timing import (MODEL_CONFIG, PLANNABLE_ENGINES, SITE_CONFIG, fingerprint, preferred_multiples,
+                                  time_modules)
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
@@ -284,8 +285,6 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
 
 def require_plannable(target: Target) -> str | None:
     """Why a latency plan cannot be made here for `target` (engine missing, not a planner engine), or None."""
-    from gsdeploy.plan.timing import PLANNABLE_ENGINES
-
     if target.engine not in PLANNABLE_ENGINES:
         return f"the latency planner times {', '.join(PLANNABLE_ENGINES)} targets, not {target.engine}"
     reason = target.unavailable_reason()

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.search import LatencyPlan, plan_latency
@@ -97,8 +98,6 @@ def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, o
 
 
 def save_lut(plan: LatencyPlan, path: Path) -> Path:
-    from gsdeploy.atomic import write_text_atomic
-
     if plan.table is None:
         raise GsdeployError("this plan has no timings to save")
     return write_text_atomic(path, plan.table.to_json())

@@ -16,9 +16,12 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from gsdeploy.bench.env import cpu_isa, cpu_name
 from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
+from gsdeploy.bench.sweep import Subject, make_runner
+from gsdeploy.export.onnx import export_onnx
 from gsdeploy.plan.cache import Timing
-from gsdeploy.target import Target
+from gsdeploy.target import Target, usable_cpus
 
 # Per-site timing: a site runs in tens of microseconds to a few milliseconds, and a model has
 # tens of distinct sites, so each gets a short budget; the whole-model run that follows is
@@ -46,16 +49,12 @@ def engine_version(target: Target) -> str:
 def device_name(target: Target) -> str:
     if target.on_gpu and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    from gsdeploy.bench.env import cpu_name
 
     return cpu_name()
 
 
 def fingerprint(target: Target) -> dict[str, Any]:
     """What changes a timing on this target, as short scalars (see plan/cache.py)."""
-    from gsdeploy.bench.env import cpu_isa
-    from gsdeploy.target import usable_cpus
-
     return {"engine": target.engine, "engine_version": engine_version(target), "device": device_name(target),
             "isa": cpu_isa() or "unknown", "threads": int(target.threads or usable_cpus()),
             "threads_setting": target.threads, "precision": target.precision,
@@ -70,19 +69,14 @@ def preferred_multiples(target: Target) -> tuple[int, ...]:
     of 8 in fp16/fp32 (tf32) and 32 in int8."""
     if target.on_gpu or target.engine == "trt":
         return (32, 16) if target.precision == "int8" else (8,)
-    from gsdeploy.bench.env import cpu_isa
 
     return {"avx512": (16, 8), "avx2": (8,), "neon": (4, 8)}.get(cpu_isa() or "", (8,))
 
 
 def _subject(target: Target, module: nn.Module, input_shape: tuple[int, ...], workdir: Path, name: str):
     """What the bench's runner factory takes: the module, and its ONNX file for ORT targets."""
-    from gsdeploy.bench.sweep import Subject
-
     path = None
     if target.engine == "ort":
-        from gsdeploy.export.onnx import export_onnx
-
         path = workdir / f"{name}.onnx"
         export_onnx(module, input_shape, path, exporters=("torchscript",))
     return Subject(name=name, role="compressed", macs=None, params=None, max_rel_err=None, module=module,
@@ -116,8 +110,6 @@ def _frozen_heap():
 def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: tuple[int, ...],
                  batches: tuple[int, ...], cfg: MeasureConfig) -> dict[str, dict[int, Timing]]:
     """Median and CoV of each module at each batch, interleaved in one run per batch."""
-    from gsdeploy.bench.sweep import make_runner
-
     out: dict[str, dict[int, Timing]] = {n: {} for n in modules}
     with _float32(), _frozen_heap(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
         subjects = {n: _subject(target, m.float().eval(), tuple(input_shape), Path(tmp), f"m{i}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gsdeploy.atomic import write_bytes_atomic, write_text_atomic
 from gsdeploy.errors import GsdeployError
 from gsdeploy.report.bundle import ReportInputs, load_inputs
+from gsdeploy.report.page import html_page
 from gsdeploy.report.rows import load_rows
 from gsdeploy.report.tables import FORMATS, latency_table, table_text
 
@@ -19,8 +20,6 @@ __all__ = ["FORMATS", "ReportInputs", "load_inputs", "load_rows", "latency_table
 def report_text(inputs: ReportInputs, fmt: str = "md") -> str:
     """The report of `inputs` as Markdown or CSV (the latency table) or HTML (the whole page)."""
     if fmt == "html":
-        from gsdeploy.report.page import html_page
-
         return html_page(inputs)
     if fmt not in FORMATS:
         raise GsdeployError(f"unknown report format '{fmt}'; choose from {', '.join(FORMATS)}")
@@ -29,6 +28,6 @@ def report_text(inputs: ReportInputs, fmt: str = "md") -> str:
 
 def plot(df, out_png):  # noqa: ANN001 — thin lazy wrapper, see gsdeploy.report.plots.plot
     """See `gsdeploy.report.plots.plot` (imported lazily: matplotlib is slow to import)."""
-    from gsdeploy.report.plots import plot as _plot
+    from gsdeploy.report.plots import plot as _plot  # heavy: matplotlib
 
     return _plot(df, out_png)

@@ -47,11 +47,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
+from gsdeploy import transforms
+from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.load import load_model
+from gsdeploy.metrics import count_macs, count_params, paper_flops
 from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, KeyType, Profile, check_keys,
                                load_profile, read_yaml, unavailable_reason)
 from gsdeploy.target import Target, validate
@@ -292,9 +297,7 @@ class _Ratios:
     cache: dict = field(default_factory=dict)
 
     def load(self, model: str, arch: str | None, input_shape: tuple[int, ...] | None):
-        load = self.load_fn
-        if load is None:
-            from gsdeploy.load import load_model as load
+        load = self.load_fn or load_model
         return load(model, arch=arch, input_shape=input_shape)
 
     def counts(self, model: str, arch: str | None, input_shape: tuple[int, ...] | None,
@@ -304,15 +307,11 @@ class _Ratios:
             loaded = self.load(model, arch, input_shape)
             shape = tuple(loaded.input_shape)
             if counting == "paper":  # the network as the paper counts it: loaded, not deployed
-                from gsdeploy.metrics import count_params, paper_flops
-
                 self.cache[key] = (paper_flops(loaded.module, shape), count_params(loaded.module), shape)
                 return self.cache[key]
             deploy = self.deploy_fn
             if deploy is None:
-                from gsdeploy.transforms import DeployOptions, deploy as _deploy
-
-                deploy = lambda m, s: _deploy(m, s, DeployOptions())  # noqa: E731
+                deploy = lambda m, s: transforms.deploy(m, s, transforms.DeployOptions())  # noqa: E731
             module = deploy(loaded.module, shape).module
             self.cache[key] = (*_count(module, shape), shape)
         return self.cache[key]
@@ -326,8 +325,6 @@ def _count(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     a busy CPU. A module that cannot run on meta (data-dependent control flow, tensors kept
     outside parameters/buffers) is counted for real.
     """
-    from gsdeploy.metrics import count_macs, count_params
-
     params = count_params(module)
     try:
         on_meta = all(t.is_meta for t in (*module.parameters(), *module.buffers()))
@@ -391,8 +388,6 @@ def evaluate_claims(claims: Iterable[Claim], measure_fn: Callable[[Claim], float
 
 def top1_error(module: nn.Module, eval_data: str, batch: int = 256) -> float:
     """Top-1 error in % of `module` on a .npz of inputs `x` (N,C,H,W) and integer labels `y`."""
-    import numpy as np
-
     try:
         with np.load(eval_data, allow_pickle=False) as data:
             x, y = data["x"], data["y"]
@@ -497,8 +492,6 @@ def render_verdicts(verdicts: list[Verdict]) -> str:
 def write_verdicts(verdicts: list[Verdict], path: Path, command: str) -> Path:
     """Verdicts to `path`: CSV (every field, plus the command; what `gsdeploy report` reads back)
     when it ends in .csv, else the Markdown table under a `command:` line."""
-    from gsdeploy.atomic import write_text_atomic
-
     path = Path(path)
     if path.suffix.lower() == ".csv":
         frame = verdicts_frame(verdicts).assign(command=command)

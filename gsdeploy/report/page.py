@@ -241,7 +241,7 @@ def _img(data: bytes, mime: str, alt: str, caption: str) -> str:
 
 
 def _plot(table: pd.DataFrame) -> str:
-    from gsdeploy.report.plots import figure_bytes
+    from gsdeploy.report.plots import figure_bytes  # heavy: matplotlib, only when the page has a plot
 
     data = figure_bytes(table, "svg")
     return _img(data, "image/svg+xml", "latency against MACs, and speedup against the FLOP promise per device",

@@ -35,7 +35,7 @@ def plot(df: pd.DataFrame, out_png: str | os.PathLike) -> Path:
 
 def figure_bytes(df: pd.DataFrame, fmt: str = "png") -> bytes:
     """The figure of `plot` as PNG or SVG bytes (SVG keeps its text as text: small, sharp in print)."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib (seconds); `gsdeploy report` without a plot never loads it
 
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be png or svg, got {fmt!r}")
@@ -47,8 +47,8 @@ def figure_bytes(df: pd.DataFrame, fmt: str = "png") -> bytes:
 
 
 def _figure(df: pd.DataFrame):
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.figure import Figure  # heavy: matplotlib
+    from matplotlib.ticker import FuncFormatter  # heavy: matplotlib
 
     table = _as_table(df).reset_index()
     if table.empty:

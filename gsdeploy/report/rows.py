@@ -9,7 +9,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import MAX_BATCH, MAX_CSV_BYTES, brief, check_number, short
+from gsdeploy.limits import MAX_BATCH, MAX_CSV_BYTES, brief, check_number, check_readable, short
 
 # A file is a gsdeploy results CSV when it has at least these columns (bench/rows.py COLUMNS
 # is the full schema); everything else is optional so older or partial files still load.
@@ -33,8 +33,6 @@ class NotResultsError(GsdeployError):
 
 
 def _read_one(path: Path) -> pd.DataFrame:
-    from gsdeploy.load.checkpoint import check_readable
-
     try:
         check_readable(path, "results CSV")  # a FIFO named x.csv in a results folder would block the read
     except GsdeployError as e:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from gsdeploy.transforms.fxutil import shape_prop
 from gsdeploy.transforms.decisions import DeployOptions
@@ -33,8 +34,6 @@ class PassContext:
         start = time.perf_counter()
         shapes = shape_prop(gm, self.example())
         if time.perf_counter() - start > REAL_SHAPES_BUDGET_S:
-            from torch._subclasses.fake_tensor import FakeTensorMode
-
             # one mode for the whole deploy: it memoizes the fake copies of unchanged weights
             self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         return shapes

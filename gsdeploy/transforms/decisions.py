@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -74,8 +74,6 @@ class DeployResult:
 def plan_record(result: DeployResult, model: str, options: DeployOptions, **extra: object) -> dict:
     """A deploy's plan as plain data (JSON-ready) for result files and reports: every decision
     with all its fields, the options, MACs/params before and after, and the verification."""
-    from dataclasses import asdict, fields
-
     return {
         "kind": "gsdeploy-plan", "model": model,
         "options": {f.name: _plain(getattr(options, f.name)) for f in fields(options)},

@@ -74,7 +74,7 @@ class OrtRunner(Runner):
         if provider == CPU_PROVIDER:
             return cpu_name()
         try:  # name the GPU when torch can see it; the provider alone otherwise
-            import torch
+            import torch  # heavy: torch, only to name the GPU
 
             if torch.cuda.is_available():
                 return torch.cuda.get_device_name(0)

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from gsdeploy.bench.runners.base import Runner
+from gsdeploy.export.tensorrt import load_engine
 from gsdeploy.inputs import seeded_input
 from gsdeploy.errors import GsdeployError
 from gsdeploy.export.trt_rules.batches import BatchRange
@@ -51,10 +53,6 @@ class TrtRunner(Runner):
     provider = "tensorrt"
 
     def __init__(self, engine_path: Path, device: int = 0) -> None:
-        from gsdeploy.export.tensorrt import load_engine
-
-        import torch
-
         self._torch = torch
         self.path = Path(engine_path)
         self.trt, manifest = load_engine(self.path, device)  # checks TensorRT version and GPU first

@@ -10,6 +10,7 @@ import numpy as np
 
 from gsdeploy.errors import TrtConfigError
 from gsdeploy.export.trt_rules.batches import check_sample_shape
+from gsdeploy.sample_data import SampleDataError, load_samples, random_samples
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ def load_calibration_batches(directory: Path, input_shape: Sequence[int], batch:
     Calibration feeds TensorRT buffers of the calibration profile's opt shape, so every batch
     has the same size and a remainder that does not fill one is dropped (logged).
     """
-    from gsdeploy.sample_data import SampleDataError, load_samples
-
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise TrtConfigError(f"calibration batch must be a positive integer, got {batch!r}")
     try:
@@ -50,7 +49,5 @@ def load_calibration_batches(directory: Path, input_shape: Sequence[int], batch:
 def random_calibration_batches(input_shape: Sequence[int], batch: int, n_batches: int = 8,
                                seed: int = 0) -> list[np.ndarray]:
     """Seeded N(0,1) batches, used only when no --calib-data is given (see RANDOM_CALIBRATION_WARNING)."""
-    from gsdeploy.sample_data import random_samples
-
     x = random_samples(check_sample_shape(input_shape), batch * n_batches, seed).x
     return [np.ascontiguousarray(x[i:i + batch]) for i in range(0, batch * n_batches, batch)]

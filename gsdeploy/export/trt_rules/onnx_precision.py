@@ -21,7 +21,7 @@ _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 def onnx_precision_info(onnx_path: Path) -> OnnxPrecision:
     """Read the precision-relevant facts from an ONNX file (structure only, no weights needed)."""
     import onnx  # optional here: only TensorRT exports read ONNX precision, and the report path never does
-    from onnx import TensorProto
+    from onnx import TensorProto  # optional here, as above
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
