@@ -362,9 +362,9 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     loaded = _load(model, arch, target.input_shape, trust)
     inputs = None
     if engine != "torch-trt":
-        from gsdeploy.export.reduced import load_inputs  # heavy: torch
+        from gsdeploy.export.reduced import load_precision_inputs  # heavy: torch
 
-        inputs = load_inputs(wants, tuple(loaded.input_shape))  # files checked before any deployment work
+        inputs = load_precision_inputs(wants, tuple(loaded.input_shape))  # files checked before any deployment work
     outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh,
                          _dense(loaded, None, None, trust) if plan != "flops" else None, strict)
     result, options = outcome.result, outcome.options

@@ -436,14 +436,6 @@ def resolve_targets(profile: str | None = None, flags: TargetFlags = TargetFlags
     return apply_flags(prof.targets, flags, prof.name)
 
 
-def check_number(name: str, value: float | int | None, lo: float, hi: float) -> None:
-    """TargetError unless `value` is None or a finite number in [lo, hi] (flags parsed as numbers)."""
-    if value is None:
-        return
-    if not _finite(value) or not lo <= value <= hi:
-        raise TargetError(f"{name} must be a finite number in {lo:g}..{hi:g}, got {value!r}")
-
-
 __all__ = ["CPU_PROVIDER", "DEVICE_KINDS", "ENGINES", "PRECISIONS", "PowerSpec", "Target", "TargetError",
            "TargetFlags", "apply_flags", "make_target", "require_available", "resolve_targets", "unavailable_reason",
            "validate"]

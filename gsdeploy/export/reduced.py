@@ -3,7 +3,7 @@ three checks that decide whether it may be written: it passes onnx.checker and r
 Runtime; on real data (`--eval-data`) it loses at most `--max-accuracy-drop` points of top-1;
 on an ONNX Runtime CPU target it is not slower than the fp32 artifact it replaces.
 
-Inputs from files are loaded and checked by `load_inputs` before any deployment work starts.
+Inputs from files are loaded and checked by `load_precision_inputs` before any deployment work starts.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class PrecisionInputs:
     evaluation: Samples | None
 
 
-def load_inputs(req: PrecisionRequest, input_shape: tuple[int, ...]) -> PrecisionInputs:
+def load_precision_inputs(req: PrecisionRequest, input_shape: tuple[int, ...]) -> PrecisionInputs:
     """Read and check the calibration and evaluation files (see gsdeploy.sample_data)."""
     req.check()
     calib = None

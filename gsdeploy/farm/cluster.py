@@ -21,7 +21,7 @@ from typing import Any
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.farm.ledger import Ledger
-from gsdeploy.farm.local import describe
+from gsdeploy.farm.local import describe_failure
 from gsdeploy.farm.progress import SweepProgress
 from gsdeploy.farm.spec import Job, SweepSpec
 from gsdeploy.farm.stages import model_files, prepare, prepare_keys, prepare_targets, time_job, timing_task
@@ -60,7 +60,7 @@ def connect(text: str) -> Any:
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, namespace="gsdeploy")
     except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ...
-        raise GsdeployError(f"cannot connect to the Ray cluster at {text}: {describe(e)}") from None
+        raise GsdeployError(f"cannot connect to the Ray cluster at {text}: {describe_failure(e)}") from None
     return ray
 
 
@@ -98,7 +98,7 @@ def _timing_stage(task, prepared) -> _Outcome:  # noqa: ANN001 - runs inside a R
     try:
         return _Outcome(node, timed=time_job(task, prepared))
     except Exception as e:  # noqa: BLE001
-        return _Outcome(node, error=describe(e))
+        return _Outcome(node, error=describe_failure(e))
 
 
 def _prepare_stage(entry, shape, targets, files):  # noqa: ANN001 - runs inside a Ray task
@@ -208,7 +208,7 @@ def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, prog
                         ray.get(ref)
                         prep_result[key] = None
                     except Exception as e:  # noqa: BLE001
-                        prep_result[key] = f"deploy/export failed: {describe(getattr(e, 'cause', None) or e)}"
+                        prep_result[key] = f"deploy/export failed: {describe_failure(getattr(e, 'cause', None) or e)}"
             # submit what can run now
             for p, q in queues.items():
                 for state in list(q):
@@ -241,7 +241,7 @@ def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, prog
                     out: _Outcome = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - node lost, worker killed, cancelled, unschedulable
                     reason = (f"timed out after {spec.timeout_s:g} s" if ref in timed_out
-                              else f"lost on node {node[:12]}: {describe(e)}")
+                              else f"lost on node {node[:12]}: {describe_failure(e)}")
                     retry_or_fail(state, node, reason)
                     continue
                 if out.error is not None:

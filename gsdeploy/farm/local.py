@@ -11,7 +11,7 @@ from gsdeploy.farm.spec import Job, SweepSpec
 from gsdeploy.farm.stages import model_files, prepare, prepare_keys, prepare_targets, time_job, timing_task
 
 
-def describe(e: BaseException) -> str:
+def describe_failure(e: BaseException) -> str:
     """One line for the failed-job record: our own errors as they are, anything else with its type."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return text if isinstance(e, GsdeployError) else f"{type(e).__name__}: {text}".rstrip(": ")
@@ -37,7 +37,7 @@ def run_local(spec: SweepSpec, jobs: list[Job], ledger: Ledger, progress: SweepP
                 cache[key] = e
         prepared = cache[key]
         if isinstance(prepared, BaseException):
-            ledger.add_failure(job, f"deploy/export failed: {describe(prepared)}", attempts=0, node="local")
+            ledger.add_failure(job, f"deploy/export failed: {describe_failure(prepared)}", attempts=0, node="local")
             progress.move(job.profile, "running", "failed")
             continue
         task = timing_task(spec, job, command)
@@ -46,7 +46,7 @@ def run_local(spec: SweepSpec, jobs: list[Job], ledger: Ledger, progress: SweepP
             try:
                 timed = time_fn(task, prepared)
             except Exception as e:  # noqa: BLE001
-                reason = describe(e)
+                reason = describe_failure(e)
                 continue
             ledger.add_rows(job, timed.rows, attempt, "local", timed.start, timed.end)
             progress.move(job.profile, "running", "done")

@@ -58,8 +58,9 @@ from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.load import load_model
 from gsdeploy.metrics import count_macs, count_params, paper_flops
 from gsdeploy.profiles import (DEFAULT_PROFILE, MAPPING, POS_INT, POS_INT_LIST, STR, KeyType, Profile, check_keys,
-                               load_profile, read_yaml, unavailable_reason)
+                               load_profile, unavailable_reason)
 from gsdeploy.target import Target, validate
+from gsdeploy.yaml_file import read_yaml
 
 METRICS = ("speedup", "flop_ratio", "params_ratio", "latency_ms", "top1_error")
 TIMED = ("speedup", "latency_ms")
