@@ -27,14 +27,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
-from gsdeploy import yaml_file
 from gsdeploy.errors import GsdeployError
 from gsdeploy.limits import brief
 from gsdeploy.target import (DEVICE_KINDS, ENGINES, PRECISIONS, PowerSpec, Target, TargetError, engine_defaults,
                              validate)
 from gsdeploy.target import unavailable_reason as target_unavailable_reason
+from gsdeploy.yaml_file import read_yaml
 
 POWER_MODULES = ("auto", "orin-agx", "orin-nx", "xavier-agx", "xavier-nx", "nano")
 DEFAULT_PROFILE = "cpu-ort"
@@ -105,6 +103,7 @@ STR_LIST = KeyType("a list of strings", lambda v: isinstance(v, list) and all(is
 POS_INT_LIST = KeyType("a non-empty list of positive integers",
                   lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v))
 MAPPING = KeyType("a mapping (key: value)", lambda v: isinstance(v, dict))
+ANY = KeyType("", lambda v: True)  # a key whose value its reader checks (sweep files check theirs field by field)
 SCALAR_MAP_LIST = KeyType("a list of mappings of option name to a string, number or boolean",
                      lambda v: isinstance(v, list) and all(
                          isinstance(m, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float, bool))
@@ -194,7 +193,8 @@ def check_keys(where: str, data: Mapping[str, Any], schema: Mapping[str, KeyType
             raise error(f"{where}: unknown key '{prefix}{key}' (allowed: {', '.join(schema)})")
     for key in required:
         if key not in data:
-            raise error(f"{where}: missing key '{prefix}{key}' ({schema[key].words})")
+            words = schema[key].words
+            raise error(f"{where}: missing key '{prefix}{key}'" + (f" ({words})" if words else ""))
     for key, value in data.items():
         t = schema[key]
         if not t.check(value):
@@ -331,13 +331,6 @@ def list_profiles() -> list[str]:
     return sorted(_files())
 
 
-def read_yaml(path: Path, error: type[GsdeployError] = ProfileError, what: str = "profile",
-              loader: type = yaml.SafeLoader) -> Any:
-    """A YAML data file (profile, claims, sweep) read within bounds (see gsdeploy/yaml_file.py)
-    and parsed with a safe `loader`; any problem is one `error` naming the file."""
-    return yaml_file.read_yaml(path, error, what, loader=loader)
-
-
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
     """A bare name ("cpu-ort") is looked up in `profile_dirs()`; anything that looks like a
     path (has a separator or a .yaml/.yml suffix, or exists) is read from that path."""
@@ -353,7 +346,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
             known = ", ".join(sorted(files)) or "none found"
             raise ProfileError(f"unknown profile '{text}' (known: {known}); or give a path to a YAML file")
         path = files[text]
-    profile = parse_profile(read_yaml(path), str(path), default_name=path.stem)
+    profile = parse_profile(read_yaml(path, ProfileError, "profile"), str(path), default_name=path.stem)
     return replace(profile, source=path)
 
 

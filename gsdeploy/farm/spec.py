@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.profiles import Profile, load_profile, read_yaml
+from gsdeploy.profiles import ANY, Profile, check_keys, load_profile
 from gsdeploy.target import MAX_BATCH, PRECISIONS, Target, TargetFlags, apply_flags
+from gsdeploy.yaml_file import read_yaml
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_MODELS, MAX_PROFILES, MAX_BATCHES, MAX_JOBS = 200, 50, 32, 5000
@@ -154,7 +155,7 @@ def read_sweep_yaml(path: Path) -> Any:
 # ---- checking --------------------------------------------------------------------------------
 
 
-def check_number(value: Any, what: str, kind: str, low: float, high: float) -> int | float:
+def _number(value: Any, what: str, kind: str, low: float, high: float) -> int | float:
     """A finite int (kind "int") or number (kind "num") in [low, high], else SweepFileError
     naming `what`. bool is not a number here (`threads: true` is a mistake, not 1)."""
     ok_type = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
@@ -184,12 +185,7 @@ def _list(value: Any, what: str, max_len: int) -> list:
 def _keys(data: Any, what: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise SweepFileError(f"{what} must be a mapping, got {type(data).__name__}")
-    for k in data:
-        if k not in allowed:
-            raise SweepFileError(f"{what}: unknown key {k!r} (allowed: {', '.join(allowed)})")
-    for k in required:
-        if k not in data:
-            raise SweepFileError(f"{what}: missing key '{k}'")
+    check_keys(what, data, dict.fromkeys(allowed, ANY), "", required, SweepFileError)
     return data
 
 
@@ -225,7 +221,7 @@ def _input_shape(value: Any, what: str) -> str:
     except GsdeployError as e:
         raise SweepFileError(f"{what}: {e}") from None
     for d in dims:
-        check_number(d, what, "int", 1, 16384)
+        _number(d, what, "int", 1, 16384)
     return "x".join(map(str, dims))
 
 
@@ -237,7 +233,7 @@ def _plan(data: dict, what: str, defaults: dict) -> dict:
         out["fuse"] = data["fuse"]
     if "prune_threshold" in data:
         v = data["prune_threshold"]
-        out["prune_threshold"] = None if v is None else float(check_number(v, f"{what}.prune_threshold", "num", 0.0, 1e6))
+        out["prune_threshold"] = None if v is None else float(_number(v, f"{what}.prune_threshold", "num", 0.0, 1e6))
     return out
 
 
@@ -284,7 +280,7 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
         profiles[prof.name] = prof
     batches = None
     if data.get("batches") is not None:
-        batches = tuple(int(check_number(b, f"{where}: batches[{i}]", "int", 1, MAX_BATCH))
+        batches = tuple(int(_number(b, f"{where}: batches[{i}]", "int", 1, MAX_BATCH))
                         for i, b in enumerate(_list(data["batches"], f"{where}: batches", MAX_BATCHES)))
         if len(set(batches)) != len(batches):
             raise SweepFileError(f"{where}: batches lists a batch size twice: {list(batches)}")
@@ -299,16 +295,16 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
     raw_timing = _keys(data.get("timing") or {}, f"{where}: timing", tuple(TIMING_RANGES))
     for k, v in raw_timing.items():
         if v is not None:
-            timing[k] = check_number(v, f"{where}: timing.{k}", *TIMING_RANGES[k])
+            timing[k] = _number(v, f"{where}: timing.{k}", *TIMING_RANGES[k])
     for k, v in vars(timing_flags or Timing()).items():
         if v is not None:
-            timing[k] = check_number(v, f"--{k.replace('_', '-')}", *TIMING_RANGES[k])
+            timing[k] = _number(v, f"--{k.replace('_', '-')}", *TIMING_RANGES[k])
     spec = SweepSpec(
         name=name, source=source, models=models, profiles=profiles, batches=batches, precisions=precisions,
         timing=Timing(**timing),
-        retries=int(check_number(retries if retries is not None else data.get("retries", 2),
+        retries=int(_number(retries if retries is not None else data.get("retries", 2),
                                  "--retries" if retries is not None else f"{where}: retries", *RETRIES_RANGE)),
-        timeout_s=float(check_number(timeout_s if timeout_s is not None else data.get("timeout_s", 1800.0),
+        timeout_s=float(_number(timeout_s if timeout_s is not None else data.get("timeout_s", 1800.0),
                                      "--timeout-s" if timeout_s is not None else f"{where}: timeout_s",
                                      *TIMEOUT_RANGE)))
     n = sum(len(batches or p.batches) for p in profiles.values()) * len(models) * len(precisions or (None,))

@@ -10,10 +10,11 @@ page mailed to someone shows the same thing offline. The page is a pure function
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import math
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -77,29 +78,32 @@ def _missing(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-def fmt_ms(v: Any) -> str:
+def _or_dash(fmt: Callable[[float], str]) -> Callable[[Any], str]:
+    """`fmt` of the value as a float, or an en dash where it is missing (None, NA, NaN)."""
+    @functools.wraps(fmt)
+    def formatted(v: Any) -> str:
+        return "–" if _missing(v) else fmt(float(v))
+
+    return formatted
+
+
+@_or_dash
+def fmt_ms(v: float) -> str:
     """Milliseconds with three significant digits: 0.0421 ms, 1.49 ms, 38.8 ms, 1234 ms."""
-    if _missing(v):
-        return "–"
-    v = float(v)
     if v >= 100:
         return f"{v:,.0f} ms"
     digits = max(0, 2 - int(math.floor(math.log10(abs(v))))) if v > 0 else 2
     return f"{v:.{min(digits, 4)}f} ms"
 
 
-def fmt_us(v: Any) -> str:
-    if _missing(v):
-        return "–"
-    v = float(v)
+@_or_dash
+def fmt_us(v: float) -> str:
     return f"{v:,.0f} µs" if v >= 100 else f"{v:.1f} µs"
 
 
-def fmt_count(v: Any) -> str:
+@_or_dash
+def fmt_count(v: float) -> str:
     """MACs and parameters: 850 k, 62.1 M, 4.09 G."""
-    if _missing(v):
-        return "–"
-    v = float(v)
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
             x = v / div
@@ -107,21 +111,21 @@ def fmt_count(v: Any) -> str:
     return f"{v:.0f}"
 
 
-def fmt_bytes(v: Any) -> str:
-    if _missing(v):
-        return "–"
-    v = float(v)
+@_or_dash
+def fmt_bytes(v: float) -> str:
     if v >= 1e9:
         return f"{v / 1e9:.2f} GB"
     return f"{v / 1e6:.2f} MB" if v >= 1e5 else f"{v / 1e3:.1f} kB"
 
 
-def fmt_x(v: Any) -> str:
-    return "–" if _missing(v) else f"{float(v):.2f}×"
+@_or_dash
+def fmt_x(v: float) -> str:
+    return f"{v:.2f}×"
 
 
-def fmt_pct(v: Any) -> str:
-    return "–" if _missing(v) else f"{float(v):.1%}"
+@_or_dash
+def fmt_pct(v: float) -> str:
+    return f"{v:.1%}"
 
 
 def fmt_num(v: Any, spec: str = ".3g") -> str:

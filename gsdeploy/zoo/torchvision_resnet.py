@@ -28,7 +28,25 @@ class BlockSpec:
     downsample: bool = False
 
 
-class BasicBlock(nn.Module):
+def _shortcut(s: BlockSpec, cout: int) -> nn.Sequential | None:
+    """torchvision's `downsample`: a strided 1x1 conv + BN where the block changes shape, else None."""
+    if not s.downsample:
+        return None
+    return nn.Sequential(nn.Conv2d(s.cin, cout, 1, stride=s.stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class _Residual(nn.Module):
+    """How both block types end: the body's output plus the (downsampled) input, then ReLU."""
+
+    relu: nn.ReLU
+    downsample: nn.Sequential | None
+
+    def add_shortcut(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class BasicBlock(_Residual):
     def __init__(self, s: BlockSpec) -> None:
         super().__init__()
         mid, cout = s.widths
@@ -37,17 +55,14 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(mid, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
-        self.downsample = (nn.Sequential(nn.Conv2d(s.cin, cout, 1, stride=s.stride, bias=False), nn.BatchNorm2d(cout))
-                           if s.downsample else None)
+        self.downsample = _shortcut(s, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self.add_shortcut(x, self.bn2(self.conv2(out)))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Residual):
     def __init__(self, s: BlockSpec) -> None:
         super().__init__()
         mid1, mid2, cout = s.widths
@@ -58,15 +73,12 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(mid2, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
-        self.downsample = (nn.Sequential(nn.Conv2d(s.cin, cout, 1, stride=s.stride, bias=False), nn.BatchNorm2d(cout))
-                           if s.downsample else None)
+        self.downsample = _shortcut(s, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self.add_shortcut(x, self.bn3(self.conv3(out)))
 
 
 class TorchvisionResNet(nn.Module):

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import indices, mismatch, need, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.densenet import build_cifar_densenet
 from gsdeploy.zoo.layers import conv
 
@@ -54,18 +54,10 @@ def _template(hinge: bool, arch: str, n_layers: int | None = 12):
     return build
 
 
-register_arch(OfficialArch(
-    name="densenet40", template=_template(False, "densenet40"), input_shape=(3, 32, 32),
-    description="official dense CIFAR DenseNet-40 (k=12)", source=SOURCE))
-register_arch(OfficialArch(
-    name="hinge_densenet40", template=_template(True, "hinge_densenet40"), input_shape=(3, 32, 32),
-    description="official Hinge DenseNet-40, SVD variant (rank-pruned 3x3 + 1x1 per layer, pairs in transitions)",
-    baseline_arch="densenet40", source=SOURCE))
-register_arch(OfficialArch(
-    name="densenet", template=_template(False, "densenet", None), input_shape=(3, 32, 32),
-    description="official dense CIFAR DenseNet of any depth 3n+4 (layers per block read from the file)",
-    source=SOURCE, generic=True))
-register_arch(OfficialArch(
-    name="hinge_densenet", template=_template(True, "hinge_densenet", None), input_shape=(3, 32, 32),
-    description="official Hinge CIFAR DenseNet of any depth, SVD variant (layers per block read from the file)",
-    baseline_arch="densenet", source=SOURCE, generic=True))
+register_dense_and_hinge(
+    "densenet40", _template, source=SOURCE, dense_description="official dense CIFAR DenseNet-40 (k=12)",
+    hinge_description="official Hinge DenseNet-40, SVD variant (rank-pruned 3x3 + 1x1 per layer, pairs in transitions)")
+register_dense_and_hinge(
+    "densenet", lambda hinge, arch: _template(hinge, arch, None), source=SOURCE, generic=True,
+    dense_description="official dense CIFAR DenseNet of any depth 3n+4 (layers per block read from the file)",
+    hinge_description="official Hinge CIFAR DenseNet of any depth, SVD variant (layers per block read from the file)")

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import mismatch, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.cifar_resnet import build_cifar_resnet, plain_conv
 from gsdeploy.zoo.layers import hinge_pair
 
@@ -57,20 +57,15 @@ def _template(depth: int | None, hinge: bool, arch: str):
 
 
 for _depth in (20, 56):
-    register_arch(OfficialArch(
-        name=f"resnet{_depth}", template=_template(_depth, False, f"resnet{_depth}"), input_shape=(3, 32, 32),
-        description=f"official dense CIFAR ResNet-{_depth} (option A)", source=SOURCE))
-    register_arch(OfficialArch(
-        name=f"hinge_resnet{_depth}", template=_template(_depth, True, f"hinge_resnet{_depth}"),
-        input_shape=(3, 32, 32), description=f"official Hinge ResNet-{_depth} (SVD pairs + DReLU)",
-        baseline_arch=f"resnet{_depth}", ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
+    register_dense_and_hinge(
+        f"resnet{_depth}", lambda hinge, arch, d=_depth: _template(d, hinge, arch), source=SOURCE,
+        hinge_ignore=frozenset({"running_grad_ratio"}),
+        dense_description=f"official dense CIFAR ResNet-{_depth} (option A)",
+        hinge_description=f"official Hinge ResNet-{_depth} (SVD pairs + DReLU)")
 
 # Depth is a parameter of the official code (--depth): these read it from the file (any 6n+2).
-register_arch(OfficialArch(
-    name="resnet", template=_template(None, False, "resnet"), input_shape=(3, 32, 32),
-    description="official dense CIFAR ResNet of any depth 6n+2 (option A; depth read from the file)",
-    source=SOURCE, generic=True))
-register_arch(OfficialArch(
-    name="hinge_resnet", template=_template(None, True, "hinge_resnet"), input_shape=(3, 32, 32),
-    description="official Hinge CIFAR ResNet of any depth 6n+2 (SVD pairs + DReLU; depth read from the file)",
-    baseline_arch="resnet", ignore=frozenset({"running_grad_ratio"}), source=SOURCE, generic=True))
+register_dense_and_hinge(
+    "resnet", lambda hinge, arch: _template(None, hinge, arch), source=SOURCE, generic=True,
+    hinge_ignore=frozenset({"running_grad_ratio"}),
+    dense_description="official dense CIFAR ResNet of any depth 6n+2 (option A; depth read from the file)",
+    hinge_description="official Hinge CIFAR ResNet of any depth 6n+2 (SVD pairs + DReLU; depth read from the file)")

@@ -33,6 +33,20 @@ def register_arch(arch: OfficialArch) -> None:
     ARCHS[arch.name] = arch
 
 
+def register_dense_and_hinge(dense: str, template: Callable[[bool, str], Callable[[dict[str, torch.Tensor]], nn.Module]],
+                             *, dense_description: str, hinge_description: str, source: str,
+                             hinge_ignore: frozenset[str] = frozenset(), generic: bool = False,
+                             input_shape: tuple[int, ...] = (3, 32, 32)) -> None:
+    """An official dense layout `dense` and its Hinge variant `hinge_<dense>`, whose baseline it is;
+    `template(hinge, name)` gives each one's state_dict -> module builder."""
+    register_arch(OfficialArch(name=dense, template=template(False, dense), input_shape=input_shape,
+                               description=dense_description, source=source, generic=generic))
+    hinge = f"hinge_{dense}"
+    register_arch(OfficialArch(name=hinge, template=template(True, hinge), input_shape=input_shape,
+                               description=hinge_description, baseline_arch=dense, ignore=hinge_ignore,
+                               source=source, generic=generic))
+
+
 def get_arch(name: str) -> OfficialArch:
     if name not in ARCHS:
         known = ", ".join(sorted(ARCHS))

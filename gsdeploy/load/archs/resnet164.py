@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import count_blocks, mismatch, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.resnet164 import build_cifar_bottleneck_resnet
 
 SOURCE = ("github ofsoundof/group_sparsity model/resnet.py (BottleNeck, DownSampleC), "
@@ -34,18 +34,12 @@ def _template(depth: int | None, arch: str):
     return build
 
 
-register_arch(OfficialArch(
-    name="resnet164", template=_template(164, "resnet164"), input_shape=(3, 32, 32),
-    description="official dense CIFAR ResNet-164 (bottleneck, downsample C)", source=SOURCE))
-register_arch(OfficialArch(
-    name="hinge_resnet164", template=_template(164, "hinge_resnet164"), input_shape=(3, 32, 32),
-    description="official Hinge ResNet-164 (thinner bottleneck inner widths)", baseline_arch="resnet164",
-    ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
-register_arch(OfficialArch(
-    name="resnet_bottleneck", template=_template(None, "resnet_bottleneck"), input_shape=(3, 32, 32),
-    description="official dense CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)",
-    source=SOURCE, generic=True))
-register_arch(OfficialArch(
-    name="hinge_resnet_bottleneck", template=_template(None, "hinge_resnet_bottleneck"), input_shape=(3, 32, 32),
-    description="official Hinge CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)",
-    baseline_arch="resnet_bottleneck", ignore=frozenset({"running_grad_ratio"}), source=SOURCE, generic=True))
+register_dense_and_hinge(
+    "resnet164", lambda hinge, arch: _template(164, arch), source=SOURCE, hinge_ignore=frozenset({"running_grad_ratio"}),
+    dense_description="official dense CIFAR ResNet-164 (bottleneck, downsample C)",
+    hinge_description="official Hinge ResNet-164 (thinner bottleneck inner widths)")
+register_dense_and_hinge(
+    "resnet_bottleneck", lambda hinge, arch: _template(None, arch), source=SOURCE, generic=True,
+    hinge_ignore=frozenset({"running_grad_ratio"}),
+    dense_description="official dense CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)",
+    hinge_description="official Hinge CIFAR bottleneck ResNet of any depth 9n+2 (depth read from the file)")

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import count_blocks, mismatch, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.resnext import ResNeXt
 
 SOURCE = "github ofsoundof/group_sparsity model/resnext.py, model_hinge/hinge_resnext.py"
@@ -44,18 +44,11 @@ def _template(depth: int | None, arch: str):
 
 
 for _depth in (20, 164):
-    register_arch(OfficialArch(
-        name=f"resnext{_depth}", template=_template(_depth, f"resnext{_depth}"), input_shape=(3, 32, 32),
-        description=f"official dense CIFAR ResNeXt-{_depth} (32 x 1d)", source=SOURCE))
-    register_arch(OfficialArch(
-        name=f"hinge_resnext{_depth}", template=_template(_depth, f"hinge_resnext{_depth}"), input_shape=(3, 32, 32),
-        description=f"official Hinge ResNeXt-{_depth} (whole cardinality groups removed)",
-        baseline_arch=f"resnext{_depth}", source=SOURCE))
-register_arch(OfficialArch(
-    name="resnext", template=_template(None, "resnext"), input_shape=(3, 32, 32),
-    description="official dense CIFAR ResNeXt of any depth 9n+2 (depth and groups read from the file)",
-    source=SOURCE, generic=True))
-register_arch(OfficialArch(
-    name="hinge_resnext", template=_template(None, "hinge_resnext"), input_shape=(3, 32, 32),
-    description="official Hinge CIFAR ResNeXt of any depth 9n+2 (whole cardinality groups removed)",
-    baseline_arch="resnext", source=SOURCE, generic=True))
+    register_dense_and_hinge(
+        f"resnext{_depth}", lambda hinge, arch, d=_depth: _template(d, arch), source=SOURCE,
+        dense_description=f"official dense CIFAR ResNeXt-{_depth} (32 x 1d)",
+        hinge_description=f"official Hinge ResNeXt-{_depth} (whole cardinality groups removed)")
+register_dense_and_hinge(
+    "resnext", lambda hinge, arch: _template(None, arch), source=SOURCE, generic=True,
+    dense_description="official dense CIFAR ResNeXt of any depth 9n+2 (depth and groups read from the file)",
+    hinge_description="official Hinge CIFAR ResNeXt of any depth 9n+2 (whole cardinality groups removed)")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import mismatch, need, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.layers import conv, hinge_pair
 from gsdeploy.zoo.vgg import VGG16_CFG, build_vgg16
 
@@ -50,10 +50,6 @@ def _template(hinge: bool, arch: str):
     return build
 
 
-register_arch(OfficialArch(
-    name="vgg16", template=_template(False, "vgg16"), input_shape=(3, 32, 32),
-    description="official dense CIFAR VGG-16 (BN; 1 or 3 Linear classifier)", source=SOURCE))
-register_arch(OfficialArch(
-    name="hinge_vgg16", template=_template(True, "hinge_vgg16"), input_shape=(3, 32, 32),
-    description="official Hinge VGG-16 (pairs with rank and output pruning; 3-Linear classifier)",
-    baseline_arch="vgg16", source=SOURCE))
+register_dense_and_hinge(
+    "vgg16", _template, source=SOURCE, dense_description="official dense CIFAR VGG-16 (BN; 1 or 3 Linear classifier)",
+    hinge_description="official Hinge VGG-16 (pairs with rank and output pruning; 3-Linear classifier)")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from gsdeploy.load.archs.keys import count_blocks, mismatch, need, shape
-from gsdeploy.load.archs.registry import OfficialArch, register_arch
+from gsdeploy.load.archs.registry import register_dense_and_hinge
 from gsdeploy.zoo.wrn import WideResNet
 
 SOURCE = "github ofsoundof/group_sparsity model/wide_resnet.py, model_hinge/hinge_wide_resnet.py"
@@ -39,11 +39,8 @@ def _template(hinge: bool, arch: str):
     return build
 
 
-register_arch(OfficialArch(
-    name="wrn", template=_template(False, "wrn"), input_shape=(3, 32, 32),
-    description="official dense Wide ResNet WRN-d-k (CIFAR; depth, k and classes from the file)", source=SOURCE))
-register_arch(OfficialArch(
-    name="hinge_wrn", template=_template(True, "hinge_wrn"), input_shape=(3, 32, 32),
-    description="official Hinge Wide ResNet (model_latest.pt with conv1/conv2 pairs, or merged "
-                "model_merge_latest.pt with conv1 one conv)", baseline_arch="wrn",
-    ignore=frozenset({"running_grad_ratio"}), source=SOURCE))
+register_dense_and_hinge(
+    "wrn", _template, source=SOURCE, hinge_ignore=frozenset({"running_grad_ratio"}),
+    dense_description="official dense Wide ResNet WRN-d-k (CIFAR; depth, k and classes from the file)",
+    hinge_description="official Hinge Wide ResNet (model_latest.pt with conv1/conv2 pairs, or merged "
+                      "model_merge_latest.pt with conv1 one conv)")
