@@ -23,7 +23,6 @@ from gsdeploy.atomic import check_target, check_targets, files_in, write_text_at
 from gsdeploy.errors import GsdeployError
 from gsdeploy.export.artifact import check_output_path, manifest_path
 from gsdeploy.limits import MAX_BATCH, check_number, is_out_of_memory, short
-from gsdeploy.profiles import load_profile
 from gsdeploy.target import TargetFlags, require_available, resolve_targets
 
 # The commands import torch- or pandas-heavy modules where they run (each such line says which),
@@ -571,6 +570,7 @@ def validate(claims: Annotated[Path, typer.Argument(help="claims YAML file (or a
              trust: TrustOpt = False) -> None:
     """Check claims from papers (speedup, FLOP/params ratio, latency, top-1 error): measured beside the paper's value; exit 1 on any FAIL."""
     from gsdeploy.pipeline import measure_claim  # heavy: torch
+    from gsdeploy.profiles import load_profile  # heavy: yaml, ~25 ms that --help need not pay
     from gsdeploy.report.claims import evaluate_claims, exit_code, load_claims, render_verdicts, write_verdicts  # heavy: torch
 
     if profile is not None:
