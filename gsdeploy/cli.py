@@ -228,7 +228,11 @@ def _print_latency_plan(outcome, brief: bool = False) -> None:
     t = Table("model", *head, "predicted ms", title=f"whole models timed on the target ({p.fingerprint.get('engine_version')}, "
               f"{p.fingerprint.get('device')}, {p.fingerprint.get('threads')} threads)")
     for v in p.variants:
-        label = VARIANT_LABEL.get(v.name, v.name) + (" <- chosen" if v.name == p.winner else "")
+        won = [b for b in batches if p.winner_at(b) == v.name]
+        mark = " <- chosen" if v.name == p.winner else ""
+        if won and len(won) < len(batches):
+            mark = f" <- fastest at b{'/'.join(map(str, won))}" + (" (export)" if v.name == p.winner else "")
+        label = VARIANT_LABEL.get(v.name, v.name) + mark
         cells = [f"{v.measured[b].median_ms:.3f} ({v.measured[b].cov:.0%})" if b in v.measured else "-" for b in batches]
         cells += [f"{p.speedup(v.name, b):.2f}x" if p.speedup(v.name, b) and b in v.measured else "-" for b in batches]
         pred = "/".join(f"{v.predicted_ms[b]:.3f}" for b in batches) if v.predicted_ms else "-"
@@ -313,7 +317,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
            prune_threshold: ThresholdOpt = None, trust: TrustOpt = False, profile: ProfileOpt = None,
            lut: LutOpt = None, refresh: RefreshOpt = False,
            precision: Annotated[Optional[str], typer.Option(help="fp32 | fp16 | int8 (default: fp32 for onnx; for trt/torch-trt the profile's TensorRT entry, else fp16)")] = None,
-           batch: Annotated[Optional[str], typer.Option("--batch", help="trt: batch sizes of the profile, e.g. 1,8,32 (default: the profile's TensorRT entry)")] = None,
+           batch: Annotated[Optional[str], typer.Option("--batch", help="onnx: the batch sizes the latency plan is made for (default: the profile's); trt: batch sizes of the engine's profile, e.g. 1,8,32 (default: the profile's TensorRT entry)")] = None,
            min_batch: Annotated[Optional[int], typer.Option("--min-batch")] = None,
            opt_batch: Annotated[Optional[int], typer.Option("--opt-batch")] = None,
            max_batch: Annotated[Optional[int], typer.Option("--max-batch")] = None,
@@ -337,7 +341,10 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
 
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
     _check_trt_flags(batch, min_batch, opt_batch, max_batch, workspace_mb, dla_core)
-    targets = _targets(profile, input_shape=_shape(input_shape))
+    # an ONNX artifact is planned for the batches given (the latency plan can differ by batch);
+    # for TensorRT --batch sets the engine's optimization profile below
+    plan_batches = tuple(_int_list(batch, "--batch")) if batch and engine == "onnx" else None
+    targets = _targets(profile, input_shape=_shape(input_shape), batches=plan_batches)
     target = targets[0]
     trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
                               dla_core=dla_core, gpu_fallback=gpu_fallback or None)

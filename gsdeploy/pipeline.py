@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -307,10 +307,20 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
         if req.reduced or samples[1] is not None:
             subjects = _with_precisions(subjects, req, samples, {"baseline": base, "compressed": loaded}, tmp)
         extra_files = _write_plan(plans, subjects[1].name, req, results, outcome)
-        df = run_sweep(subjects, list(req.targets), command=req.command, progress=req.progress,
-                       on_group=results.add, memory=req.memory,
-                       skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
-                       power_sampler_factory=power_factory(req.targets[0].power), power_duration_s=req.power_duration_s)
+        # One sweep per model the plan found fastest at some batch: the plan's winner times the
+        # batches it won (and any batch the plan did not see), each other batch's winner its own.
+        runs = [(subjects, list(req.targets), plans)]
+        if outcome is not None and not (req.reduced or samples[1] is not None):
+            runs = _per_batch_runs(req, loaded, outcome, subjects, plans, tmp)
+        frames = []
+        for run_subjects, run_targets, _ in runs:
+            frames.append(run_sweep(run_subjects, run_targets, command=req.command, progress=req.progress,
+                                    on_group=results.add, memory=req.memory,
+                                    skip_group=(lambda keys: all(k in done for k in keys)) if done else None,
+                                    power_sampler_factory=power_factory(req.targets[0].power),
+                                    power_duration_s=req.power_duration_s))
+        df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
+            else frames[0]
         warnings = ([outcome.warning] if outcome is not None and outcome.warning else []) + \
             [line for t in req.targets if not df.empty
                     for line in noisy_rows(df[(df["engine"] == t.label) & (df["precision"] == t.precision)],
@@ -323,9 +333,34 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
         reduced_rows = df[df["model"].isin([s.name for s in subjects if s.origin])] if not df.empty else df
         warnings += noisy_rows(reduced_rows, req.targets[0].max_cov) if not reduced_rows.empty else []
         if req.per_layer:
-            extra_files += _per_layer(subjects, plans, req, results.stem, warnings)
+            extra_files += _per_layer(runs, req, results.stem, warnings)
     files = results.finish() + extra_files
     return BenchResult(rows=results.rows(), files=files, warnings=warnings)
+
+
+def _per_batch_runs(req: BenchRequest, loaded, outcome, subjects: list, plans: dict, tmp: Path) -> list:
+    """(subjects, targets, plans) per model the plan chose for some batch; one entry when every
+    batch has the same fastest model."""
+    groups = outcome.batch_groups(tuple(req.targets[0].batches))
+    if len(groups) == 1:
+        return [(subjects, list(req.targets), plans)]
+    main = next(i for i, g in enumerate(groups) if g[0] is outcome.result)
+    planned = {b for g in groups for b in g[2]}
+    runs = []
+    for i, (result, options, batches) in enumerate(groups):
+        own = set(batches) | (set() if i != main else {b for t in req.targets for b in t.batches} - planned)
+        targets = [replace(t, batches=tuple(b for b in t.batches if b in own)) for t in req.targets]
+        targets = [t for t in targets if t.batches]
+        if i == main:
+            runs.append((subjects, targets, plans))
+            continue
+        group_plans: dict = {"baseline": plans.get("baseline")} if "baseline" in plans else {}
+        work = tmp / f"batch{'-'.join(map(str, batches))}"
+        work.mkdir()
+        comp = deploy_subject(loaded, "compressed", options, work, tuple(targets), group_plans, deployed=result,
+                              plan=req.plan)
+        runs.append(([subjects[0], comp], targets, group_plans))
+    return runs
 
 
 def _precision_inputs(req: BenchRequest, shape: tuple[int, ...]):
@@ -372,20 +407,24 @@ def _write_plan(plans: dict, name: str, req: BenchRequest, results, outcome=None
     return [results.attach(".plan.json", json.dumps(record, indent=1, default=str) + "\n")]
 
 
-def _per_layer(subjects: list, plans: dict, req: BenchRequest, stem: str, warnings: list[str]) -> list[Path]:
+def _per_layer(runs: list, req: BenchRequest, stem: str, warnings: list[str]) -> list[Path]:
     """Profile both models layer by layer on each target that has a profiler, in runs of their
-    own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}."""
-    base, comp = subjects
+    own after the timed ones (profilers slow inference down), and write DIR/<stem>.layers.{csv,md}.
+    `runs`: (subjects, targets, plans) per model the plan chose for some batch."""
     frames = []
     for target in req.targets:
         if not can_profile(target):
             warnings.append(f"warning: --per-layer: no per-layer profiler for engine {target.label} "
                             "(ORT engines and trt have one)")
-            continue
-        for batch in target.batches:
-            frames.append(profile_pair(comp, base, decisions_of(plans["compressed"][0].plan),
-                                       decisions_of(plans["baseline"][0].plan), target, batch,
-                                       runs=req.per_layer_runs))
+    for subjects, targets, plans in runs:
+        base, comp = subjects[:2]
+        for target in targets:
+            if not can_profile(target):
+                continue
+            for batch in target.batches:
+                frames.append(profile_pair(comp, base, decisions_of(plans["compressed"][0].plan),
+                                           decisions_of(plans["baseline"][0].plan), target, batch,
+                                           runs=req.per_layer_runs))
     if not frames:
         return []
     df = pd.concat(frames, ignore_index=True).assign(command=req.command, timestamp=utc_now())

@@ -88,6 +88,15 @@ def test_site_of_takes_the_grouping_decision():
     assert site_of("block.convx", [PAIR])[0] == "block.convx"  # a prefix must end at a dot
 
 
+def test_a_site_with_several_decisions_shows_all_actions_and_the_deployed_shape():
+    pad = {"site": "block.conv", "action": "pad width", "layers": ["block.conv.0", "block.conv.1"],
+           "shape_after": "3x3 8->16 + 1x1 16->8"}
+    site, d = site_of("block.conv.0", [PAIR, pad])
+    assert site == "block.conv"
+    assert d["action"] == f"{PAIR['action']}, pad width"
+    assert d["shape_after"] == "3x3 8->16 + 1x1 16->8"
+
+
 def test_trace_is_split_per_run_and_warmup_dropped(tmp_path):
     def node(name: str, ts: int, dur: int, op: str = "Conv") -> dict:
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}

@@ -128,14 +128,22 @@ def executed_layers(original: LayerMap, optimized_graph: Any) -> dict[str, str]:
 
 
 def site_of(layer: str, decisions: Iterable[dict]) -> tuple[str, dict | None]:
-    """The plan site a layer belongs to (and its decision), else the layer itself."""
+    """The plan site a layer belongs to (and its decision), else the layer itself.
+
+    A site can carry several decisions in order (a pair kept, then its width padded): the
+    result names every action and takes the shape of the last, which is what was deployed.
+    """
     best: tuple[str, dict | None] = (layer, None)
     for d in decisions:
         if d.get("action") in _NOT_GROUPING:
             continue
         site = str(d.get("site", ""))
         inside = layer in (d.get("layers") or []) or layer == site or layer.startswith(site + ".")
-        if site and inside and (best[1] is None or len(site) > len(best[0])):
+        if not (site and inside):
+            continue
+        if best[1] is not None and site == best[0]:
+            best = (site, {**d, "action": f"{best[1].get('action')}, {d.get('action')}"})
+        elif best[1] is None or len(site) > len(best[0]):
             best = (site, d)
     return best
 

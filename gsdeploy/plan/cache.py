@@ -35,6 +35,9 @@ MAX_KEY_CHARS = 200
 MAX_MS = 1e7  # a timing over ~3 hours is not a timing
 MAX_COV = 100.0
 MAX_BATCH = 1 << 20
+MAX_BATCHES = 64
+# The whole-model variants a plan chooses among, in the order a tie goes (the simpler model first).
+PLAN_VARIANTS = ("never", "flops", "always", "latency")
 # What may be in a fingerprint: short scalars only.
 MAX_FP_FIELDS = 32
 CHOICE_RE = re.compile(r"keep|fuse|pad:[1-9][0-9]{0,5}")
@@ -118,7 +121,7 @@ def _timings(obj: Any, where: str, count: list[int]) -> dict[str, dict[str, dict
                 count[0] += 1
                 if count[0] > MAX_ENTRIES:
                     raise LutError(f"more than {MAX_ENTRIES} timings")
-                if not (isinstance(b, str) and b.isdigit() and 0 < int(b) <= MAX_BATCH):
+                if not is_batch_key(b):
                     raise LutError(f"{where}.{k}.{c}: batch {b!r} is not an integer in 1..{MAX_BATCH}")
                 if not (isinstance(v, list) and len(v) == 2 and all(type(x) in (int, float) for x in v)):
                     raise LutError(f"{where}.{k}.{c}.{b} must be [median_ms, cov]")
@@ -130,16 +133,28 @@ def _timings(obj: Any, where: str, count: list[int]) -> dict[str, dict[str, dict
     return out
 
 
+def is_batch_key(b: Any) -> bool:
+    """A JSON key naming a batch: ASCII digits (str.isdigit also takes '²'), 1..MAX_BATCH."""
+    return isinstance(b, str) and 0 < len(b) <= 8 and b.isascii() and b.isdigit() and 0 < int(b) <= MAX_BATCH
+
+
 def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise LutError("plans must be an object")
     out = {}
     for k, rec in obj.items():
         _key(k, "plans")
-        if not isinstance(rec, dict) or set(rec) != {"winner", "model", "choices", "reasons"}:
-            raise LutError(f"plans.{k} must have exactly winner, model, choices, reasons")
+        if not isinstance(rec, dict) or set(rec) - {"batch_winners"} != {"winner", "model", "choices", "reasons"}:
+            raise LutError(f"plans.{k} must have exactly winner, model, choices, reasons (and batch_winners)")
         _key(rec["winner"], f"plans.{k}.winner")
         _key(rec["model"], f"plans.{k}.model")
+        winners = rec.get("batch_winners", {})
+        if not isinstance(winners, dict) or len(winners) > MAX_BATCHES:
+            raise LutError(f"plans.{k}.batch_winners must be an object of at most {MAX_BATCHES} batches")
+        for b, name in winners.items():
+            if not is_batch_key(b) or not isinstance(name, str) or name not in PLAN_VARIANTS:
+                raise LutError(f"plans.{k}.batch_winners: {b!r}: {name!r} is not a batch (1..{MAX_BATCH}) and one "
+                               f"of {', '.join(PLAN_VARIANTS)}")
         for part in ("choices", "reasons"):
             if not isinstance(rec[part], dict):
                 raise LutError(f"plans.{k}.{part} must be an object")

@@ -7,9 +7,11 @@
 3. Per site, take the candidate with the lowest time relative to keeping it, averaged over
    the batches (a change must win by MIN_GAIN to be proposed: noise should not flip it).
 4. Time the whole models interleaved in one run per batch: dense (when given), as given
-   (`never`), the FLOP plan, all pairs fused, and the proposed plan. The fastest by geometric
-   mean over the batches wins, so per-site noise cannot ship a slower model; the result is
-   cached, so the same command gives the same plan.
+   (`never`), the FLOP plan, all pairs fused, and the proposed plan. At each batch the fastest
+   whole model wins (a batch-1 server and a batch-32 one are different targets: fusing can win
+   at batch 1 where fixed costs dominate and lose at batch 32), so per-site noise cannot ship a
+   slower model; the fastest by geometric mean over the batches is the one artifact `export`
+   writes. The result is cached, so the same command gives the same plan.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
 MIN_GAIN = 0.03  # a candidate must be this much faster than keeping the site to be proposed
-# The whole-model variants, in the order a tie goes (the simpler model first).
-VARIANTS = ("never", "flops", "always", "latency")
+VARIANTS = lut.PLAN_VARIANTS
 VARIANT_LABELS = {"dense": "dense baseline", "never": "as given (pairs kept)", "flops": "FLOP plan",
                   "always": "all pairs fused", "latency": "per-site latency choices"}
 
@@ -77,6 +78,24 @@ class LatencyPlan:
     seconds: float = 0.0
     table: TimingTable | None = None  # every timing used (what --save-lut writes)
     result: DeployResult | None = None  # the winner, deployed and verified
+    # The fastest whole model at each batch (the winner above is the fastest over all of them)
+    batch_winners: dict[int, str] = field(default_factory=dict)
+    variant_options: dict[str, DeployOptions] = field(default_factory=dict)
+    deployed: dict[str, DeployResult] = field(default_factory=dict)  # variants deployed so far
+    module: nn.Module | None = None  # what the variants deploy (kept to deploy a batch's winner on demand)
+    input_shape: tuple[int, ...] = ()
+
+    def winner_at(self, batch: int) -> str:
+        return self.batch_winners.get(batch, self.winner)
+
+    def result_at(self, batch: int) -> DeployResult:
+        """The fastest model at `batch`, deployed and verified (deployed once, when first asked)."""
+        name = self.winner_at(batch)
+        if name == self.winner and self.result is not None:
+            return self.result
+        if name not in self.deployed:
+            self.deployed[name] = deploy(self.module, self.input_shape, self.variant_options[name])
+        return self.deployed[name]
 
     def variant(self, name: str) -> VariantTiming | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -113,6 +132,19 @@ def _options_key(o: DeployOptions) -> list:
 
 def _geomean_ratio(v: dict[int, Timing], ref: dict[int, Timing]) -> float:
     return math.exp(sum(math.log(v[b].median_ms / ref[b].median_ms) for b in ref) / len(ref))
+
+
+def variant_options(base: DeployOptions, choices: dict[str, str], reasons: dict[str, str]) -> dict[str, DeployOptions]:
+    """The whole-model variants as deploy options; `choices` are the per-site latency choices."""
+    # pairs all have a choice; "flops" still folds linear chains (tiny next to the convs)
+    return {"never": replace(base, fuse="never", choices={}, reasons={}),
+            "flops": replace(base, fuse="flops", choices={}, reasons={}),
+            "always": replace(base, fuse="always", choices={}, reasons={}),
+            "latency": replace(base, fuse="flops", choices=dict(choices), reasons=dict(reasons))}
+
+
+def _batch_winners(measured: dict[str, dict[int, Timing]], batches: tuple[int, ...]) -> dict[int, str]:
+    return {b: min(VARIANTS, key=lambda n: (measured[n][b].median_ms, VARIANTS.index(n))) for b in batches}
 
 
 def _choose(sp: SitePlan) -> str:
@@ -183,13 +215,9 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
         plan.sites.append(sp)
 
     reasons = {sp.site.name: _reason(sp, batches) for sp in plan.sites}
-    # pairs all have a choice; "flops" still folds linear chains (tiny next to the convs)
-    latency_opts = replace(base, fuse="flops", choices={sp.site.name: sp.choice for sp in plan.sites},
-                           reasons=reasons)
-    candidates = {"never": replace(base, fuse="never", choices={}, reasons={}),
-                  "flops": replace(base, fuse="flops", choices={}, reasons={}),
-                  "always": replace(base, fuse="always", choices={}, reasons={}),
-                  "latency": latency_opts}
+    candidates = variant_options(base, {sp.site.name: sp.choice for sp in plan.sites}, reasons)
+    latency_opts = candidates["latency"]
+    plan.variant_options, plan.module, plan.input_shape = candidates, module, tuple(input_shape)
     if not plan.sites:
         plan.notes.append("no site has a choice (no factorized pair, no width to align): deployed as given")
         plan.options, plan.winner, plan.result = candidates["never"], "never", as_given
@@ -239,13 +267,18 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
                                                predicted if name == "latency" else None))
         ref = measured["never"]
         plan.winner = min(VARIANTS, key=lambda n: (_geomean_ratio(measured[n], ref), VARIANTS.index(n)))
+        plan.batch_winners = _batch_winners(measured, batches)
     else:
         plan.variants.append(VariantTiming("latency", latency_opts, {}, predicted))
         plan.winner = "latency"
+        plan.batch_winners = {b: "latency" for b in batches}
     plan.options = candidates[plan.winner]
     plan.result = results.get(plan.winner) or deploy(module, input_shape, plan.options)
-    table.plans[plan_key] = {"winner": plan.winner, "model": key, "choices": dict(plan.options.choices),
-                             "reasons": dict(plan.options.reasons)}
+    plan.deployed = {n: r for n, r in results.items() if n in plan.batch_winners.values()}
+    table.plans[plan_key] = {"winner": plan.winner, "model": key, "choices": dict(latency_opts.choices),
+                             "reasons": dict(latency_opts.reasons),
+                             "batch_winners": {str(b): n for b, n in plan.batch_winners.items()}}
+    _batch_note(plan)
     _dense_note(plan)
     if not from_lut:
         lut.save_cached(table)
@@ -253,11 +286,22 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
     return plan
 
 
+def _batch_note(plan: LatencyPlan) -> None:
+    if len(set(plan.batch_winners.values())) > 1:
+        per = ", ".join(f"batch {b}: {VARIANT_LABELS.get(n, n)}" for b, n in plan.batch_winners.items())
+        plan.notes.append(f"the fastest model differs by batch ({per}): bench times each batch with its own; "
+                          f"export writes the fastest over all batches ({VARIANT_LABELS.get(plan.winner, plan.winner)})"
+                          "; `export --batch B` writes the one for batch B")
+
+
 def _dense_note(plan: LatencyPlan) -> None:
-    d, w = plan.variant("dense"), plan.variant(plan.winner)
-    if d is None or w is None or not w.measured:
+    d = plan.variant("dense")
+    if d is None:
         return
-    slower = [b for b in plan.batches if w.measured[b].median_ms >= d.measured[b].median_ms]
+    fastest = {b: plan.variant(plan.winner_at(b)) for b in plan.batches}
+    if any(v is None or b not in v.measured for b, v in fastest.items()):
+        return
+    slower = [b for b, v in fastest.items() if v.measured[b].median_ms >= d.measured[b].median_ms]
     if slower:
         plan.notes.append(f"nothing beats dense at batch {', '.join(map(str, slower))}: the dense model is faster "
                           "there than every deployment of this compressed model")
@@ -268,16 +312,22 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
     """The plan this target already made for this model: deploy it again, measure nothing."""
     if record["winner"] not in VARIANTS:
         raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
-    fuse = record["winner"] if record["winner"] != "latency" else "flops"
-    options = replace(base, fuse=fuse, choices=dict(record["choices"]), reasons=dict(record["reasons"]))
+    candidates = variant_options(base, record["choices"], record["reasons"])
+    winners = {int(b): n for b, n in record.get("batch_winners", {}).items()}
+    if "batch_winners" not in record and record["winner"] != "latency":
+        # written before the per-batch winners: its choices were the winner's own (none)
+        candidates["latency"] = replace(candidates["latency"], choices={}, reasons={})
+    options = candidates[record["winner"]]
     plan = LatencyPlan("latency", options, record["winner"], fingerprint=fp, batches=batches, table=table,
-                       models_cached=True)
+                       models_cached=True, batch_winners={b: winners.get(b, record["winner"]) for b in batches},
+                       variant_options=candidates, module=module, input_shape=tuple(input_shape))
     measured = table.model(record["model"]) or {}
     for name in (["dense"] if dense is not None else []) + list(VARIANTS):
         if name in measured and all(b in measured[name] for b in batches):
             plan.variants.append(VariantTiming(name, None, measured[name]))
     plan.notes.append("plan " + ("from the LUT" if from_lut else "from the timing cache (--refresh re-measures)"))
     plan.result = deploy(module, input_shape, options)
+    _batch_note(plan)
     _dense_note(plan)
     plan.seconds = time.perf_counter() - start
     return plan
@@ -291,4 +341,5 @@ def require_plannable(target: Target) -> str | None:
     return reason
 
 
-__all__ = ["LatencyPlan", "SitePlan", "VariantTiming", "plan_latency", "require_plannable", "GsdeployError"]
+__all__ = ["LatencyPlan", "SitePlan", "VariantTiming", "plan_latency", "require_plannable", "variant_options",
+           "GsdeployError"]

@@ -37,6 +37,16 @@ class PlanOutcome:
     plan: LatencyPlan | None  # the measured plan (None for the FLOP plan)
     warning: str | None = None  # why the latency plan was not used, for one line on stderr
 
+    def batch_groups(self, batches: tuple[int, ...]) -> list[tuple[DeployResult, DeployOptions, tuple[int, ...]]]:
+        """The models to time and the batches each is fastest at: one group unless the latency
+        plan found a different fastest model at some batch."""
+        p = self.plan
+        if p is None or not p.batch_winners:
+            return [(self.result, self.options, tuple(batches))]
+        names = list(dict.fromkeys(p.winner_at(b) for b in batches))
+        return [(p.result_at(next(b for b in batches if p.winner_at(b) == n)), p.variant_options.get(n, self.options),
+                 tuple(b for b in batches if p.winner_at(b) == n)) for n in names]
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the mode, and for a latency plan the winner, the fingerprint, every whole-model
         timing (measured and predicted) and the notes."""
@@ -44,7 +54,8 @@ class PlanOutcome:
         p = self.plan
         if p is not None:
             out.update({
-                "winner": p.winner, "fingerprint": p.fingerprint, "batches": list(p.batches), "notes": p.notes,
+                "winner": p.winner, "batch_winners": {str(b): n for b, n in p.batch_winners.items()},
+                "fingerprint": p.fingerprint, "batches": list(p.batches), "notes": p.notes,
                 "sites_measured": p.measured_sites, "sites_cached": p.cached_sites,
                 "models_cached": p.models_cached, "seconds": round(p.seconds, 2),
                 "variants": {v.name: {"measured_ms": {str(b): t.median_ms for b, t in v.measured.items()},
