@@ -74,3 +74,4 @@ def quick_latency_plan(_plan_cache_dir, monkeypatch):
     quick = MeasureConfig(warmup_s=0.005, min_iterations=5, min_duration_s=0.005, settle_max_s=0.01)
     monkeypatch.setattr(search, "SITE_CONFIG", quick)
     monkeypatch.setattr(search, "MODEL_CONFIG", quick)
+    monkeypatch.setattr(search, "MODEL_ROUNDS", 1)

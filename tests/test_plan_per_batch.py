@@ -25,9 +25,9 @@ SCRIPT = {1: {"always": 1.0}, 2: {"always": 3.0, "never": 1.4}}
 
 
 def scripted(real):
-    def time_modules(target, modules, input_shape, batches, cfg):
+    def time_modules(target, modules, input_shape, batches, cfg, rounds=1):
         if "never" not in modules:  # a site's candidates: measure them
-            return real(target, modules, input_shape, batches, cfg)
+            return real(target, modules, input_shape, batches, cfg, rounds)
         return {n: {b: Timing(SCRIPT[b].get(n, 2.0), 0.01) for b in batches} for n in modules}
     return time_modules
 

@@ -30,12 +30,15 @@ from gsdeploy.errors import GsdeployError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.cache import Timing, TimingTable
 from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
-from gsdeploy.plan.timing import (MODEL_CONFIG, PLANNABLE_ENGINES, SITE_CONFIG, fingerprint, preferred_multiples,
-                                  time_modules)
+from gsdeploy.plan.timing import (MODEL_CONFIG, MODEL_ROUNDS, PLANNABLE_ENGINES, SITE_CONFIG, fingerprint,
+                                  preferred_multiples, time_modules)
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
 MIN_GAIN = 0.03  # a candidate must be this much faster than keeping the site to be proposed
+# A batch gets its own model only when that is this much faster there than the overall winner:
+# two identical models read 3-5% apart in one short run here (docs/measuring.md).
+BATCH_MARGIN = 0.05
 VARIANTS = lut.PLAN_VARIANTS
 VARIANT_LABELS = {"dense": "dense baseline", "never": "as given (pairs kept)", "flops": "FLOP plan",
                   "always": "all pairs fused", "latency": "per-site latency choices"}
@@ -143,8 +146,15 @@ def variant_options(base: DeployOptions, choices: dict[str, str], reasons: dict[
             "latency": replace(base, fuse="flops", choices=dict(choices), reasons=dict(reasons))}
 
 
-def _batch_winners(measured: dict[str, dict[int, Timing]], batches: tuple[int, ...]) -> dict[int, str]:
-    return {b: min(VARIANTS, key=lambda n: (measured[n][b].median_ms, VARIANTS.index(n))) for b in batches}
+def _batch_winners(measured: dict[str, dict[int, Timing]], batches: tuple[int, ...], overall: str) -> dict[int, str]:
+    """At each batch, the fastest variant if it beats the overall winner there by BATCH_MARGIN, else
+    the overall winner: a batch gets a model of its own only for a difference above the noise."""
+    out = {}
+    for b in batches:
+        best = min(VARIANTS, key=lambda n: (measured[n][b].median_ms, VARIANTS.index(n)))
+        beats = measured[best][b].median_ms < (1 - BATCH_MARGIN) * measured[overall][b].median_ms
+        out[b] = best if beats else overall
+    return out
 
 
 def _choose(sp: SitePlan) -> str:
@@ -252,7 +262,7 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
             else:
                 seen[st] = name
                 mods[name] = results[name].module
-        measured = time_modules(target, mods, input_shape, batches, MODEL_CONFIG)
+        measured = time_modules(target, mods, input_shape, batches, MODEL_CONFIG, MODEL_ROUNDS)
         for name, twin in same.items():
             measured[name] = measured[twin]
         table.put_model(key, measured)
@@ -267,7 +277,7 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
                                                predicted if name == "latency" else None))
         ref = measured["never"]
         plan.winner = min(VARIANTS, key=lambda n: (_geomean_ratio(measured[n], ref), VARIANTS.index(n)))
-        plan.batch_winners = _batch_winners(measured, batches)
+        plan.batch_winners = _batch_winners(measured, batches, plan.winner)
     else:
         plan.variants.append(VariantTiming("latency", latency_opts, {}, predicted))
         plan.winner = "latency"
@@ -314,14 +324,19 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
         raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
     candidates = variant_options(base, record["choices"], record["reasons"])
     winners = {int(b): n for b, n in record.get("batch_winners", {}).items()}
-    if "batch_winners" not in record and record["winner"] != "latency":
-        # written before the per-batch winners: its choices were the winner's own (none)
-        candidates["latency"] = replace(candidates["latency"], choices={}, reasons={})
+    measured = table.model(record["model"]) or {}
+    if "batch_winners" not in record:
+        # written before the per-batch winners: recompute them from its whole-model timings; its
+        # choices were the winner's own, so a "latency" winner is known only when it was the winner
+        if all(n in measured and all(b in measured[n] for b in batches) for n in VARIANTS):
+            winners = _batch_winners(measured, batches, record["winner"])
+        if record["winner"] != "latency":
+            candidates["latency"] = replace(candidates["latency"], choices={}, reasons={})
+            winners = {b: n if n != "latency" else record["winner"] for b, n in winners.items()}
     options = candidates[record["winner"]]
     plan = LatencyPlan("latency", options, record["winner"], fingerprint=fp, batches=batches, table=table,
                        models_cached=True, batch_winners={b: winners.get(b, record["winner"]) for b in batches},
                        variant_options=candidates, module=module, input_shape=tuple(input_shape))
-    measured = table.model(record["model"]) or {}
     for name in (["dense"] if dense is not None else []) + list(VARIANTS):
         if name in measured and all(b in measured[name] for b in batches):
             plan.variants.append(VariantTiming(name, None, measured[name]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +33,11 @@ from gsdeploy.target import Target, usable_cpus
 # (CoV 80-230%). Waiting up to 150 ms made them repeat within about 10%.
 SITE_CONFIG = MeasureConfig(warmup_s=0.02, min_iterations=20, min_duration_s=0.08, block=10, pause_s=0.005,
                             settle_max_s=0.15, block_max_s=0.08, block_min_s=0.04)
-MODEL_CONFIG = MeasureConfig(warmup_s=0.1, min_iterations=30, min_duration_s=0.5, settle_max_s=0.15)
+# Whole models: two short rounds, each with fresh sessions, rather than one long one. Two
+# sessions of the same ONNX file read 3-5% apart within one run here, persistently (where the
+# engine happened to place their buffers): more samples do not average that out, new sessions do.
+MODEL_CONFIG = MeasureConfig(warmup_s=0.05, min_iterations=10, min_duration_s=0.25, settle_max_s=0.15)
+MODEL_ROUNDS = 2
 
 PLANNABLE_ENGINES = ("ort", "torch")
 
@@ -108,20 +113,24 @@ def _frozen_heap():
 
 
 def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: tuple[int, ...],
-                 batches: tuple[int, ...], cfg: MeasureConfig) -> dict[str, dict[int, Timing]]:
-    """Median and CoV of each module at each batch, interleaved in one run per batch."""
-    out: dict[str, dict[int, Timing]] = {n: {} for n in modules}
+                 batches: tuple[int, ...], cfg: MeasureConfig, rounds: int = 1) -> dict[str, dict[int, Timing]]:
+    """Median and CoV of each module at each batch, interleaved in one run per batch; with
+    `rounds` > 1 the runs repeat with fresh sessions and each module's median is the median of
+    its rounds' medians (its CoV the median of theirs)."""
+    per_round: dict[str, dict[int, list[Timing]]] = {n: {b: [] for b in batches} for n in modules}
     with _float32(), _frozen_heap(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
         subjects = {n: _subject(target, m.float().eval(), tuple(input_shape), Path(tmp), f"m{i}")
                     for i, (n, m) in enumerate(modules.items())}
-        for b in batches:
-            runners = {}
-            try:
-                for n, s in subjects.items():
-                    runners[n] = make_runner(s, target, b)
-                for n, st in measure_interleaved(runners, b, cfg).items():
-                    out[n][b] = Timing(st.median_ms, st.cov)
-            finally:
-                for r in reversed(list(runners.values())):  # torch runners restore threads in reverse order
-                    r.close()
-    return out
+        for _ in range(rounds):
+            for b in batches:
+                runners = {}
+                try:
+                    for n, s in subjects.items():
+                        runners[n] = make_runner(s, target, b)
+                    for n, st in measure_interleaved(runners, b, cfg).items():
+                        per_round[n][b].append(Timing(st.median_ms, st.cov))
+                finally:
+                    for r in reversed(list(runners.values())):  # torch runners restore threads in reverse order
+                        r.close()
+    return {n: {b: Timing(statistics.median(t.median_ms for t in ts), statistics.median(t.cov for t in ts))
+                for b, ts in bs.items()} for n, bs in per_round.items()}
