@@ -11,8 +11,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
-from gsdeploy.transforms.fxutil import call_counts, describe, layer_macs
 from gsdeploy.transforms.decisions import Decision
+from gsdeploy.transforms.fxutil import describe, layer_macs
+from gsdeploy.transforms.patterns import Match, fuse
 
 
 def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,31 +47,25 @@ def fold_into(layer: nn.Conv2d | nn.Linear, bn: nn.Module) -> None:
 
 def fold_bn(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     shapes = ctx.shapes(gm)
-    calls = call_counts(gm)
     decisions: list[Decision] = []
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or calls[node.target] != 1:
-            continue
-        bn = gm.get_submodule(node.target)
-        if not foldable_bn(bn):
-            continue
-        src = node.args[0] if node.args else None
-        if not isinstance(src, fx.Node) or src.op != "call_module" or calls[src.target] != 1 or len(src.users) != 1:
-            continue
-        layer = gm.get_submodule(src.target)
+
+    def build(match: Match) -> nn.Module | None:
+        src, node = match.nodes
+        layer, bn = match.modules
         pair_ok = (isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or \
                   (isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and len(shapes.get(src, ())) == 2)
         if not pair_ok or bn.num_features != layer.weight.shape[0]:
-            continue
+            return None
         before = describe(layer)
         fold_into(layer, bn)
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
         macs = layer_macs(layer, shapes.get(src, ()))
         decisions.append(Decision(site=src.target, action="fold BN", layers=[src.target, node.target],
                                   shape_before=f"{before} + BN {bn.num_features}", shape_after=describe(layer),
                                   macs_before=macs, macs_after=macs,
                                   reason="eval BatchNorm is an affine map per output channel"))
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+        return layer  # folded in place: the layer's node now computes the BN's output
+
+    # ordered by the BN node, as this pass always walked the graph; a folded layer can meet a
+    # second BN (conv -> BN -> BN) in the next round
+    fuse(gm, ((nn.Conv2d, nn.Linear), foldable_bn), build, order_by=-1)
     return decisions

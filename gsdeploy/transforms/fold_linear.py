@@ -11,8 +11,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
-from gsdeploy.transforms.fxutil import call_counts, common_prefix, fmt_macs, linear_macs
 from gsdeploy.transforms.decisions import Decision
+from gsdeploy.transforms.fxutil import common_prefix, fmt_macs, linear_macs
+from gsdeploy.transforms.patterns import Match, fuse
 
 
 def folded_linear(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:
@@ -36,55 +37,31 @@ def fold_linear(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     # chain bookkeeping: the deployed module name -> (layers folded into it, shape before, MACs before)
     chains: dict[str, tuple[list[str], list[int], int]] = {}
     decisions: dict[str, Decision] = {}
-    kept: set[tuple[str, str]] = set()
-    changed = True
-    while changed:
-        changed = False
-        calls = call_counts(gm)
-        for n1 in list(gm.graph.nodes):
-            if n1.op != "call_module" or calls[n1.target] != 1 or not isinstance(gm.get_submodule(n1.target), nn.Linear):
-                continue
-            if len(n1.users) != 1:
-                continue
-            n2 = next(iter(n1.users))
-            if n2.op != "call_module" or calls[n2.target] != 1 or n2.args != (n1,) or n2.kwargs:
-                continue
-            l1, l2 = gm.get_submodule(n1.target), gm.get_submodule(n2.target)
-            if not isinstance(l2, nn.Linear) or (n1.target, n2.target) in kept:
-                continue
-            layers1, dims1, macs1 = chains.get(n1.target, ([n1.target], [l1.in_features, l1.out_features],
-                                                          linear_macs(l1)))
-            layers2, dims2, macs2 = chains.get(n2.target, ([n2.target], [l2.in_features, l2.out_features],
-                                                          linear_macs(l2)))
-            before_now = linear_macs(l1) + linear_macs(l2)
-            after = l1.in_features * l2.out_features
-            fold = mode == "always" or (mode == "flops" and after <= before_now)
-            layers, dims = layers1 + layers2, dims1 + dims2[1:]
-            shape_before = "linear " + "->".join(str(d) for d in dims)
-            if not fold:
-                kept.add((n1.target, n2.target))
-                reason = f"by FLOPs: {fmt_macs(before_now)} -> {fmt_macs(after)}" if mode == "flops" else f"fuse={mode}"
-                decisions[f"keep:{n1.target}:{n2.target}"] = Decision(
-                    n2.target, "keep", [n1.target, n2.target],
-                    f"linear {l1.in_features}->{l1.out_features}->{l2.out_features}",
-                    f"linear {l1.in_features}->{l1.out_features}->{l2.out_features}", before_now, before_now, reason)
-                continue
-            f = folded_linear(l1, l2)
-            parent, _, attr = n1.target.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, attr, f)
-            n2.replace_all_uses_with(n1)
-            gm.graph.erase_node(n2)
-            decisions.pop(n2.target, None)
-            chains.pop(n2.target, None)
-            macs_before = macs1 + macs2
-            chains[n1.target] = (layers, dims, macs_before)
-            reason = (f"by FLOPs: {fmt_macs(macs_before)} -> {fmt_macs(linear_macs(f))}" if mode == "flops"
-                      else f"fuse={mode}")
-            decisions[n1.target] = Decision(common_prefix(layers), "fold linear chain", layers, shape_before,
-                                            f"linear {f.in_features}->{f.out_features}", macs_before,
-                                            linear_macs(f), reason)
-            changed = True
-            break
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+
+    def build(match: Match) -> nn.Linear | None:
+        n1, n2 = match.names
+        l1, l2 = match.modules
+        layers1, dims1, macs1 = chains.get(n1, ([n1], [l1.in_features, l1.out_features], linear_macs(l1)))
+        layers2, dims2, macs2 = chains.get(n2, ([n2], [l2.in_features, l2.out_features], linear_macs(l2)))
+        before_now = linear_macs(l1) + linear_macs(l2)
+        after = l1.in_features * l2.out_features
+        if not (mode == "always" or (mode == "flops" and after <= before_now)):
+            reason = f"by FLOPs: {fmt_macs(before_now)} -> {fmt_macs(after)}" if mode == "flops" else f"fuse={mode}"
+            shape = f"linear {l1.in_features}->{l1.out_features}->{l2.out_features}"
+            decisions[f"keep:{n1}:{n2}"] = Decision(n2, "keep", [n1, n2], shape, shape, before_now, before_now, reason)
+            return None
+        f = folded_linear(l1, l2)
+        # n2 is folded into n1's place: its own chain (if any) becomes part of n1's
+        decisions.pop(n2, None)
+        chains.pop(n2, None)
+        layers, dims, macs_before = layers1 + layers2, dims1 + dims2[1:], macs1 + macs2
+        chains[n1] = (layers, dims, macs_before)
+        reason = (f"by FLOPs: {fmt_macs(macs_before)} -> {fmt_macs(linear_macs(f))}" if mode == "flops"
+                  else f"fuse={mode}")
+        decisions[n1] = Decision(common_prefix(layers), "fold linear chain", layers,
+                                 "linear " + "->".join(str(d) for d in dims), f"linear {f.in_features}->{f.out_features}",
+                                 macs_before, linear_macs(f), reason)
+        return f
+
+    fuse(gm, (nn.Linear, nn.Linear), build)
     return list(decisions.values())

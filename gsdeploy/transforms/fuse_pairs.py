@@ -13,8 +13,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
-from gsdeploy.transforms.fxutil import call_counts, common_prefix, conv_macs, describe, fmt_macs
 from gsdeploy.transforms.decisions import Decision
+from gsdeploy.transforms.fxutil import common_prefix, conv_macs, describe, fmt_macs
+from gsdeploy.transforms.patterns import Match, fuse
 
 
 def is_pointwise_conv(m: nn.Module) -> bool:
@@ -47,67 +48,43 @@ def fused_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
     return f
 
 
-def _candidates(gm: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
-    calls = call_counts(gm)
-    out = []
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or calls[node.target] != 1 or not isinstance(gm.get_submodule(node.target), nn.Conv2d):
-            continue
-        if len(node.users) != 1:
-            continue
-        user = next(iter(node.users))
-        if user.op != "call_module" or calls[user.target] != 1 or user.args != (node,) or user.kwargs:
-            continue
-        if is_pointwise_conv(gm.get_submodule(user.target)):
-            out.append((node, user))
-    return out
+# a k x k conv whose only user is a pointwise conv that reads only it
+PATTERN = (nn.Conv2d, is_pointwise_conv)
 
 
 def fuse_pairs(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     mode = ctx.options.fuse
     decisions: list[Decision] = []
-    seen: set[tuple[str, str]] = set()
     shapes = ctx.shapes(gm)  # a fusion changes no tensor shape: compute once, patch below
-    changed = True
-    while changed:
-        changed = False
-        for an, bn in _candidates(gm):
-            key = (an.target, bn.target)
-            if key in seen:
-                continue
-            seen.add(key)
-            a, b = gm.get_submodule(an.target), gm.get_submodule(bn.target)
-            out_shape = shapes[bn]
-            pair = conv_macs(a, shapes[an]) + conv_macs(b, out_shape)
-            fused = b.out_channels * a.in_channels * a.kernel_size[0] * a.kernel_size[1] * \
-                int(out_shape[-1]) * int(out_shape[-2])
-            fuse = mode == "always" or (mode == "flops" and fused < pair)
-            reason = f"by FLOPs: {fmt_macs(pair)} -> {fmt_macs(fused)}" if mode == "flops" else \
-                f"fuse={mode} (FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)})"
-            choice = ctx.options.choices.get(an.target)
-            if choice in ("keep", "fuse"):
-                fuse = choice == "fuse"
-                reason = ctx.options.reasons.get(an.target, f"plan: {choice}") + \
-                    f"; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
-            elif choice is not None:  # padded later by align_widths: the pair stays a pair
-                fuse = False
-                reason = ctx.options.reasons.get(an.target, f"plan: {choice}")
-            site = common_prefix([an.target, bn.target])
-            before = f"{describe(a)} + {describe(b)}"
-            if not fuse:
-                decisions.append(Decision(site, "keep", [an.target, bn.target], before, before, pair, pair, reason))
-                continue
-            f = fused_conv(a, b)
-            decisions.append(Decision(site, "fuse pair", [an.target, bn.target], before, describe(f), pair, fused,
-                                      reason))
-            # A's place keeps the fused conv; B goes
-            parent, _, attr = an.target.rpartition(".")
-            setattr(gm.get_submodule(parent) if parent else gm, attr, f)
-            bn.replace_all_uses_with(an)
-            shapes[an] = shapes.pop(bn)
-            gm.graph.erase_node(bn)
-            changed = True
-            break  # shapes and candidates changed
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+
+    def build(match: Match) -> nn.Conv2d | None:
+        an, bn = match.nodes
+        a, b = match.modules
+        out_shape = shapes[bn]
+        pair = conv_macs(a, shapes[an]) + conv_macs(b, out_shape)
+        fused = b.out_channels * a.in_channels * a.kernel_size[0] * a.kernel_size[1] * \
+            int(out_shape[-1]) * int(out_shape[-2])
+        fuse_it = mode == "always" or (mode == "flops" and fused < pair)
+        reason = f"by FLOPs: {fmt_macs(pair)} -> {fmt_macs(fused)}" if mode == "flops" else \
+            f"fuse={mode} (FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)})"
+        choice = ctx.options.choices.get(an.target)
+        if choice in ("keep", "fuse"):
+            fuse_it = choice == "fuse"
+            reason = ctx.options.reasons.get(an.target, f"plan: {choice}") + \
+                f"; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
+        elif choice is not None:  # padded later by align_widths: the pair stays a pair
+            fuse_it = False
+            reason = ctx.options.reasons.get(an.target, f"plan: {choice}")
+        site = common_prefix([an.target, bn.target])
+        before = f"{describe(a)} + {describe(b)}"
+        if not fuse_it:
+            decisions.append(Decision(site, "keep", [an.target, bn.target], before, before, pair, pair, reason))
+            return None
+        f = fused_conv(a, b)
+        decisions.append(Decision(site, "fuse pair", [an.target, bn.target], before, describe(f), pair, fused,
+                                  reason))
+        shapes[an] = shapes.pop(bn)  # A's node computes B's output from now on
+        return f
+
+    fuse(gm, PATTERN, build)
     return decisions
