@@ -12,22 +12,17 @@ import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.decisions import Decision
-from gsdeploy.transforms.fxutil import common_prefix, fmt_macs, linear_macs
+from gsdeploy.transforms.fxutil import chained_bias, common_prefix, fmt_macs, linear_macs
 from gsdeploy.transforms.patterns import Match, fuse
 
 
 def folded_linear(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:
     w1, w2 = l1.weight.detach().double(), l2.weight.detach().double()
-    b = torch.zeros(l2.out_features, dtype=torch.float64)
-    if l1.bias is not None:
-        b += w2 @ l1.bias.detach().double()
-    if l2.bias is not None:
-        b += l2.bias.detach().double()
-    has_bias = l1.bias is not None or l2.bias is not None
-    f = nn.Linear(l1.in_features, l2.out_features, bias=has_bias)
+    b = chained_bias(w2, l1, l2)
+    f = nn.Linear(l1.in_features, l2.out_features, bias=b is not None)
     with torch.no_grad():
         f.weight.copy_((w2 @ w1).to(l1.weight.dtype))
-        if has_bias:
+        if b is not None:
             f.bias.copy_(b.to(l1.weight.dtype))
     return f
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.decisions import Decision
-from gsdeploy.transforms.fxutil import common_prefix, conv_macs, describe, fmt_macs
+from gsdeploy.transforms.fxutil import chained_bias, common_prefix, conv_macs, describe, fmt_macs
 from gsdeploy.transforms.patterns import Match, fuse
 
 
@@ -33,17 +33,12 @@ def fused_conv(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
     for j in range(g):
         rows = slice(j * mid_g, (j + 1) * mid_g)
         w[:, j * cin_g:(j + 1) * cin_g] = torch.einsum("or,rckl->ockl", wb[:, rows], wa[rows])
-    bias = torch.zeros(b.out_channels, dtype=torch.float64)
-    if a.bias is not None:
-        bias += wb @ a.bias.detach().double()
-    if b.bias is not None:
-        bias += b.bias.detach().double()
-    has_bias = a.bias is not None or b.bias is not None
+    bias = chained_bias(wb, a, b)
     f = nn.Conv2d(a.in_channels, b.out_channels, a.kernel_size, stride=a.stride, padding=a.padding,
-                  dilation=a.dilation, groups=1, bias=has_bias, padding_mode=a.padding_mode)
+                  dilation=a.dilation, groups=1, bias=bias is not None, padding_mode=a.padding_mode)
     with torch.no_grad():
         f.weight.copy_(w.to(a.weight.dtype))
-        if has_bias:
+        if bias is not None:
             f.bias.copy_(bias.to(a.weight.dtype))
     return f
 

@@ -110,6 +110,19 @@ def layer_macs(m: nn.Module, out_shape) -> int:
     return 0
 
 
+def chained_bias(w2: torch.Tensor, first: nn.Module, second: nn.Module) -> torch.Tensor | None:
+    """The bias of second(first(x)) for two affine layers, w2 the second's (out, in) matrix in
+    float64: w2 @ b1 + b2, in float64 so the fused layer rounds once; None when neither has a bias."""
+    if first.bias is None and second.bias is None:
+        return None
+    bias = torch.zeros(w2.shape[0], dtype=torch.float64)
+    if first.bias is not None:
+        bias += w2 @ first.bias.detach().double()
+    if second.bias is not None:
+        bias += second.bias.detach().double()
+    return bias
+
+
 def describe(m: nn.Module) -> str:
     """'3x3 16->7', '3x3/g4 16->16', 'linear 512->10' — for plans a person reads."""
     if isinstance(m, nn.Conv2d):
