@@ -12,13 +12,14 @@ channel. Rules, one small function per kind of op, say how elements relate:
 
 A class (a set of unioned elements) is removable iff it is not pinned and either nothing in
 it is non-zero (every producer writes zero and every op keeps zero: removing it changes no
-value) or nothing in it is used (every consumer ignores it). Grouped convs add one more
-constraint: a group goes only as a whole. The DWGL intersection rule across a residual add
-falls out of the union: the class is zero only if every addend's producer is zero.
+value) or nothing in it is used (every consumer ignores it). Grouped convs and GroupNorm add
+one more constraint: a group goes only as a whole. What each layer type writes, reads and
+groups is said by its class in layer_channels. The DWGL intersection rule across a residual
+add falls out of the union: the class is zero only if every addend's producer is zero.
 
 What keeps a class is data too: an opaque node that pinned it (`blockers`) or a grouped conv
-that keeps a whole group for it; `Analysis.blocked` names that node, so the plan can say which
-op kept which zero channels.
+or GroupNorm that keeps a whole group for it; `Analysis.blocked` names that node, so the plan
+can say which op kept which zero channels.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.transforms import ops
-from gsdeploy.transforms.fold_bn import bn_scale_shift, foldable_bn
 from gsdeploy.transforms.fxutil import attr_value, bind, call_counts
+from gsdeploy.transforms.layer_channels import ChannelLayer, channel_layer
 from gsdeploy.zoo.layers import DReLU
 
+# Modules without per-channel state; those with it (conv, BN, PReLU, ...) have a class in layer_channels.
 ZERO_PRESERVING_MODULES: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, DReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, DReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish,
     nn.Hardtanh, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
 )
 NOT_ZERO_PRESERVING_MODULES: tuple[type, ...] = (nn.Sigmoid, nn.Hardsigmoid)
@@ -152,41 +154,6 @@ class Analysis:
 # understand the node (the node is then opaque: its channels are pinned).
 
 
-def _slice_norms(w: torch.Tensor, dim: int) -> torch.Tensor:
-    dims = [d for d in range(w.dim()) if d != dim]
-    return w.detach().double().pow(2).sum(dim=dims).sqrt()
-
-
-def _grouped_columns(conv: nn.Conv2d, w: torch.Tensor) -> torch.Tensor:
-    """(Cin, ...) view of what reads each input channel: a grouped conv reads channel c only
-    in the rows of c's group."""
-    g = conv.groups
-    cout_g, cin_g = w.shape[0] // g, w.shape[1]
-    return w.reshape(g, cout_g, cin_g, -1).transpose(1, 2).reshape(g * cin_g, -1)
-
-
-def row_nonzero(layer: nn.Conv2d | nn.Linear, tol: float) -> np.ndarray:
-    w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-    b = layer.bias.detach() if layer.bias is not None else None
-    if tol == 0:  # exact: no arithmetic, so no underflow of tiny values to zero
-        rows = w.ne(0).any(dim=1)
-        if b is not None:
-            rows |= b.ne(0)
-    else:
-        rows = _slice_norms(w, 0) > tol
-        if b is not None:
-            rows |= b.double().abs() > tol
-    return rows.numpy()
-
-
-def column_used(layer: nn.Conv2d | nn.Linear, tol: float) -> np.ndarray:
-    w = layer.weight.detach()
-    cols = _grouped_columns(layer, w) if isinstance(layer, nn.Conv2d) else w.t()
-    if tol == 0:
-        return cols.ne(0).any(dim=1).numpy()
-    return (_slice_norms(cols, 0) > tol).numpy()
-
-
 def _pin_all(cg: ChannelGraph, node: fx.Node, why: str = "not understood by the channel analysis") -> bool:
     for a in node.all_input_nodes:
         cg.pin(a, node)
@@ -213,43 +180,38 @@ def _pointwise(cg: ChannelGraph, node: fx.Node, x: Any, zero_preserving: bool) -
     return True
 
 
-def rule_layer(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
-    m = gm.get_submodule(node.target)
+def rule_layer(cg: ChannelGraph, node: fx.Node, m: nn.Module, layer: ChannelLayer, shapes: dict, tol: float) -> bool:
+    """A module with a class in layer_channels: that class says what it writes, reads and couples."""
     x = _first(node)
     if len(node.all_input_nodes) != 1 or not cg.tracked(x) or node not in cg.offset:
         return False
-    if isinstance(m, nn.Linear) and len(shapes[x]) != 2:
-        return False  # Linear acts on the last axis; only for 2-D inputs is that the channel axis
-    cg.mark(cg.nonzero, node, row_nonzero(m, tol))
-    cg.mark(cg.used, x, column_used(m, tol))
-    if isinstance(m, nn.Conv2d) and m.groups > 1:
-        cin_g, cout_g = m.in_channels // m.groups, m.out_channels // m.groups
+    if not layer.understands(m, shapes[x], cg.width[node]):
+        return False
+    if layer.pointwise:
+        if not _pointwise(cg, node, x, True):
+            return False
+        cg.mark(cg.nonzero, node, layer.writes(m, tol))
+        return True
+    cg.mark(cg.nonzero, node, layer.writes(m, tol))
+    cg.mark(cg.used, x, layer.reads(m, tol))
+    g = layer.whole_groups(m)
+    if g:
+        cin_g, cout_g = layer.in_channels(m) // g, layer.out_channels(m) // g
         xi, yi = cg.ids(x), cg.ids(node)
-        for j in range(m.groups):
+        for j in range(g):
             cg.groups.append(np.array(list(xi[j * cin_g:(j + 1) * cin_g]) + list(yi[j * cout_g:(j + 1) * cout_g])))
             cg.group_owner.append(node)
-    return True
-
-
-def rule_bn(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
-    bn = gm.get_submodule(node.target)
-    x = _first(node)
-    if not foldable_bn(bn) or not _pointwise(cg, node, x, True):
-        return False
-    _, shift = bn_scale_shift(bn)
-    cg.mark(cg.nonzero, node, (shift != 0).numpy())  # exact: an unfolded BN shift is not thresholded
+        if layer.group_why:
+            cg.blocker_why.setdefault(node, layer.group_why)
     return True
 
 
 def rule_module(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, tol: float) -> bool:
     m = gm.get_submodule(node.target)
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        return rule_layer(cg, gm, node, shapes, tol)
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return rule_bn(cg, gm, node, shapes, tol)
+    layer = channel_layer(m)
+    if layer is not None:
+        return rule_layer(cg, node, m, layer, shapes, tol)
     if isinstance(m, nn.Dropout) and m.training:
-        return False
-    if isinstance(m, nn.PReLU) and m.num_parameters not in (1, cg.width.get(node, -1)):
         return False
     if isinstance(m, ZERO_PRESERVING_MODULES):
         return _pointwise(cg, node, _first(node), True)

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch.fx as fx
-import torch.nn as nn
 
-from gsdeploy.transforms.channels import analyze, column_used, row_nonzero
+from gsdeploy.transforms.channels import analyze
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import fmt_macs, layer_macs
 from gsdeploy.transforms.inplace import after_inplace
 from gsdeploy.transforms.decisions import Decision
+from gsdeploy.transforms.layer_channels import mixing_layer
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ def _site(node: fx.Node) -> str:
 
 
 def kept_zeros(gm: fx.GraphModule, ctx: PassContext) -> list[KeptZeros]:
-    """Exactly-zero filters (rows with zero bias) and zero input columns of conv/linear layers that
-    are still in the graph because an opaque node or a grouped conv holds their channels."""
+    """Exactly-zero filters (rows with zero bias) and zero input columns of conv/linear layers (of
+    every mixing layer in layer_channels) that are still in the graph because an opaque node or a
+    grouped conv or GroupNorm holds their channels."""
     shapes = ctx.shapes(gm)
     a = analyze(gm, shapes, 0.0)
     if not a.blocked:
@@ -73,10 +74,11 @@ def kept_zeros(gm: fx.GraphModule, ctx: PassContext) -> list[KeptZeros]:
         if n.op != "call_module" or n not in a.graph.offset or not n.args or n.args[0] not in a.graph.offset:
             continue
         m = gm.get_submodule(n.target)
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+        layer = mixing_layer(m)
+        if layer is None:
             continue
-        zero_rows = ~row_nonzero(m, 0.0)
-        zero_cols = ~column_used(m, 0.0)
+        zero_rows = ~np.broadcast_to(layer.writes(m, 0.0), (layer.out_channels(m),))
+        zero_cols = ~layer.reads(m, 0.0)
         hits: dict[fx.Node, list[np.ndarray]] = defaultdict(lambda: [np.zeros(len(zero_rows), bool),
                                                                      np.zeros(len(zero_cols), bool)])
         for side, (zeros, classes) in enumerate(((zero_rows, a.classes(n)), (zero_cols, a.classes(n.args[0])))):
