@@ -229,9 +229,11 @@ def _print_latency_plan(outcome, brief: bool = False) -> None:
               f"{p.fingerprint.get('device')}, {p.fingerprint.get('threads')} threads)")
     for v in p.variants:
         won = [b for b in batches if p.winner_at(b) == v.name]
+        # the overall winner is always "chosen" (export writes it); a batch with a model of its
+        # own says so beside that model
         mark = " <- chosen" if v.name == p.winner else ""
         if won and len(won) < len(batches):
-            mark = f" <- fastest at b{'/'.join(map(str, won))}" + (" (export)" if v.name == p.winner else "")
+            mark += (" (" if mark else " <- ") + f"fastest at b{'/'.join(map(str, won))}" + (")" if mark else "")
         label = VARIANT_LABEL.get(v.name, v.name) + mark
         cells = [f"{v.measured[b].median_ms:.3f} ({v.measured[b].cov:.0%})" if b in v.measured else "-" for b in batches]
         cells += [f"{p.speedup(v.name, b):.2f}x" if p.speedup(v.name, b) and b in v.measured else "-" for b in batches]

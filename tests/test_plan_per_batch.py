@@ -21,14 +21,15 @@ pytest.importorskip("onnxruntime")
 
 FAST_T = dict(threads=1, warmup_s=0.02, min_iterations=3, min_duration_s=0.02)
 # all pairs fused is fastest at batch 1, as given at batch 2 (and over both: 2 x 1.4 < 1 x 3)
-SCRIPT = {1: {"always": 1.0}, 2: {"always": 3.0, "never": 1.4}}
+def script_ms(batch: int, name: str) -> float:
+    return ({"always": 1.0} if batch == 1 else {"always": 3.0, "never": 1.4}).get(name, 2.0)
 
 
 def scripted(real):
     def time_modules(target, modules, input_shape, batches, cfg, rounds=1):
         if "never" not in modules:  # a site's candidates: measure them
             return real(target, modules, input_shape, batches, cfg, rounds)
-        return {n: {b: Timing(SCRIPT[b].get(n, 2.0), 0.01) for b in batches} for n in modules}
+        return {n: {b: Timing(script_ms(b, n), 0.01) for b in batches} for n in modules}
     return time_modules
 
 
@@ -111,3 +112,16 @@ def test_export_batch_plans_the_artifact_for_that_batch(script, tmp_path):
     assert macs["1"] > macs["2"]  # batch 1's fastest model fuses the pairs (more MACs than the pairs)
     r = CliRunner().invoke(app, ["export", "resnet20_hinge50", "-o", str(tmp_path / "x.onnx"), "--batch", "0"])
     assert r.exit_code != 0 and "--batch" in r.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_the_plan_table_marks_the_export_choice_and_each_batch_model(script):
+    from typer.testing import CliRunner
+
+    from gsdeploy.cli import app
+
+    r = CliRunner().invoke(app, ["plan", "resnet20_hinge50"])  # cpu-ort: batches 1 and 32
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert any("as given" in ln and "<- chosen" in ln for ln in lines)
+    assert any("all pairs fused" in ln and "<- fastest at b1" in ln for ln in lines)
+    assert "differs by batch" in r.stdout
