@@ -88,24 +88,14 @@ def guarded(fn):
     return wrapper
 
 
-def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: str = "auto") -> tuple[str, str]:
+def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: str = "auto", lut: Path | None = None,
+                        refresh: bool = False) -> tuple[str, str]:
     """(plan mode, fuse mode) from --plan and --fuse: one vocabulary, --fuse only as an override."""
-    from gsdeploy.plan.stage import PLAN_MODES  # heavy: torch
+    from gsdeploy.plan.stage import resolve_modes  # heavy: torch
 
-    if plan not in PLAN_MODES:
-        raise GsdeployError(f"--plan must be {', '.join(PLAN_MODES)}, not '{plan}'")
-    if fuse is not None and fuse not in ("flops", "latency", "always", "never"):
-        raise GsdeployError(f"--fuse must be flops, latency, always or never, not '{fuse}'")
     if prune_threshold is not None and not (math.isfinite(prune_threshold) and prune_threshold >= 0):
         raise GsdeployError(f"--prune-threshold must be a finite number >= 0, not {prune_threshold}")
-    if fuse == "latency":  # the old spelling of the measured plan
-        fuse = None if plan in ("auto", "latency") else fuse
-        plan = "latency"
-    if fuse is not None and plan == "latency":
-        raise GsdeployError(f"--fuse {fuse} fixes every pair, --plan latency measures them: pass one of the two")
-    if fuse is not None:
-        plan = "flops"
-    return plan, fuse or "flops"
+    return resolve_modes(plan, fuse, lut=lut is not None, refresh=refresh)
 
 
 def _check_trt_flags(batch: str | None, min_batch: int | None, opt_batch: int | None, max_batch: int | None,
@@ -271,7 +261,7 @@ def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fi
             baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None) -> None:
     """Print the deployment plan: one row per site with action, shapes, MACs before -> after and the reason;
     for a latency plan also the whole models it was chosen from, measured on the target."""
-    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
     loaded = _load(model, arch, target.input_shape, trust)
     dense = _dense(loaded, baseline, baseline_arch, trust) if plan != "flops" else None
@@ -341,7 +331,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
         raise GsdeployError(f"--engine must be onnx, trt or torch-trt, not '{engine}'")
     from gsdeploy.loaders import trt_export_settings  # heavy: numpy
 
-    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
     _check_trt_flags(batch, min_batch, opt_batch, max_batch, workspace_mb, dla_core)
     # an ONNX artifact is planned for the batches given (the latency plan can differ by batch);
     # for TensorRT --batch sets the engine's optimization profile below
@@ -470,7 +460,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     from gsdeploy.pipeline import BenchRequest, run_bench_job  # heavy: torch
     from gsdeploy.zoo import DEFAULT_MODEL  # heavy: torch
 
-    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan)
+    plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
     engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
     if engine is not None and not engines:
         raise GsdeployError("--engine names no engine")
@@ -535,6 +525,8 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: models, p
     out.print(f"{summary.done} of {summary.jobs} jobs done ({summary.skipped} from an earlier run), "
               f"{len(summary.failed)} failed; wrote {summary.csv_path}"
               + (f" and {summary.md_path}" if summary.md_path else ""), highlight=False)
+    for line in summary.warnings:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
     if summary.failed:
         for line in summary.failed:
             err.print(f"failed: {line}", highlight=False, markup=False, soft_wrap=True)

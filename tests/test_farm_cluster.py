@@ -36,8 +36,11 @@ def profile(tmp: Path, name: str) -> None:
 
 def sweep_file(tmp: Path, name: str, models: list[str], profiles: list[str], batches: list[int]) -> Path:
     p = tmp / f"{name}.yaml"
+    # plan: flops: these tests are about placement, retries and --resume; a latency plan (the
+    # default) would be timed on each device node at the full budget (test_farm_local covers it)
     p.write_text("models: [" + ", ".join(f"{{model: {m}}}" for m in models) + "]\n"
-                 f"profiles: [{', '.join(p + '.yaml' for p in profiles)}]\nbatches: {batches}\nretries: 1\n")
+                 f"profiles: [{', '.join(p + '.yaml' for p in profiles)}]\nbatches: {batches}\nretries: 1\n"
+                 "plan: flops\n")
     return p
 
 

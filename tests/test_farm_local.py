@@ -116,3 +116,66 @@ def test_profile_that_cannot_run_here_fails_before_any_job(tmp_path):
     r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(tmp_path / "out"), *FAST])
     assert r.exit_code == 2 and "cannot run here" in r.output and "--cluster" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_farm_deploys_with_the_latency_plan_made_on_the_target(tmp_path, monkeypatch):
+    """The farm goes through bench's plan stage: the plan is measured on the job's own target (its
+    profile, threads and every batch of the model's jobs), and the rows time the model it chose."""
+    from gsdeploy.metrics import count_macs
+    from gsdeploy.plan import stage
+
+    planned = []
+    real = stage.plan_latency
+
+    def spy(module, input_shape, target, **kw):
+        plan = real(module, input_shape, target, **kw)
+        planned.append((target, plan))
+        return plan
+
+    monkeypatch.setattr(stage, "plan_latency", spy)
+    profile(tmp_path, "cpu-a")
+    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1, 2])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    assert len(planned) == 1, "the farm did not make the latency plan (or made it once per job)"
+    target, plan = planned[0]
+    assert (target.profile, target.batches, target.threads) == ("cpu-a", (1, 2), 1)
+    df = pd.read_csv(out / "tiny.csv")
+    assert set(df["plan"]) == {"latency"} and df["warning"].isna().all()
+    comp = df[df["role"] == "compressed"]
+    assert set(comp["macs"]) == {count_macs(plan.result.module, (3, 32, 32))}
+
+
+def test_farm_falls_back_to_the_flop_plan_with_its_warning_in_the_ledger(tmp_path, monkeypatch):
+    """Where the target cannot be timed, the FLOP plan's one-line warning is not lost: it is in
+    the ledger beside the rows, in the Markdown and on stderr."""
+    from gsdeploy.plan import stage
+
+    monkeypatch.setattr(stage, "why_not_latency", lambda target: f"engine of {target.label} is elsewhere (test)")
+    profile(tmp_path, "cpu-a")
+    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "tiny.csv")
+    assert set(df["plan"]) == {"flops"}
+    assert df["warning"].str.contains("FLOP plan, not measured: engine of ort is elsewhere").all()
+    assert "warning: FLOP plan, not measured" in r.output and "model=resnet20_pruned50" in r.output
+    assert "## warnings" in (out / "tiny.md").read_text()
+    assert len(load_rows([out])) == 2  # report reads the new columns
+
+
+def test_farm_plan_flops_and_fuse_latency_spellings(tmp_path, monkeypatch):
+    """`plan: flops` deploys by MACs (rows named so); the README's old `fuse: latency` is the
+    latency plan (it used to reach the deploy passes and fail every job)."""
+    profile(tmp_path, "cpu-a")
+    p = tmp_path / "s.yaml"
+    p.write_text("models: [{model: resnet20_pruned50, plan: flops}, {model: resnet20_hinge50, fuse: latency}]\n"
+                 "profiles: [cpu-a.yaml]\nbatches: [1]\n")
+    spec = load_sweep(p)
+    assert [(m.plan, m.fuse) for m in spec.models] == [("flops", "flops"), ("latency", "flops")]
+    from gsdeploy.farm.stages import prepare_keys
+
+    keys = prepare_keys(spec, spec.jobs())
+    assert [k[2] for k in keys.values()] == [None, "cpu-a"]  # the latency plan is made on the device

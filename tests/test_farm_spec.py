@@ -60,6 +60,15 @@ def test_checkpoint_paths_resolve_against_the_sweep_file(tmp_path):
     (MINIMAL + "timeout_s: .nan\n", "timeout_s"),
     (MINIMAL + "plan: {prune_threshold: -1.0}\n", "prune_threshold"),
     (MINIMAL + "plan: {fuse: sometimes}\n", "fuse"),
+    (MINIMAL + "plan: fastest\n", "plan.plan must be one of auto, latency, flops"),
+    (MINIMAL + "plan: {plan: [latency]}\n", "plan.plan"),
+    (MINIMAL + "plan: {plan: latency, fuse: always}\n", "pass one of the two"),
+    (MINIMAL + "plan: {plan: flops, refresh: true}\n", "refresh is used by the latency plan only"),
+    (MINIMAL + "plan: {refresh: yes please}\n", "refresh must be true or false"),
+    (MINIMAL + "plan: {lut: missing.json}\n", "plan.lut"),
+    (MINIMAL + "plan: {lut: .}\n", "not a regular file"),
+    ("models: [{model: resnet20_hinge50, plan: sometimes}]\nprofiles: [cpu-ort]\n", "models[0].plan"),
+    ("models: [{model: resnet20_hinge50, fuse: never, lut: x.json}]\nprofiles: [cpu-ort]\n", "models[0].lut"),
     (MINIMAL + "trust: true\n", "unknown key 'trust'"),
     (MINIMAL + "precisions: [fp64]\n", "precisions"),
     (MINIMAL + "name: ../../etc/x\n", "name"),
@@ -118,3 +127,38 @@ def test_cli_bad_file_is_one_error_line(tmp_path):
     r = runner.invoke(app, ["sweep", str(write(tmp_path, "models: *x\n")), "--output", str(tmp_path / "out")])
     assert r.exit_code == 2 and r.output.count("error:") == 1 and "not valid YAML" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_settings_default_from_the_file_and_models_override_them(tmp_path):
+    from gsdeploy.plan.cache import TimingTable
+    from gsdeploy.plan.timing import fingerprint
+    from gsdeploy.profiles import load_profile
+
+    lut = tmp_path / "t.json"
+    lut.write_text(TimingTable(fingerprint(load_profile("cpu-ort").targets[0])).to_json())
+    spec = load_sweep(write(tmp_path, "models: [{model: resnet20_hinge50}, {model: resnet56_hinge50, fuse: null, "
+                                      "plan: latency, lut: t.json}]\nprofiles: [cpu-ort]\nplan: {fuse: always}\n"))
+    a, b = spec.models
+    assert (a.plan, a.fuse, a.lut) == ("flops", "always", None)
+    assert (b.plan, b.fuse, b.lut) == ("latency", "flops", str(lut.resolve()))
+    assert "plan=latency" in b.key and "lut=" in b.key and "plan=" not in load_sweep(write(tmp_path, MINIMAL)).models[0].key
+
+
+def test_a_bad_lut_fails_before_any_job(tmp_path):
+    (tmp_path / "t.json").write_text('{"format": "gsdeploy-timing-lut", "version": 1, "fingerprint": {}, '
+                                      '"sites": {"s": {"keep": {"1": [NaN, 0.1]}}}}')
+    with pytest.raises(SweepFileError) as e:
+        load_sweep(write(tmp_path, MINIMAL + "plan: {lut: t.json}\n"))
+    assert "plan.lut" in str(e.value) and "t.json" in str(e.value)
+
+
+def test_a_lut_of_another_target_fails_before_any_job(tmp_path):
+    from gsdeploy.plan.cache import TimingTable
+    from gsdeploy.plan.timing import fingerprint
+    from gsdeploy.profiles import load_profile
+
+    fp = fingerprint(load_profile("cpu-ort").targets[0])
+    (tmp_path / "t.json").write_text(TimingTable({**fp, "precision": "int8"}).to_json())
+    with pytest.raises(SweepFileError) as e:
+        load_sweep(write(tmp_path, MINIMAL + "plan: {lut: t.json}\n"))
+    assert "profile cpu-ort" in str(e.value) and "differs in precision" in str(e.value)

@@ -25,6 +25,7 @@ class SweepSummary:
     skipped: int  # finished in an earlier run (--resume)
     done: int
     failed: list[str]  # "job: reason"
+    warnings: list[str]  # e.g. the FLOP plan used where the target could not be timed, with its jobs
 
 
 def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, resume: bool = False,
@@ -60,4 +61,4 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
     failed = df[df["status"].astype(str) == FAILED]
     done = {str(k) for k in df.loc[df["status"].astype(str) == OK, "sweep_job"]}
     return SweepSummary(ledger.csv_path, md, len(all_jobs), len(all_jobs) - len(jobs), len(done),
-                        [f"{r['sweep_job']}: {r['error']}" for r in failed.to_dict("records")])
+                        [f"{r['sweep_job']}: {r['error']}" for r in failed.to_dict("records")], ledger.warnings())

@@ -2,9 +2,10 @@
 
 Each device kind is a Ray custom resource `gsdeploy/<profile>`, one unit per device. A timing job
 asks for one unit and is pinned by this driver to one live node offering it, so it runs only there
-and never beside another timing job on that device. Deploy/export tasks (`prepare`) go to nodes
-without a device resource where there are any (the head, cheap nodes) and their results travel
-through the object store to the device. A timing job that fails (its node lost, its worker killed,
+and never beside another timing job on that device. Deploy/export tasks (`prepare`) of a model
+planned by FLOPs go to nodes without a device resource where there are any (the head, cheap
+nodes); those whose plan is made on the target (the default, `plan: auto`) take a unit of its
+device kind, as a timing job does. Their results travel through the object store to the device. A timing job that fails (its node lost, its worker killed,
 an engine build error, a timeout) is tried again on another live node of its kind, up to
 `spec.retries` more times; then it is recorded as failed with the reason, and the others go on.
 """
@@ -148,7 +149,11 @@ def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, prog
         key = keys[job]
         if key not in prep_refs:
             opts = {}
-            if plain:  # keep deploy/export off the devices while they time
+            if key[2] is not None:
+                # the plan is made on the target (stages.prepare_keys): on a device of the job's
+                # kind, holding it, so it is measured there and never beside a timing job
+                opts["resources"] = {resource(key[2]): 1}
+            elif plain:  # keep deploy/export off the devices while they time
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(plain[len(prep_refs) % len(plain)],
                                                                              soft=True)
             prep_refs[key] = prepare_remote.options(**opts).remote(entry, key[1], targets[key], ray.put(model_files(entry)))
@@ -248,7 +253,7 @@ def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, prog
                     retry_or_fail(state, out.node, f"failed on node {out.node[:12]}: {out.error}")
                     continue
                 t = out.timed
-                ledger.add_rows(state.job, t.rows, state.attempts, out.node, t.start, t.end)
+                ledger.add_rows(state.job, t.rows, state.attempts, out.node, t.start, t.end, t.plan, t.warnings)
                 progress.move(state.job.profile, "running", "done")
                 release(state)
             now = time.monotonic()

@@ -19,7 +19,10 @@ from gsdeploy.bench.rows import COLUMNS, to_csv_text, to_markdown
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job
 
-SWEEP_COLUMNS = ["sweep", "sweep_job", "status", "error", "attempts", "node", "job_start", "job_end"]
+# plan: the plan the job's compressed model was deployed with (latency | flops); warning: the plan
+# stage's reason for not measuring on the target, kept beside the rows it explains
+SWEEP_COLUMNS = ["sweep", "sweep_job", "status", "error", "attempts", "node", "job_start", "job_end", "plan",
+                 "warning"]
 ALL_COLUMNS = COLUMNS + SWEEP_COLUMNS
 OK, FAILED = "ok", "failed"
 
@@ -64,9 +67,11 @@ class Ledger:
     def _write(self) -> None:
         write_text_atomic(self.csv_path, to_csv_text(self.rows))
 
-    def add_rows(self, job: Job, rows: pd.DataFrame, attempts: int, node: str, start: str, end: str) -> None:
+    def add_rows(self, job: Job, rows: pd.DataFrame, attempts: int, node: str, start: str, end: str,
+                 plan: str = "", warnings: tuple[str, ...] = ()) -> None:
         extra = {"sweep": self.sweep, "sweep_job": job.key, "status": OK, "error": "",
-                 "attempts": attempts, "node": node, "job_start": start, "job_end": end}
+                 "attempts": attempts, "node": node, "job_start": start, "job_end": end, "plan": plan,
+                 "warning": " ".join(" ".join(warnings).split())[:500]}
         self._append(rows.reindex(columns=COLUMNS).assign(**extra))
         self.done.add(job.key)
 
@@ -77,8 +82,17 @@ class Ledger:
         row.update({"model": job.entry.model, "role": "compressed", "engine": "", "precision": job.precision or "",
                     "batch": job.batch, "device": "", "sweep": self.sweep, "sweep_job": job.key, "profile": prof,
                     "status": FAILED, "error": " ".join(reason.split())[:500], "attempts": attempts, "node": node,
-                    "job_start": "", "job_end": ""})
+                    "job_start": "", "job_end": "", "plan": "", "warning": ""})
         self._append(pd.DataFrame([row]))
+
+    def warnings(self) -> list[str]:
+        """Each distinct warning of the finished jobs, with the jobs it applies to."""
+        if "warning" not in self.rows:
+            return []
+        ok = self.rows[(self.rows["status"].astype(str) == OK) & self.rows["warning"].notna()
+                       & (self.rows["warning"].astype(str) != "")]
+        return [f"{w} ({', '.join(dict.fromkeys(g['sweep_job'].astype(str)))})"
+                for w, g in ok.groupby(ok["warning"].astype(str), sort=False)]
 
     def write_markdown(self) -> Path | None:
         """The finished rows as bench's Markdown table (failed jobs listed below it)."""
@@ -87,6 +101,9 @@ class Ledger:
         df = self.rows
         ok = df[df["status"].astype(str) == OK]
         text = to_markdown(ok) if not ok.empty else "# gsdeploy sweep\n\nno job finished\n"
+        warnings = self.warnings()
+        if warnings:
+            text += "\n## warnings\n\n" + "".join(f"- {w.replace('|', '/')}\n" for w in warnings)
         failed = df[df["status"].astype(str) == FAILED]
         if not failed.empty:
             text += "\n## failed jobs\n\n| job | attempts | reason |\n|---|---:|---|\n"

@@ -25,7 +25,6 @@ from gsdeploy.yaml_file import read_yaml
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_MODELS, MAX_PROFILES, MAX_BATCHES, MAX_JOBS = 200, 50, 32, 5000
-FUSE_MODES = ("flops", "latency", "always", "never")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -66,6 +65,11 @@ class ModelEntry:
     input_shape: str | None = None  # "3x32x32"; the profile's input_shape applies when None
     fuse: str = "flops"
     prune_threshold: float | None = None
+    # the plan stage, as `bench --plan/--lut/--refresh` (gsdeploy/plan/stage.py): auto takes the
+    # latency plan where the target's engine runs (measured on the device that times the job)
+    plan: str = "auto"
+    lut: str | None = None  # absolute path of a LUT measured on the target (`gsdeploy plan --save-lut`)
+    refresh: bool = False
 
     @property
     def key(self) -> str:
@@ -76,6 +80,10 @@ class ModelEntry:
                 parts.append(f"{k}={v}")
         if self.fuse != "flops":
             parts.append(f"fuse={self.fuse}")
+        if self.plan != "auto":  # the default keeps the keys (and --resume) of sweeps written before plans
+            parts.append(f"plan={self.plan}")
+        if self.lut is not None:
+            parts.append(f"lut={self.lut}")
         return ";".join(parts)
 
 
@@ -189,8 +197,8 @@ def _keys(data: Any, what: str, allowed: tuple[str, ...], required: tuple[str, .
     return data
 
 
-MODEL_KEYS = ("model", "baseline", "arch", "baseline_arch", "input_shape", "fuse", "prune_threshold")
-PLAN_KEYS = ("fuse", "prune_threshold")
+PLAN_KEYS = ("plan", "fuse", "prune_threshold", "lut", "refresh")
+MODEL_KEYS = ("model", "baseline", "arch", "baseline_arch", "input_shape") + PLAN_KEYS
 TOP_KEYS = ("name", "description", "models", "profiles", "batches", "precisions", "plan", "timing",
             "retries", "timeout_s")
 
@@ -225,16 +233,55 @@ def _input_shape(value: Any, what: str) -> str:
     return "x".join(map(str, dims))
 
 
-def _plan(data: dict, what: str, defaults: dict) -> dict:
+def _plan(data: dict, what: str, defaults: dict, base_dir: Path) -> dict:
+    """The plan settings of `data` over `defaults` (the file's `plan:` mapping), unresolved: a key
+    set to null drops an inherited value (`fuse: null` in a model under `plan: {fuse: always}`)."""
     out = dict(defaults)
-    if "fuse" in data:
-        if data["fuse"] not in FUSE_MODES:
-            raise SweepFileError(f"{what}.fuse must be one of {', '.join(FUSE_MODES)}, got {data['fuse']!r}")
-        out["fuse"] = data["fuse"]
-    if "prune_threshold" in data:
-        v = data["prune_threshold"]
-        out["prune_threshold"] = None if v is None else float(_number(v, f"{what}.prune_threshold", "num", 0.0, 1e6))
+    for k in PLAN_KEYS:
+        if k not in data:
+            continue
+        v = data[k]
+        if v is None:
+            out.pop(k, None)
+        elif k in ("plan", "fuse"):
+            out[k] = _str(v, f"{what}.{k}", 20)
+        elif k == "prune_threshold":
+            out[k] = float(_number(v, f"{what}.prune_threshold", "num", 0.0, 1e6))
+        elif k == "refresh":
+            if not isinstance(v, bool):
+                raise SweepFileError(f"{what}.refresh must be true or false, got {v!r}"[:300])
+            out[k] = v
+        else:  # lut: a regular file, read and checked (bounded JSON, finite numbers) before any job
+            out[k] = _lut_file(v, f"{what}.lut", base_dir)
     return out
+
+
+def _lut_file(value: Any, what: str, base_dir: Path) -> str:
+    from gsdeploy.plan.cache import read_table
+
+    path = Path(_str(value, what)).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        read_table(path)
+    except GsdeployError as e:
+        raise SweepFileError(f"{what}: {e}") from None
+    return str(path.resolve())
+
+
+def _resolve_plan(raw: dict, what: str) -> dict:
+    """ModelEntry's plan fields, in bench's vocabulary (gsdeploy.plan.stage.resolve_modes)."""
+    from gsdeploy.plan.stage import resolve_modes
+
+    names = tuple(f"{what}.{k}" for k in ("plan", "fuse", "lut", "refresh"))
+    try:
+        plan, fuse = resolve_modes(raw.get("plan", "auto"), raw.get("fuse"), lut=raw.get("lut") is not None,
+                                   refresh=bool(raw.get("refresh")), names=names)
+    except SweepFileError:
+        raise
+    except GsdeployError as e:
+        raise SweepFileError(str(e)) from None
+    return {"plan": plan, "fuse": fuse, "prune_threshold": raw.get("prune_threshold"), "lut": raw.get("lut"),
+            "refresh": bool(raw.get("refresh"))}
 
 
 def _model_entry(raw: Any, i: int, base_dir: Path, plan: dict) -> ModelEntry:
@@ -248,7 +295,7 @@ def _model_entry(raw: Any, i: int, base_dir: Path, plan: dict) -> ModelEntry:
             fields[k] = _str(raw[k], f"{what}.{k}", 100)
     if raw.get("input_shape") is not None:
         fields["input_shape"] = _input_shape(raw["input_shape"], f"{what}.input_shape")
-    fields.update(_plan(raw, what, plan))
+    fields.update(_resolve_plan(_plan(raw, what, plan, base_dir), what))
     return ModelEntry(**fields)
 
 
@@ -261,9 +308,12 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
     name = data.get("name", source.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise SweepFileError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the CSV), got {name!r}")
-    plan = _plan(_keys(data.get("plan") or {}, f"{where}: plan", PLAN_KEYS), f"{where}: plan",
-                 {"fuse": "flops", "prune_threshold": None})
     base_dir = source.resolve().parent
+    # `plan: latency` is short for `plan: {plan: latency}`; the mapping sets every model's defaults
+    raw_plan = data.get("plan")
+    raw_plan = {"plan": raw_plan} if isinstance(raw_plan, str) else (raw_plan if raw_plan is not None else {})
+    plan = _plan(_keys(raw_plan, f"{where}: plan", PLAN_KEYS), f"{where}: plan", {}, base_dir)
+    _resolve_plan(plan, f"{where}: plan")  # a bad default fails even where every model overrides it
     models = tuple(_model_entry(m, i, base_dir, plan)
                    for i, m in enumerate(_list(data["models"], f"{where}: models", MAX_MODELS)))
     if len({m.key for m in models}) != len(models):
@@ -314,8 +364,21 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
     for job in spec.jobs():  # every profile × batch × precision must make valid targets
         if (job.profile, job.batch, job.precision) not in seen:
             seen.add((job.profile, job.batch, job.precision))
-            spec.targets(job)
+            targets = spec.targets(job)
+            if job.entry.lut is not None:
+                _check_lut(job.entry, targets[0])
     return spec
+
+
+def _check_lut(entry: ModelEntry, target: Target) -> None:
+    """A LUT must be for the target the model is planned for: its engine and settings, checked
+    here (the device and engine version are checked where the plan is made, on the device)."""
+    from gsdeploy.plan.stage import load_lut
+
+    try:
+        load_lut(Path(entry.lut), target, here=False)
+    except GsdeployError as e:
+        raise SweepFileError(f"model {entry.model}, profile {target.profile}: {e}") from None
 
 
 def load_sweep(path: str | Path, timing_flags: Timing | None = None, retries: int | None = None,

@@ -25,10 +25,13 @@ from gsdeploy.target import Target, require_available
 
 @dataclass
 class Prepared:
-    """Deployed subjects (bench.sweep.Subject, without file paths) and their ONNX files' bytes."""
+    """Deployed subjects (bench.sweep.Subject, without file paths) and their ONNX files' bytes,
+    and how the plan stage deployed the compressed model."""
 
     subjects: list
     onnx: dict[str, bytes]  # role -> ONNX file
+    plan: str = "flops"  # the plan the compressed model was deployed with: "latency" | "flops"
+    warnings: tuple[str, ...] = ()  # the plan stage's (why not the latency plan), for the ledger
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class TimedRows:
     rows: pd.DataFrame
     start: str  # ISO UTC with microseconds: when the device was taken and released
     end: str
+    plan: str = ""  # Prepared.plan and .warnings, carried into the ledger beside the rows
+    warnings: tuple[str, ...] = ()
 
 
 def timing_task(spec: SweepSpec, job: Job, command: str) -> TimingTask:
@@ -53,9 +58,9 @@ def timing_task(spec: SweepSpec, job: Job, command: str) -> TimingTask:
 
 
 def model_files(entry: ModelEntry) -> dict[str, bytes]:
-    """The checkpoint files an entry names, read here (on the driver) so that they can travel."""
+    """The checkpoint and LUT files an entry names, read here (on the driver) so that they can travel."""
     files = {}
-    for ref in (entry.model, entry.baseline):
+    for ref in (entry.model, entry.baseline, entry.lut):
         if ref is not None and Path(ref).is_absolute():
             try:
                 files[ref] = Path(ref).read_bytes()
@@ -71,14 +76,22 @@ def input_shape(entry: ModelEntry, profile: Profile) -> str | None:
     return "x".join(map(str, profile.input_shape)) if profile.input_shape else None
 
 
+def plans_on_device(entry: ModelEntry) -> bool:
+    """Whether the entry's deploy depends on the device: every plan but the FLOP plan may time
+    candidates there (or read a LUT checked against it)."""
+    return entry.plan != "flops"
+
+
 def prepare_keys(spec: SweepSpec, jobs: list[Job]) -> dict[Job, tuple]:
-    """Jobs that share a model entry and input shape share one deploy/export: job -> its key."""
-    return {j: (j.entry.key, input_shape(j.entry, spec.profiles[j.profile])) for j in jobs}
+    """Jobs that share a deploy/export share one: job -> its key (model entry, input shape, and
+    for a plan made on the target, the profile, whose device it is made on; None otherwise)."""
+    return {j: (j.entry.key, input_shape(j.entry, spec.profiles[j.profile]),
+                j.profile if plans_on_device(j.entry) else None) for j in jobs}
 
 
 def prepare_targets(spec: SweepSpec, jobs: list[Job], keys: dict[Job, tuple]) -> dict[tuple, tuple[Target, ...]]:
-    """Per deploy/export key, every target its jobs time (the first one's first target is where
-    `--fuse latency` times candidates; the ORT/TensorRT ones ask for the ONNX file)."""
+    """Per deploy/export key, every target its jobs time (the ORT/TensorRT ones ask for the ONNX
+    file); the first is what the plan is made for, at every batch the key's jobs time it at."""
     out: dict[tuple, dict[str, Target]] = {}
     for j in jobs:
         seen = out.setdefault(keys[j], {})
@@ -87,22 +100,36 @@ def prepare_targets(spec: SweepSpec, jobs: list[Job], keys: dict[Job, tuple]) ->
     return {k: tuple(v.values()) for k, v in out.items()}
 
 
+def plan_target(targets: tuple[Target, ...]) -> Target:
+    """The target the plan is made for: the first, at the batches of every target with its label
+    and precision (one deployed model for all of them, as `bench` plans one for its batches)."""
+    from gsdeploy.target import validate
+
+    first = targets[0]
+    batches = sorted({b for t in targets if (t.label, t.precision) == (first.label, first.precision)
+                      for b in t.batches})
+    return validate(replace(first, batches=tuple(batches)))
+
+
 def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
             files: dict[str, bytes] | None = None) -> Prepared:
-    """Load, deploy, verify and export `entry` and its baseline at input `shape` ("3x32x32"; None:
-    the model's), as `targets` need them (ONNX for ORT and TensorRT; engines are built later, on
-    the device). `files` maps the entry's checkpoint paths to their bytes when this runs on another
-    machine; they are written to a temp folder under their own names (the file stem names the
-    model in the rows)."""
+    """Load, plan, deploy, verify and export `entry` and its baseline at input `shape` ("3x32x32";
+    None: the model's), as `targets` need them (ONNX for ORT and TensorRT; engines are built later,
+    on the device). The compressed model goes through bench's plan stage (`--plan` is the entry's
+    `plan`): the latency plan is measured on this machine, which is the device (locally, or the
+    node of the cluster that holds it); where the target cannot be timed here, the FLOP plan and
+    its one-line warning, kept in the result. `files` maps the entry's checkpoint and LUT paths to
+    their bytes when this runs on another machine; they are written to a temp folder under their
+    own names (the file stem names the model in the rows)."""
     from gsdeploy.load import load_model, parse_input_shape  # heavy: torch, loaded in the job, not when the sweep file is read
-    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, resolve_baseline  # heavy: torch
+    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, plan_compressed, resolve_baseline  # heavy: torch
 
     dims = parse_input_shape(shape) if shape else None
     with tempfile.TemporaryDirectory(prefix="gsdeploy-prepare-") as tmp:
         refs = {}
-        for ref, data in (files or {}).items():
-            local = Path(tmp) / "in" / Path(ref).name
-            local.parent.mkdir(exist_ok=True)
+        for i, (ref, data) in enumerate((files or {}).items()):
+            local = Path(tmp) / "in" / str(i) / Path(ref).name  # a LUT may share a checkpoint's name
+            local.parent.mkdir(parents=True)
             local.write_bytes(data)
             refs[ref] = str(local)
         loaded = load_model(refs.get(entry.model, entry.model), arch=entry.arch, input_shape=dims)
@@ -113,11 +140,18 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
                                 f"{tuple(loaded.input_shape)}")
         if base.name == loaded.name:
             raise GsdeployError(f"the model and its baseline are both named '{loaded.name}'; rename one file")
-        req = BenchRequest(model=entry.model, targets=targets, fuse=entry.fuse, prune_threshold=entry.prune_threshold)
-        subjects = [deploy_subject(m, role, deploy_options(req, role), Path(tmp), targets, build_engines=False)
-                    for m, role in ((base, "baseline"), (loaded, "compressed"))]
+        lut = refs.get(entry.lut, entry.lut) if entry.lut else None
+        req = BenchRequest(model=entry.model, targets=(plan_target(targets),) + targets, fuse=entry.fuse,
+                           prune_threshold=entry.prune_threshold, plan=entry.plan,
+                           lut=Path(lut) if lut else None, refresh=entry.refresh)
+        outcome = plan_compressed(req, loaded, base)
+        subjects = [deploy_subject(base, "baseline", deploy_options(req, "baseline"), Path(tmp), targets,
+                                   build_engines=False),
+                    deploy_subject(loaded, "compressed", outcome.options, Path(tmp), targets, build_engines=False,
+                                   deployed=outcome.result, plan=entry.plan)]
         onnx = {s.role: Path(s.onnx_path).read_bytes() for s in subjects if s.onnx_path is not None}
-        return Prepared([replace(s, onnx_path=None, module=picklable(s.module)) for s in subjects], onnx)
+        return Prepared([replace(s, onnx_path=None, module=picklable(s.module)) for s in subjects], onnx,
+                        plan=outcome.mode, warnings=(outcome.warning,) if outcome.warning else ())
 
 
 def picklable(module):  # noqa: ANN001, ANN201 - any nn.Module
@@ -165,4 +199,4 @@ def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
             subjects.append(s)
         rows = run_sweep(subjects, list(task.targets), command=task.command, progress=False,
                          power_sampler_factory=power_factory(task.targets[0].power))
-    return TimedRows(rows=rows, start=start, end=_now())
+    return TimedRows(rows=rows, start=start, end=_now(), plan=prepared.plan, warnings=prepared.warnings)

@@ -22,6 +22,9 @@ from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
 PLAN_MODES = ("auto", "latency", "flops")
+# the deploy passes' fixed modes (transforms DeployOptions.fuse) and `latency`, the old --fuse
+# spelling of the latency plan
+FUSE_MODES = ("flops", "latency", "always", "never")
 # What must agree between a LUT and the target it is used for. Where the target's engine runs
 # here, this machine IS the target, so its device and engine version must match too; elsewhere
 # (exporting for a Jetson from a laptop) only what the profile itself fixes can be compared.
@@ -65,6 +68,32 @@ class PlanOutcome:
         return out
 
 
+def resolve_modes(plan: str, fuse: str | None, *, lut: bool = False, refresh: bool = False,
+                  names: tuple[str, str, str, str] = ("--plan", "--fuse", "--lut", "--refresh")) -> tuple[str, str]:
+    """(plan mode, fuse mode) from what the user asked: one vocabulary for the command line and
+    the sweep file (`names` are how the four settings are spelled where they came from). `fuse`
+    None means not given; a fixed fuse mode implies the FLOP plan, `fuse latency` is the old
+    spelling of the latency plan. A LUT or --refresh with the FLOP plan would be silently unused,
+    so that is refused: the user meant one of the two."""
+    p, f, lut_name, refresh_name = names
+    if plan not in PLAN_MODES:
+        raise GsdeployError(f"{p} must be one of {', '.join(PLAN_MODES)}, not {plan!r}")
+    if fuse is not None and fuse not in FUSE_MODES:
+        raise GsdeployError(f"{f} must be one of {', '.join(FUSE_MODES)}, not {fuse!r}")
+    if fuse == "latency":
+        fuse = None if plan in ("auto", "latency") else fuse
+        plan = "latency"
+    if fuse is not None and plan == "latency":
+        raise GsdeployError(f"{f} {fuse} fixes every pair, {p} latency measures them: pass one of the two")
+    if fuse is not None:
+        plan = "flops"
+    if plan == "flops" and (lut or refresh):
+        used = lut_name if lut else refresh_name
+        why = f"{f} {fuse} (which plans by FLOPs)" if fuse is not None else f"{p} flops"
+        raise GsdeployError(f"{used} is used by the latency plan only, and {why} would ignore it: drop one of the two")
+    return plan, fuse or "flops"
+
+
 def why_not_latency(target: Target) -> str | None:
     """Why the target cannot be timed from here, or None."""
     if target.engine not in PLANNABLE_ENGINES:
@@ -72,10 +101,14 @@ def why_not_latency(target: Target) -> str | None:
     return target.unavailable_reason()
 
 
-def load_lut(path: Path, target: Target) -> lut.TimingTable:
-    """Read a LUT and refuse it if it was measured on another target (naming both)."""
+def load_lut(path: Path, target: Target, here: bool | None = None) -> lut.TimingTable:
+    """Read a LUT and refuse it if it was measured on another target (naming both). `here`: whether
+    this machine is the target, so its device and engine version must match too (default: whether
+    the target's engine runs here; a sweep's driver checks a LUT with False before sending it to
+    the device, which checks it in full)."""
     table = lut.read_table(Path(path))
-    here = why_not_latency(target) is None
+    if here is None:
+        here = why_not_latency(target) is None
     fp = fingerprint(target) if here else _settings_fingerprint(target)
     lut.check_matches(table, fp, str(path), SETTINGS_FIELDS + (MACHINE_FIELDS if here else ()))
     return table
