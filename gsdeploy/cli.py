@@ -23,6 +23,7 @@ from gsdeploy.atomic import check_target, check_targets, files_in, write_text_at
 from gsdeploy.errors import GsdeployError
 from gsdeploy.export.artifact import check_output_path, manifest_path
 from gsdeploy.limits import MAX_BATCH, check_number, is_out_of_memory, short
+from gsdeploy.plan.site_rows import one_per_site
 from gsdeploy.target import TargetFlags, require_available, resolve_targets
 
 # The commands import torch- or pandas-heavy modules where they run (each such line says which),
@@ -151,6 +152,15 @@ def _make_plan(loaded, target, plan: str, fuse: str, prune_threshold, lut, refre
     return outcome
 
 
+def _check_lut(lut: Path | None, target) -> None:
+    """Read and check --lut (bounded JSON, finite numbers, the target's fingerprint) before any
+    model is loaded: a bad LUT is one line, not the end of a load and a deploy."""
+    if lut is not None:
+        from gsdeploy.plan.stage import load_lut
+
+        load_lut(lut, target)
+
+
 def _targets(profile: str | None, **flags):
     """The profile's targets with the flags applied, validated: built once, before any work."""
     return resolve_targets(profile, TargetFlags(**flags))
@@ -199,9 +209,10 @@ def zoo(archs: Annotated[bool, typer.Option("--archs", help="list the official c
 
 def _plan_table(result) -> Table:
     t = Table("site", "action", "layers", "shape", "MACs", "reason", title="deployment plan")
-    for d in result.plan:
-        t.add_row(d.site, d.action, ", ".join(d.layers), f"{d.shape_before} -> {d.shape_after}",
-                  f"{_m(d.macs_before)} -> {_m(d.macs_after)}", d.reason)
+    for d in one_per_site(result.plan):  # a padded pair is one site, not a "keep" row and a "pad width" row
+        t.add_row(escape(d["site"]), d["action"], escape(", ".join(d["layers"])),
+                  f"{d['shape_before']} -> {d['shape_after']}", f"{_m(d['macs_before'])} -> {_m(d['macs_after'])}",
+                  escape(d["reason"]))
     return t
 
 
@@ -263,6 +274,7 @@ def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fi
     for a latency plan also the whole models it was chosen from, measured on the target."""
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
+    _check_lut(lut, target)
     loaded = _load(model, arch, target.input_shape, trust)
     dense = _dense(loaded, baseline, baseline_arch, trust) if plan != "flops" else None
     outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh, dense, strict)
@@ -282,12 +294,13 @@ def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint f
              save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None) -> None:
     """Make the latency plan on this machine (the target): time every site's candidates and the whole
     models, print the choice and, with --save-lut, write the timings so `export --lut` can use them elsewhere."""
-    from gsdeploy.plan.stage import save_lut as write_lut  # heavy: torch
+    from gsdeploy.plan.stage import check_lut_target, save_lut as write_lut  # heavy: torch
 
     _check_deploy_flags(None, prune_threshold)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
+    inputs = [Path(p) for p in (model, baseline) if p is not None and Path(p).exists()]
     if save_lut is not None:
-        check_output_path(save_lut)
+        check_lut_target(save_lut, inputs)  # never over the model, its baseline or a file that is not a LUT
     loaded = _load(model, arch, target.input_shape, trust)
     outcome = _make_plan(loaded, target, "latency", "flops", prune_threshold, None, refresh,
                          _dense(loaded, baseline, baseline_arch, trust), strict)
@@ -296,7 +309,7 @@ def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint f
     out.print(_summary(outcome.result), highlight=False)
     _warn_kept_zeros(outcome.result)
     if save_lut is not None:
-        write_lut(outcome.plan, save_lut)
+        write_lut(outcome.plan, save_lut, inputs)
         out.print(f"wrote {save_lut}", highlight=False)
 
 
@@ -338,6 +351,7 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     plan_batches = tuple(_int_list(batch, "--batch")) if batch and engine == "onnx" else None
     targets = _targets(profile, input_shape=_shape(input_shape), batches=plan_batches)
     target = targets[0]
+    _check_lut(lut, target)
     trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
                               dla_core=dla_core, gpu_fallback=gpu_fallback or None)
     given_batches = batch is not None or any(v is not None for v in (min_batch, opt_batch, max_batch))

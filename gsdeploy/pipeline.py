@@ -28,7 +28,7 @@ from gsdeploy.load import load_model
 from gsdeploy.loaders import trt_build_options, trt_engine_batches
 from gsdeploy.metrics import count_macs, count_params, weight_bytes
 from gsdeploy.model import LoadedModel
-from gsdeploy.plan.stage import make_plan
+from gsdeploy.plan.stage import load_lut, make_plan
 from gsdeploy.report.claims import claim_target
 from gsdeploy.sample_data import load_samples, random_samples
 from gsdeploy.target import Target, require_available
@@ -255,6 +255,12 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
         if bad:
             raise GsdeployError(f"{onnx_sides[0]} is an ONNX file, which only ORT engines run as is; engine(s) "
                                 f"{', '.join(bad)} need a torch model (pass --engine ort, or the checkpoint)")
+    if req.per_layer:
+        if not any(can_profile(t) for t in req.targets):  # else it would time everything, then profile nothing
+            raise GsdeployError(f"--per-layer: no per-layer profiler for engine(s) "
+                                f"{', '.join(t.label for t in req.targets)} (ORT engines and trt have one)")
+    if req.lut is not None:  # a bad or foreign LUT fails before any load or deploy
+        load_lut(req.lut, req.targets[0])
     if onnx_sides and req.per_layer:
         raise GsdeployError(f"--per-layer joins the profile to the deployment plan, which {onnx_sides[0]} (an ONNX "
                             "file benched as is) does not have: pass the checkpoint or zoo name")

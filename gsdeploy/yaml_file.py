@@ -67,6 +67,29 @@ def _check_events(text: str, path: Path, error: type[GsdeployError]) -> None:
                 size[anchor], height[anchor] = nodes - start + 1, deepest + 1
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _no_duplicate_keys(loader: type) -> type:
+    """`loader` refusing a key written twice in one mapping: PyYAML keeps the last silently, so
+    a sweep file with two `models:` lists would time only the second (merge keys `<<` may still
+    be overridden, as YAML intends)."""
+
+    class Strict(loader):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202 - PyYAML's signature
+            if isinstance(node, yaml.MappingNode):
+                seen: set[tuple[str, str]] = set()
+                for key, _ in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                        if (key.tag, key.value) in seen:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"key {short(key.value)!r} is written twice in one mapping", key.start_mark)
+                        seen.add((key.tag, key.value))
+            return super().construct_mapping(node, deep)
+
+    return Strict
+
+
 def read_yaml(path: Path, error: type[GsdeployError], what: str, loader: type = yaml.SafeLoader) -> Any:
     """The document parsed by `loader` (SafeLoader or a subclass), or `error` with one line
     naming the file and the problem."""
@@ -85,7 +108,7 @@ def read_yaml(path: Path, error: type[GsdeployError], what: str, loader: type = 
         raise error(f"{path}: not a text file (not UTF-8)") from None
     try:
         _check_events(text, path, error)
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader or a subclass
+        data = yaml.load(text, Loader=_no_duplicate_keys(loader))  # noqa: S506 - SafeLoader or a subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

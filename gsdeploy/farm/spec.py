@@ -220,6 +220,20 @@ def _model_ref(value: Any, what: str, base_dir: Path) -> str:
     return str(path.resolve())
 
 
+def _arch(value: Any, what: str, model: str | None) -> str:
+    """A known checkpoint layout (`gsdeploy zoo --archs`), for a checkpoint file: a job must not
+    start only to find the name wrong."""
+    from gsdeploy.load import ARCHS
+
+    text = _str(value, what, 100)
+    if text not in ARCHS:
+        raise SweepFileError(f"{what}: unknown arch {text!r} (known: {', '.join(sorted(ARCHS))})")
+    if model is None or not Path(model).is_absolute():
+        raise SweepFileError(f"{what}: an arch applies to a checkpoint file, and {model or 'the zoo baseline'} is "
+                             "a zoo model")
+    return text
+
+
 def _input_shape(value: Any, what: str) -> str:
     from gsdeploy.load import parse_input_shape  # heavy: torch
 
@@ -290,9 +304,9 @@ def _model_entry(raw: Any, i: int, base_dir: Path, plan: dict) -> ModelEntry:
     fields: dict[str, Any] = {"model": _model_ref(raw["model"], f"{what}.model", base_dir)}
     if raw.get("baseline") is not None:
         fields["baseline"] = _model_ref(raw["baseline"], f"{what}.baseline", base_dir)
-    for k in ("arch", "baseline_arch"):
+    for k, ref in (("arch", "model"), ("baseline_arch", "baseline")):
         if raw.get(k) is not None:
-            fields[k] = _str(raw[k], f"{what}.{k}", 100)
+            fields[k] = _arch(raw[k], f"{what}.{k}", fields.get(ref))
     if raw.get("input_shape") is not None:
         fields["input_shape"] = _input_shape(raw["input_shape"], f"{what}.input_shape")
     fields.update(_resolve_plan(_plan(raw, what, plan, base_dir), what))
@@ -367,7 +381,32 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
             targets = spec.targets(job)
             if job.entry.lut is not None:
                 _check_lut(job.entry, targets[0])
+    _check_batches(spec)
     return spec
+
+
+def _check_batches(spec: SweepSpec) -> None:
+    """A batch whose input alone is beyond gsdeploy's limit fails here where the input shape is
+    known without loading (given, the profile's, a zoo model's); a checkpoint's own shape is
+    checked when it is loaded (stages.prepare), still before any deploy."""
+    from gsdeploy.zoo import list_entries
+
+    zoo_shapes = {e.name: tuple(e.input_shape) for e in list_entries()}
+    for job in spec.jobs():
+        _check_batch(job, spec, zoo_shapes)
+
+
+def _check_batch(job: Job, spec: SweepSpec, zoo_shapes: dict[str, tuple[int, ...]]) -> None:
+    from gsdeploy.load import parse_input_shape
+    from gsdeploy.pipeline import check_batch_size
+
+    prof = spec.profiles[job.profile]
+    shape = (tuple(parse_input_shape(job.entry.input_shape)) if job.entry.input_shape else
+             tuple(prof.input_shape) if prof.input_shape else zoo_shapes.get(job.entry.model))
+    try:
+        check_batch_size(shape, [job.batch])
+    except GsdeployError as e:
+        raise SweepFileError(f"{spec.source}: model {job.entry.model}, profile {job.profile}: {e}") from None
 
 
 def _check_lut(entry: ModelEntry, target: Target) -> None:

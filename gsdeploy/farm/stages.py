@@ -10,17 +10,17 @@ with the device's own environment columns.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from gsdeploy.atomic import scratch_dir
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job, ModelEntry, SweepSpec
 from gsdeploy.profiles import Profile
-from gsdeploy.target import Target, require_available
+from gsdeploy.target import Target, require_available, validate
 
 
 @dataclass
@@ -103,8 +103,6 @@ def prepare_targets(spec: SweepSpec, jobs: list[Job], keys: dict[Job, tuple]) ->
 def plan_target(targets: tuple[Target, ...]) -> Target:
     """The target the plan is made for: the first, at the batches of every target with its label
     and precision (one deployed model for all of them, as `bench` plans one for its batches)."""
-    from gsdeploy.target import validate
-
     first = targets[0]
     batches = sorted({b for t in targets if (t.label, t.precision) == (first.label, first.precision)
                       for b in t.batches})
@@ -122,10 +120,11 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
     their bytes when this runs on another machine; they are written to a temp folder under their
     own names (the file stem names the model in the rows)."""
     from gsdeploy.load import load_model, parse_input_shape  # heavy: torch, loaded in the job, not when the sweep file is read
-    from gsdeploy.pipeline import BenchRequest, deploy_options, deploy_subject, plan_compressed, resolve_baseline  # heavy: torch
+    from gsdeploy.pipeline import (BenchRequest, check_batch_size, deploy_options, deploy_subject,  # heavy: torch
+                                   plan_compressed, resolve_baseline)
 
     dims = parse_input_shape(shape) if shape else None
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-prepare-") as tmp:
+    with scratch_dir("prepare") as tmp:  # swept later if this process is killed
         refs = {}
         for i, (ref, data) in enumerate((files or {}).items()):
             local = Path(tmp) / "in" / str(i) / Path(ref).name  # a LUT may share a checkpoint's name
@@ -140,6 +139,7 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
                                 f"{tuple(loaded.input_shape)}")
         if base.name == loaded.name:
             raise GsdeployError(f"the model and its baseline are both named '{loaded.name}'; rename one file")
+        check_batch_size(tuple(loaded.input_shape), [b for t in targets for b in t.batches])  # before the plan
         lut = refs.get(entry.lut, entry.lut) if entry.lut else None
         req = BenchRequest(model=entry.model, targets=(plan_target(targets),) + targets, fuse=entry.fuse,
                            prune_threshold=entry.prune_threshold, plan=entry.plan,
@@ -184,7 +184,7 @@ def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
 
     require_available(task.targets)
     start = _now()
-    with tempfile.TemporaryDirectory(prefix="gsdeploy-time-") as tmp:
+    with scratch_dir("time") as tmp:
         subjects = []
         for s in prepared.subjects:
             path = None

@@ -57,6 +57,9 @@ def load_model(source: str, arch: str | None = None, trust: bool = False,
     exists = os.path.lexists(path)  # a dangling link or a link loop is a file the user named, not a zoo name
     if not exists and zoo.is_model(source) and arch is None:
         loaded = zoo.create(source)
+    elif not exists and zoo.is_model(source):  # else "neither a file nor a zoo model", which it is
+        raise LoadError(f"'{source}' is a zoo model, built with its own layout; --arch {arch} applies to "
+                        "checkpoint files only")
     elif not exists and not any(sep in source for sep in "/\\") and "." not in source:
         raise LoadError(f"'{source}' is neither a file nor a zoo model; `gsdeploy zoo` lists the built-in models")
     elif path.suffix == ".pt2":

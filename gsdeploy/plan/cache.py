@@ -102,6 +102,14 @@ def describe_fingerprint(fp: Mapping[str, Any]) -> str:
 def _key(x: Any, where: str) -> str:
     if not isinstance(x, str) or not 0 < len(x) <= MAX_KEY_CHARS:
         raise LutError(f"{where}: keys must be strings of 1-{MAX_KEY_CHARS} characters")
+    return _printable(x, where)
+
+
+def _printable(x: str, where: str) -> str:
+    """Text from a LUT is printed (plan tables, reasons, the fingerprint): gsdeploy writes none
+    with control characters, and one that has them could drive the user's terminal (ANSI)."""
+    if not x.isprintable():
+        raise LutError(f"{where}: text with control characters")
     return x
 
 
@@ -166,6 +174,7 @@ def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
                 limit = MAX_KEY_CHARS if part == "choices" else 4000
                 if not isinstance(v, str) or len(v) > limit:
                     raise LutError(f"plans.{k}.{part}.{site} must be a string of at most {limit} characters")
+                _printable(v, f"plans.{k}.{part}.{site}")
                 if part == "choices" and not CHOICE_RE.fullmatch(v):
                     raise LutError(f"plans.{k}.choices.{site}: {v!r} is not keep, fuse or pad:N")
         out[k] = rec
@@ -192,6 +201,10 @@ def parse_table(text: str, source: str) -> TimingTable:
                 (isinstance(v, str) and len(v) <= MAX_KEY_CHARS) or type(v) is bool or
                 (type(v) is int and abs(v) <= MAX_BATCH) or v is None) for k, v in fp.items()):
         raise LutError(f"{source}: fingerprint must be an object of short strings, integers or booleans")
+    for k, v in fp.items():
+        _printable(k, f"{source}: fingerprint")
+        if isinstance(v, str):
+            _printable(v, f"{source}: fingerprint.{k}")
     count = [0]
     try:
         return TimingTable(fp, _timings(data.get("sites", {}), "sites", count),
@@ -250,6 +263,31 @@ def load_cached(fp: Mapping[str, Any]) -> TimingTable:
         except LutError:
             pass
     return TimingTable(dict(fp))
+
+
+def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
+    """Why the cache will not serve this fingerprint as it should, for one warning line (the plan
+    still works: a cache is a shortcut): its file is damaged or is not a file (`reading`; it is
+    re-measured), or the cache directory cannot be written (the timings are not kept). None when
+    all is well, also when there is no cache file yet."""
+    d = cache_dir()
+    path = d / f"{fingerprint_key(fp)}.json"
+    if reading and os.path.lexists(path):
+        if not path.is_file():
+            return f"timing cache entry {path} is not a regular file: re-measuring, and the timings are not kept"
+        try:
+            table = read_table(path)
+        except LutError as e:
+            return f"damaged timing cache file ({e}): re-measuring and replacing it"
+        if table.fingerprint != dict(fp):
+            return f"timing cache file {path} holds another target's timings: re-measuring and replacing it"
+    existing = d
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return (f"timing cache directory {d} cannot be written ({existing} is not a writable directory): the timings "
+                "are not kept (set GSDEPLOY_CACHE_DIR to a writable directory)")
+    return None
 
 
 def save_cached(table: TimingTable) -> Path | None:

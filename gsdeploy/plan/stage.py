@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
-from gsdeploy.atomic import write_text_atomic
-from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.atomic import check_target, write_text_atomic
+from gsdeploy.errors import GsdeployError, MissingDependencyError, OutputPathError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.search import LatencyPlan, plan_latency
 from gsdeploy.plan.timing import PLANNABLE_ENGINES, fingerprint
@@ -38,7 +38,8 @@ class PlanOutcome:
     options: DeployOptions  # what `result` was deployed with
     mode: str  # "latency" | "flops"
     plan: LatencyPlan | None  # the measured plan (None for the FLOP plan)
-    warning: str | None = None  # why the latency plan was not used, for one line on stderr
+    # one line for stderr: why the latency plan was not used, or what went wrong with its timing cache
+    warning: str | None = None
 
     def batch_groups(self, batches: tuple[int, ...]) -> list[tuple[DeployResult, DeployOptions, tuple[int, ...]]]:
         """The models to time and the batches each is fastest at: one group unless the latency
@@ -136,12 +137,28 @@ def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, o
         warning = (f"warning: FLOP plan, not measured: {reason} (a LUT from `gsdeploy plan --save-lut` on the "
                    "device can be passed with --lut)")
         return PlanOutcome(deploy(module, input_shape, options), options, "flops", None, warning)
+    # a damaged or unwritable timing cache costs a re-measure, never the plan: said in one line
+    cache_note = lut.cache_problem(fingerprint(target), reading=not refresh) if table is None else None
     plan = plan_latency(module, input_shape, target, base=options, dense=dense, table=table, refresh=refresh,
                         progress=progress)
-    return PlanOutcome(plan.result, plan.options, "latency", plan)
+    return PlanOutcome(plan.result, plan.options, "latency", plan, f"warning: {cache_note}" if cache_note else None)
 
 
-def save_lut(plan: LatencyPlan, path: Path) -> Path:
+def check_lut_target(path: Path, inputs: Iterable[Path] = ()) -> Path:
+    """Fail before any work if --save-lut cannot be written, names an input of the command (the
+    model, its baseline) or an existing file that is not a LUT: a slip of the path must not cost
+    the user a checkpoint or an unrelated file. An older LUT is replaced."""
+    path = check_target(path, inputs)
+    if path.exists():  # a regular file: check_target refused everything else
+        try:
+            lut.read_table(path)
+        except lut.LutError:
+            raise OutputPathError(f"refusing to replace {path}: it is not a gsdeploy timing LUT (give a new file "
+                                  "name, or remove the file first)") from None
+    return path
+
+
+def save_lut(plan: LatencyPlan, path: Path, inputs: Iterable[Path] = ()) -> Path:
     if plan.table is None:
         raise GsdeployError("this plan has no timings to save")
-    return write_text_atomic(path, plan.table.to_json())
+    return write_text_atomic(path, plan.table.to_json(), inputs)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from gsdeploy.plan.site_rows import one_per_site
 from gsdeploy.target import DEFAULT_MAX_COV
 from gsdeploy.report.bundle import ReportInputs
 from gsdeploy.report.tables import latency_table
@@ -273,10 +274,11 @@ def _plan_section(plan: dict) -> str:
         facts.append(str(plan["summary"]))
     parts.append("<p>" + html.escape("; ".join(facts)) + "</p>" if facts else "")
     parts.append("<p>" + html.escape(", ".join(f"{n} × {a}" for a, n in counts.most_common())) + "</p>")
-    shown = [d for d in decisions if d.get("action") not in _EXACT_FOLDS]
-    if len(shown) < len(decisions):
-        parts.append(f'<p class="legend">{len(decisions) - len(shown)} BatchNorm and DReLU folds (exact rewrites, '
+    listed = [d for d in decisions if d.get("action") not in _EXACT_FOLDS]
+    if len(listed) < len(decisions):
+        parts.append(f'<p class="legend">{len(decisions) - len(listed)} BatchNorm and DReLU folds (exact rewrites, '
                      "always done) are counted above, not listed.</p>")
+    shown = one_per_site(listed)  # a padded pair is one site with both actions, not two rows
     extra = [k for k in dict.fromkeys(k for d in shown for k in d) if k not in _PLAN_KNOWN]
     heads = [("site", "t"), ("action", "t"), ("before", "t"), ("after", "t"), ("MACs", "")] + \
         [(k.replace("_", " "), "") for k in extra] + [("why", "t")]

@@ -39,7 +39,9 @@ def figure_bytes(df: pd.DataFrame, fmt: str = "png") -> bytes:
 
     if fmt not in ("png", "svg"):
         raise ValueError(f"fmt must be png or svg, got {fmt!r}")
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "gsdeploy"}):
+    # text.parse_math off: labels are model and device names from result files, and a "$" in one
+    # (a file "model$1.pt") would be parsed as TeX and fail the whole report
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "gsdeploy", "text.parse_math": False}):
         fig = _figure(df)
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
