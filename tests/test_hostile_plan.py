@@ -33,10 +33,19 @@ def fails(pattern: str, *args: str):
 
 
 def never_loaded(monkeypatch):
-    """Fail the test if a model is loaded: the refusal must come before any work."""
-    import gsdeploy.load
+    """Fail the test if a model is loaded: the refusal must come before any work. Patched in every
+    module that imported load_model by name (they are imported first, so none binds the stand-in)."""
+    import sys
 
-    monkeypatch.setattr(gsdeploy.load, "load_model", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+    import gsdeploy.cli  # noqa: F401
+    import gsdeploy.load
+    import gsdeploy.pipeline  # noqa: F401
+    import gsdeploy.report.claims  # noqa: F401
+
+    real = gsdeploy.load.load_model
+    for name, module in list(sys.modules.items()):
+        if name.startswith("gsdeploy") and getattr(module, "load_model", None) is real:
+            monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("loaded a model before refusing"))
 
 
 def lut_text(target=None, **fp) -> str:
