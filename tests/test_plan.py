@@ -149,3 +149,18 @@ def test_a_lut_replays_the_plan_without_measuring(monkeypatch):
     other = nn.Sequential(nn.Conv2d(3, 7, 3), nn.ReLU(), nn.Conv2d(7, 4, 1)).eval()
     with pytest.raises(lut.LutError, match="no timing for site"):
         search.plan_latency(other, SHAPE, target, table=table)
+
+
+def test_a_lut_cannot_pad_a_width_beyond_what_a_plan_proposes():
+    """A hand-edited LUT saying pad:999999 would allocate weights of any size: refused."""
+    from gsdeploy.errors import GsdeployError
+
+    target = cpu_target()
+    m = net()
+    made = search.plan_latency(m, SHAPE, target)
+    record = next(iter(made.table.plans.values()))
+    width_site = next(sp.site.name for sp in made.sites if sp.site.width is not None)
+    record.update(winner="latency", batch_winners={}, choices={width_site: "pad:999999"})
+    table = lut.parse_table(made.table.to_json(), "lut.json")
+    with pytest.raises(GsdeployError, match="pads by more than"):
+        search.plan_latency(m, SHAPE, target, table=table)

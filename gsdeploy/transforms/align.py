@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from gsdeploy.errors import GsdeployError
 from gsdeploy.transforms import ops
 from gsdeploy.transforms.context import PassContext
 from gsdeploy.transforms.fxutil import call_counts, common_prefix, conv_macs, describe
@@ -33,6 +34,8 @@ CHANNEL_FREE_MODULES: tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.Hardtanh, nn.Dropout,
     nn.Identity, nn.Sigmoid, nn.Hardsigmoid, nn.MaxPool2d, nn.AvgPool2d,
 )
+# The most channels a plan pads a width by (the next multiple of the largest preferred multiple, 32).
+MAX_PAD = 32
 CHANNEL_FREE_FNS = ops.ZERO_PRESERVING_FNS | ops.NOT_ZERO_PRESERVING_FNS
 CHANNEL_FREE_METHODS = ops.ZERO_PRESERVING_METHODS | ops.NOT_ZERO_PRESERVING_METHODS
 
@@ -136,6 +139,11 @@ def align_widths(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
         width = int(choice.split(":", 1)[1])
         if width <= site.width:
             continue
+        if width > site.width + MAX_PAD:
+            # a plan proposes the next multiple of at most 32; more comes from a hand-edited or
+            # hostile LUT/cache, and would allocate weights of any size
+            raise GsdeployError(f"plan choice {choice!r} for {site.producer} (width {site.width}) pads by more than "
+                                f"{MAX_PAD} channels, which no plan proposes")
         layers = [site.producer, *site.consumers]
         mods = [gm.get_submodule(n) for n in layers]
         before = " + ".join(describe(m) for m in mods)
