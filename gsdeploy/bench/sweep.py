@@ -26,7 +26,9 @@ from gsdeploy.bench.measure import MeasureConfig, measure_interleaved
 from gsdeploy.bench.memory import activation_estimate, ort_peak_rss
 from gsdeploy.bench.runners.base import Runner
 from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, add_speedups, make_row, utc_now
+from gsdeploy.bench.runners.ort import OrtRunner
 from gsdeploy.bench.runners.torch_runner import TorchRunner
+from gsdeploy.bench.runners.trt import TrtRunner
 from gsdeploy.errors import GsdeployError
 from gsdeploy.loaders import torch_runner_kwargs
 from gsdeploy.target import ENGINES, Target
@@ -80,8 +82,6 @@ def onnx_input_shape(path: Path) -> tuple[int, ...] | None:
 def _ort_runner(subject: Subject, target: Target, batch: int) -> Runner:
     if subject.onnx_path is None:
         raise GsdeployError(f"engine '{target.label}' needs an ONNX file for '{subject.name}'; export it first")
-    from gsdeploy.bench.runners.ort import OrtRunner  # imports onnxruntime
-
     return OrtRunner(subject.onnx_path, target, input_shape=subject.input_shape)
 
 
@@ -89,7 +89,6 @@ def _torch_runner(subject: Subject, target: Target, batch: int) -> Runner:
     if subject.module is None:
         raise GsdeployError(f"engine '{target.label}' needs the torch module of '{subject.name}'")
     shape = subject.input_shape or (onnx_input_shape(Path(subject.onnx_path)) if subject.onnx_path else None)
-
     return TorchRunner(subject.module, **torch_runner_kwargs(target), input_shape=shape)
 
 
@@ -99,8 +98,6 @@ def _trt_runner(subject: Subject, target: Target, batch: int) -> Runner:
     if path is None:
         raise GsdeployError(f"engine '{target.label}' needs a TensorRT engine for '{subject.name}' "
                             f"({target.precision}, batch {batch}); build it first")
-    from gsdeploy.bench.runners.trt import TrtRunner  # imports tensorrt
-
     return TrtRunner(path)
 
 
