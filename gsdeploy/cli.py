@@ -156,7 +156,7 @@ def _check_lut(lut: Path | None, target) -> None:
     """Read and check --lut (bounded JSON, finite numbers, the target's fingerprint) before any
     model is loaded: a bad LUT is one line, not the end of a load and a deploy."""
     if lut is not None:
-        from gsdeploy.plan.stage import load_lut
+        from gsdeploy.plan.stage import load_lut  # heavy: imports torch (--help stays light)
 
         load_lut(lut, target)
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.plan.cache import read_table
 from gsdeploy.profiles import ANY, Profile, check_keys, load_profile
 from gsdeploy.target import MAX_BATCH, PRECISIONS, Target, TargetFlags, apply_flags
 from gsdeploy.yaml_file import read_yaml
@@ -223,7 +224,7 @@ def _model_ref(value: Any, what: str, base_dir: Path) -> str:
 def _arch(value: Any, what: str, model: str | None) -> str:
     """A known checkpoint layout (`gsdeploy zoo --archs`), for a checkpoint file: a job must not
     start only to find the name wrong."""
-    from gsdeploy.load import ARCHS
+    from gsdeploy.load import ARCHS  # heavy: imports torch
 
     text = _str(value, what, 100)
     if text not in ARCHS:
@@ -271,7 +272,6 @@ def _plan(data: dict, what: str, defaults: dict, base_dir: Path) -> dict:
 
 
 def _lut_file(value: Any, what: str, base_dir: Path) -> str:
-    from gsdeploy.plan.cache import read_table
 
     path = Path(_str(value, what)).expanduser()
     path = path if path.is_absolute() else base_dir / path
@@ -284,7 +284,7 @@ def _lut_file(value: Any, what: str, base_dir: Path) -> str:
 
 def _resolve_plan(raw: dict, what: str) -> dict:
     """ModelEntry's plan fields, in bench's vocabulary (gsdeploy.plan.stage.resolve_modes)."""
-    from gsdeploy.plan.stage import resolve_modes
+    from gsdeploy.plan.stage import resolve_modes  # heavy: imports torch
 
     names = tuple(f"{what}.{k}" for k in ("plan", "fuse", "lut", "refresh"))
     try:
@@ -389,7 +389,7 @@ def _check_batches(spec: SweepSpec) -> None:
     """A batch whose input alone is beyond gsdeploy's limit fails here where the input shape is
     known without loading (given, the profile's, a zoo model's); a checkpoint's own shape is
     checked when it is loaded (stages.prepare), still before any deploy."""
-    from gsdeploy.zoo import list_entries
+    from gsdeploy.zoo import list_entries  # heavy: imports torch
 
     zoo_shapes = {e.name: tuple(e.input_shape) for e in list_entries()}
     for job in spec.jobs():
@@ -397,8 +397,8 @@ def _check_batches(spec: SweepSpec) -> None:
 
 
 def _check_batch(job: Job, spec: SweepSpec, zoo_shapes: dict[str, tuple[int, ...]]) -> None:
-    from gsdeploy.load import parse_input_shape
-    from gsdeploy.pipeline import check_batch_size
+    from gsdeploy.load import parse_input_shape  # heavy: imports torch
+    from gsdeploy.pipeline import check_batch_size  # heavy: imports torch
 
     prof = spec.profiles[job.profile]
     shape = (tuple(parse_input_shape(job.entry.input_shape)) if job.entry.input_shape else
@@ -412,7 +412,7 @@ def _check_batch(job: Job, spec: SweepSpec, zoo_shapes: dict[str, tuple[int, ...
 def _check_lut(entry: ModelEntry, target: Target) -> None:
     """A LUT must be for the target the model is planned for: its engine and settings, checked
     here (the device and engine version are checked where the plan is made, on the device)."""
-    from gsdeploy.plan.stage import load_lut
+    from gsdeploy.plan.stage import load_lut  # heavy: imports torch
 
     try:
         load_lut(Path(entry.lut), target, here=False)
