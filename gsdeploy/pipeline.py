@@ -350,11 +350,13 @@ def _per_batch_runs(req: BenchRequest, loaded, outcome, subjects: list, plans: d
     groups = outcome.batch_groups(tuple(req.targets[0].batches))
     if len(groups) == 1:
         return [(subjects, list(req.targets), plans)]
-    main = next(i for i, g in enumerate(groups) if g[0] is outcome.result)
-    planned = {b for g in groups for b in g[2]}
+    # the overall winner (export's model) need not be fastest at any batch: then every group
+    # gets a subject of its own, and the first takes the batches the plan did not see
+    main = next((i for i, g in enumerate(groups) if g[0] is outcome.result), None)
+    unplanned = {b for t in req.targets for b in t.batches} - {b for g in groups for b in g[2]}
     runs = []
     for i, (result, options, batches) in enumerate(groups):
-        own = set(batches) | (set() if i != main else {b for t in req.targets for b in t.batches} - planned)
+        own = set(batches) | (unplanned if i == (main if main is not None else 0) else set())
         targets = [replace(t, batches=tuple(b for b in t.batches if b in own)) for t in req.targets]
         targets = [t for t in targets if t.batches]
         if i == main:
