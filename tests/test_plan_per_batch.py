@@ -125,3 +125,59 @@ def test_the_plan_table_marks_the_export_choice_and_each_batch_model(script):
     assert any("as given" in ln and "<- chosen" in ln for ln in lines)
     assert any("all pairs fused" in ln and "<- fastest at b1" in ln for ln in lines)
     assert "differs by batch" in r.stdout
+
+
+# The overall winner need not be fastest at any batch: all pairs fused is fastest at batch 1,
+# as given (pairs kept) at every other batch, and the per-site choices (fuse the 32x32 stage's
+# pairs, keep the rest) are second at both, so their geometric mean wins over all batches.
+def split_ms(batch: int, name: str) -> float:
+    at_1 = {"always": 1.0, "never": 3.0, "flops": 3.0, "latency": 1.2}
+    at_other = {"always": 3.0, "never": 1.0, "flops": 1.0, "latency": 1.2}
+    return (at_1 if batch == 1 else at_other).get(name, 2.0)  # dense: 2.0
+
+
+def split_site_ms(candidate: str, in_shape: tuple[int, ...]) -> float:
+    if candidate == "fuse":
+        return 0.5 if in_shape[-1] == 32 else 2.0
+    return 1.0 if candidate == "keep" else 2.0  # padding never pays here
+
+
+@pytest.fixture
+def split_script(monkeypatch, tmp_path):
+    def time_modules(target, modules, input_shape, batches, cfg, rounds=1):
+        if "never" in modules:  # whole models
+            return {n: {b: Timing(split_ms(b, n), 0.01) for b in batches} for n in modules}
+        return {n: {b: Timing(split_site_ms(n, tuple(input_shape)), 0.01) for b in batches} for n in modules}
+
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(search, "time_modules", time_modules)
+
+
+def test_bench_when_the_overall_winner_is_fastest_at_no_batch(split_script, tmp_path):
+    """Commit 69dfd2d: the model `export` writes by default won at no single batch, and bench
+    looked for its group among the per-batch ones (StopIteration: an internal error). Each batch
+    must be timed with its own model, and the exported one is neither of them."""
+    from typer.testing import CliRunner
+
+    from gsdeploy.cli import app
+    from gsdeploy.export.artifact import manifest_path
+    from gsdeploy.pipeline import BenchRequest, run_bench_job
+
+    target = make_target("ort", batches=(1, 2), **FAST_T)
+    req = BenchRequest(model="resnet20_hinge50", targets=(target,), out_dir=tmp_path / "out", name="b", command="c",
+                       progress=False)
+    run_bench_job(req)
+    stage = json.loads((tmp_path / "out" / "b.plan.json").read_text())["plan_stage"]
+    assert stage["winner"] == "latency" and stage["batch_winners"] == {"1": "always", "2": "never"}
+    df = pd.read_csv(tmp_path / "out" / "b.csv")
+    comp = df[df.role == "compressed"].set_index("batch")
+    assert sorted(comp.index) == [1, 2] and sorted(df[df.role == "baseline"]["batch"]) == [1, 2]
+    assert (comp["max_rel_err"] < 1e-4).all()
+
+    out = tmp_path / "default.onnx"  # export's model: the overall winner (cpu-ort: batches 1 and 32)
+    r = CliRunner().invoke(app, ["export", "resnet20_hinge50", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    exported = json.loads(manifest_path(out).read_text())["macs"]["after"]
+    # batch 1 ran all pairs fused (most MACs), batch 2 the pairs kept (fewest); the overall
+    # winner fuses one stage's pairs only, so it lies strictly between and ran at neither batch
+    assert comp.loc[2, "macs"] < exported < comp.loc[1, "macs"]
