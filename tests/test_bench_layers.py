@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,15 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 from gsdeploy.target import make_target  # noqa: E402
-from gsdeploy.bench.layers import (UNATTRIBUTED, join_sites, layer_map, profile_ort,  # noqa: E402
-                                   profile_ort_interleaved, read_ort_trace, site_of)
+from gsdeploy.bench.layers import (UNATTRIBUTED, SiteTimes, decisions_of, join_sites, layer_map,  # noqa: E402
+                                   profile_ort, profile_ort_interleaved, read_ort_trace, site_times)
+from gsdeploy.bench.site_join import common_blocks, grouping_sites, site_of  # noqa: E402
+from gsdeploy.transforms import DeployOptions, deploy  # noqa: E402
+from gsdeploy import zoo  # noqa: E402
+from gsdeploy.zoo.densenet import build_cifar_densenet  # noqa: E402
+from gsdeploy.zoo.fga import build_fga_densenet  # noqa: E402
+from gsdeploy.zoo.layers import conv  # noqa: E402
+from gsdeploy.zoo.wrn import WideResNet  # noqa: E402
 from gsdeploy.cli import app  # noqa: E402
 
 SHAPE = (3, 16, 16)
@@ -53,10 +61,10 @@ class Net(nn.Module):
         return self.head(self.pool(self.block(self.relu(self.stem(x)))).flatten(1))
 
 
-def export(module: nn.Module, path: Path) -> Path:
+def export(module: nn.Module, path: Path, shape: tuple[int, ...] = SHAPE) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.randn(2, *SHAPE),), str(path), dynamo=False, input_names=["input"],
+        torch.onnx.export(module.eval(), (torch.randn(2, *shape),), str(path), dynamo=False, input_names=["input"],
                           output_names=["out"], dynamic_axes={"input": {0: "batch"}})
     return path
 
@@ -82,7 +90,8 @@ def test_nodes_belong_to_the_layer_whose_weights_they_read(onnx_pair):
 
 def test_site_of_takes_the_grouping_decision():
     bn = {"site": "block.conv.0", "action": "fold BN", "layers": ["block.conv.0", "bn"]}
-    assert site_of("block.conv.0", [bn, PAIR]) == ("block.conv", PAIR)
+    site, d = site_of("block.conv.0", [bn, PAIR])
+    assert site == "block.conv" and d == {**PAIR, "sites": ["block.conv"]}  # a BN fold groups nothing
     assert site_of("block.conv.1", [PAIR])[0] == "block.conv"
     assert site_of("stem", [bn, PAIR]) == ("stem", None)
     assert site_of("block.convx", [PAIR])[0] == "block.convx"  # a prefix must end at a dot
@@ -95,6 +104,156 @@ def test_a_site_with_several_decisions_shows_all_actions_and_the_deployed_shape(
     assert site == "block.conv"
     assert d["action"] == f"{PAIR['action']}, pad width"
     assert d["shape_after"] == "3x3 8->16 + 1x1 16->8"
+
+
+# A DenseNet layer's body is [BN, ReLU, 3x3] in the dense model, [BN, ReLU, 3x3, 1x1] with a Hinge
+# pair: the pair's site is their common prefix, "features.1.0.body", above the dense conv body.2.
+DENSENET_PAIR = {"site": "features.1.0.body", "action": "fuse pair", "layers": ["features.1.0.body.2",
+                 "features.1.0.body.3"], "shape_after": "3x3 24->12"}
+
+
+def test_a_dense_layer_belongs_to_the_deployed_site_it_lies_under():
+    shared = grouping_sites([DENSENET_PAIR], [{"site": "features.0", "action": "fold BN", "layers": ["features.0"]}])
+    assert [r["site"] for r in shared] == ["features.1.0.body"]  # a BN fold groups nothing
+    for layer in ("features.1.0.body.2", "features.1.0.body.0", "features.1.0.body.3"):  # conv, its BN, the 1x1
+        assert site_of(layer, shared) == ("features.1.0.body", shared[0])
+    assert site_of("features.1.1.body.2", shared) == ("features.1.1.body.2", None)
+    # an FGA pair replaced the dense conv body.0 by body.0.conv = [grouped 3x3, 1x1]: the dense
+    # conv lies above the one site under it
+    fga = {"site": "b.0.body.0.conv", "action": "fuse pair", "layers": ["b.0.body.0.conv.0", "b.0.body.0.conv.1"]}
+    assert site_of("b.0.body.0", [fga])[0] == "b.0.body.0.conv"
+    fga2 = {"site": "b.0.body.3.conv", "action": "keep", "layers": ["b.0.body.3.conv.0", "b.0.body.3.conv.1"]}
+    assert site_of("b.0", [fga, fga2]) == ("b.0", None)  # above two sites: neither
+    # decisions that share a layer are one site, named by the broadest: a padded width across a
+    # pair, a linear chain one plan folded and the other kept link by link
+    pad = {"site": "block", "action": "pad width", "layers": ["block.pair.1", "block.conv2"]}
+    pair = {"site": "block.pair", "action": "keep", "layers": ["block.pair.0", "block.pair.1"]}
+    for layer in ("block.pair.0", "block.pair.1", "block.conv2"):
+        assert site_of(layer, [pair, pad]) == ("block", grouping_sites([pair, pad])[0])
+    assert grouping_sites([pair, pad])[0]["action"] == "keep, pad width"
+    chain = {"site": "classifier", "action": "fold linear chain", "layers": ["classifier.0", "classifier.1"]}
+    link = {"site": "classifier.1", "action": "keep", "layers": ["classifier.1"]}
+    assert site_of("classifier.1", [link, chain])[0] == "classifier"
+    # zero channels kept by one layer name every layer that reads them: they group nothing
+    kept = {"site": "f.5.0.conv.0", "action": "keep", "layers": ["f.5.0.conv.0", "f.5.1.conv.0", "classifier"]}
+    assert site_of("classifier", [kept]) == ("classifier", None)
+    assert site_of("f.5.1.conv.0", [kept]) == ("f.5.1.conv.0", None)
+
+
+def test_deployed_and_dense_nodes_are_cut_into_the_same_sites_and_none_is_lost():
+    """Synthetic profiler records of a DenseNet layer: the dense model's BN, ReLU and conv and the
+    deployed model's BN, ReLU and fused pair meet in one row; nodes with no counterpart keep a
+    row of their own; each side's total is the sum of its node times."""
+    dep_layers = {"stem": "features.0", "bn": "features.1.0.body.0", "relu": "features.1.0.body.0",
+                  "fused": "features.1.0.body.2", "cat": "features.1.0.body.2", "pad": "/Cast_output_0",
+                  "fc": "classifier"}
+    den_layers = {"stem": "features.0", "bn": "features.1.0.body.0", "relu": "features.1.0.body.0",
+                  "conv": "features.1.0.body.2", "cat": "features.1.0.body.2", "fc": "classifier",
+                  "extra": "features.9"}
+    dep_run = {n: float(2 ** i) for i, n in enumerate(dep_layers)}  # powers of 2: every sum is unique
+    den_run = {n: float(3 ** i) for i, n in enumerate(den_layers)}
+    dense_plan = [{"site": "features.0", "action": "fold BN", "layers": ["features.0", "features.1"],
+                   "shape_after": "3x3 3->24"}]
+    shared = grouping_sites([DENSENET_PAIR], dense_plan)
+    dep = site_times([dep_run], {n: "Op" for n in dep_run}, list(dep_run), dep_layers, [DENSENET_PAIR], sites=shared)
+    den = site_times([den_run], {n: "Op" for n in den_run}, list(den_run), den_layers, dense_plan, sites=shared)
+    df = join_sites(dep, den)
+    by = df.set_index("site")
+    assert list(df["site"]) == ["features.0", "features.1.0.body", "/Cast_output_0", "classifier", "features.9"]
+    site = by.loc["features.1.0.body"]
+    assert site["deployed_us"] == sum(dep_run[n] for n in ("bn", "relu", "fused", "cat"))
+    assert site["dense_us"] == sum(den_run[n] for n in ("bn", "relu", "conv", "cat"))
+    assert site["action"] == "fuse pair" and site["deployed_shape"] == "3x3 24->12" and site["dense_shape"] == ""
+    assert by.loc["features.0", "dense_shape"] == "3x3 3->24"  # each side's shape from its own plan
+    assert math.isnan(by.loc["/Cast_output_0", "dense_us"]) and by.loc["/Cast_output_0", "deployed_us"] == dep_run["pad"]
+    assert math.isnan(by.loc["features.9", "deployed_us"]) and by.loc["features.9", "dense_us"] == den_run["extra"]
+    assert df["deployed_us"].sum() == sum(dep_run.values()) and df["dense_us"].sum() == sum(den_run.values())
+
+
+def test_a_block_rebuilt_without_a_plan_site_meets_the_dense_layer_as_that_block():
+    """FGA VGG: features.4 = [grouped 3x3, BN, ReLU, 1x1, BN, ReLU] for the dense [3x3, BN, ReLU];
+    no plan site groups the two convs (BN and ReLU lie between them)."""
+    def times(us: dict[str, float], shapes: dict[str, str]) -> SiteTimes:
+        return SiteTimes(us=us, ops={s: Counter({"Conv": 1}) for s in us}, order=list(us), runs=1, decisions={},
+                         shapes=shapes)
+
+    dep = times({"features.0.0": 5.0, "features.4.conv.0": 1.0, "features.4.conv.3": 2.0, "/Pad_only": 4.0},
+                {"features.4.conv.0": "3x3/g16 64->64", "features.4.conv.3": "1x1 64->128"})
+    den = times({"features.0.0": 6.0, "features.4.0": 8.0}, {"features.4.0": "3x3 64->128"})
+    df = join_sites(dep, den).set_index("site")
+    assert list(df.index) == ["features.0.0", "features.4", "/Pad_only"]
+    r = df.loc["features.4"]
+    assert (r["deployed_us"], r["dense_us"], r["deployed_ops"]) == (3.0, 8.0, "Conv×2")
+    assert r["deployed_shape"] == "3x3/g16 64->64 + 1x1 64->128" and r["dense_shape"] == "3x3 64->128"
+    assert math.isnan(df.loc["/Pad_only", "dense_us"])  # no counterpart: still a row
+    assert df["deployed_us"].sum() == 12.0 and df["dense_us"].sum() == 14.0
+    # never a block that holds a site both models have
+    assert common_blocks(["a.1.x", "a.0"], ["a.1.y", "a.0"]) == {"a.1.x": "a.1", "a.1.y": "a.1"}
+    assert common_blocks(["a.x", "a.0"], ["a.y", "a.0"]) == {}
+
+
+def tiny_densenet(pair: bool) -> nn.Module:
+    """DenseNet-10 (3 blocks of 2 layers, growth 4) whose layers and transitions are plain convs
+    or Hinge pairs of rank 2, the layout of the official Hinge DenseNet."""
+    torch.manual_seed(0)
+    if not pair:
+        return build_cifar_densenet(n_layers=2, growth=4, num_classes=4)
+    return build_cifar_densenet(n_layers=2, growth=4, num_classes=4,
+                                layer=lambda b, j, cin, k: [conv(cin, 2, 3), conv(2, k, 1)],
+                                transition=lambda t, cin, cout: [conv(cin, 2, 1), conv(2, cout, 1)])
+
+
+def test_a_fused_densenet_pair_meets_the_dense_layer_it_replaced(tmp_path):
+    shape = (3, 32, 32)
+    deployed = deploy(tiny_densenet(pair=True), shape, DeployOptions(fuse="always"))
+    dense = deploy(tiny_densenet(pair=False), shape, DeployOptions(fuse="flops"))
+    plans = decisions_of(deployed.plan), decisions_of(dense.plan)
+    pairs = {d["site"] for d in plans[0] if d["action"] == "fuse pair"}
+    assert {"features.1.0.body", "features.2"} <= pairs  # a dense layer's pair, a transition's pair
+    models = [(export(deployed.module, tmp_path / "deployed.onnx", shape), plans[0], shape),
+              (export(dense.module, tmp_path / "dense.onnx", shape), plans[1], shape)]
+    dep, den = profile_ort_interleaved(models, 1, target=make_target("ort", threads=1), warmup=1, runs=3, block=3,
+                                       pause_s=0.0)
+    df = join_sites(dep, den)
+    assert not df[["dense_us", "deployed_us"]].isna().any().any(), df[["site", "dense_us", "deployed_us"]]
+    assert pairs <= set(df["site"]) and set(dep.order) == set(den.order)
+    assert not any(s.startswith("features.1.0.body.") for s in df["site"])  # no half rows of the dense layer
+    assert "Conv" in df.set_index("site").loc["features.1.1.body", "dense_ops"]
+
+
+def _weighted_layers(module: nn.Module) -> list[str]:
+    """What ONNX nodes are traced back to: modules that hold weights of their own."""
+    return [n for n, m in module.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+
+
+FAMILIES = {  # compressed, dense, input shape
+    "resnet_hinge": (lambda: zoo.create("resnet20_hinge50").module, lambda: zoo.create("resnet20").module, (3, 32, 32)),
+    "resnet_fga": (lambda: zoo.create("resnet20_fga").module, lambda: zoo.create("resnet20").module, (3, 32, 32)),
+    "resnet_pruned": (lambda: zoo.create("resnet20_pruned50").module, lambda: zoo.create("resnet20").module,
+                      (3, 32, 32)),
+    "resnet_dwgl": (lambda: zoo.create("resnet20_dwgl").module, lambda: zoo.create("resnet20").module, (3, 32, 32)),
+    "densenet_hinge": (lambda: tiny_densenet(pair=True), lambda: tiny_densenet(pair=False), (3, 32, 32)),
+    "densenet_fga": (lambda: build_fga_densenet(n_layers=2, growth=6, num_classes=4),
+                     lambda: build_cifar_densenet(n_layers=2, growth=6, num_classes=4), (3, 32, 32)),
+    "wrn_hinge": (lambda: WideResNet(10, 1, 4, pair1=True, pair2=True), lambda: WideResNet(10, 1, 4), (3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_layer_of_either_model_meets_a_site_of_the_other(family):
+    """The real plans of each family: cut by both plans' sites (then blocks), the deployed and the
+    dense model's weighted layers fall into the same set of sites, so no row is half empty.
+    (A kept pair has the site name of the fused one: fusing, as in the DenseNet report, suffices.)"""
+    compressed, dense, shape = FAMILIES[family]
+    deployed = deploy(compressed(), shape, DeployOptions(fuse="always"))
+    baseline = deploy(dense(), shape, DeployOptions(fuse="flops"))
+    shared = grouping_sites(decisions_of(deployed.plan), decisions_of(baseline.plan))
+    dep = {site_of(x, shared)[0] for x in _weighted_layers(deployed.module)}
+    den = {site_of(x, shared)[0] for x in _weighted_layers(baseline.module)}
+    rename = common_blocks(dep, den)
+    assert {rename.get(s, s) for s in dep} == {rename.get(s, s) for s in den}
+    # a pair's site is its own row, never merged into a block
+    assert {r["site"] for r in shared} <= {rename.get(s, s) for s in dep}
 
 
 def test_trace_is_split_per_run_and_warmup_dropped(tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gsdeploy.bench.layers import decisions_of, site_of
+from gsdeploy.bench.layers import decisions_of
+from gsdeploy.bench.site_join import site_of
 from gsdeploy.cli import app
 from gsdeploy.load import load_model
 from gsdeploy.plan.site_rows import one_per_site

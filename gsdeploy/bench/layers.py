@@ -10,10 +10,13 @@ to the module whose weights it reads:
                         initializers after parameters: "features.1.0.body.0.0.weight"); a node
                         without weights (ReLU, Add, pooling) belongs to the layer that produced its
                         first input;
-  layer      -> site    the plan decision that grouped it (a kept or fused pair is one site,
-                        named like the dense conv it replaced), else the layer itself;
+  layer      -> site    the site of either model's plan that covers its module path (a kept or
+                        fused pair is one site, named by its layers' common prefix, under which
+                        or above which lies the dense conv it replaced; bench/site_join), else
+                        the layer itself;
 
-so the deployed model and its dense baseline meet on the same site names. ORT's nodes after
+so the deployed model and its dense baseline meet on the same site names; a block rebuilt
+without a plan site (FGA VGG) meets the dense layer it replaced as that block. ORT's nodes after
 optimisation are matched through the optimised graph ORT saves (`optimized_model_filepath`):
 a node keeps its original name, or is named after an original tensor (NCHWc convs), or reads
 an original weight; reorder nodes go with the conv they feed or drain.
@@ -31,7 +34,7 @@ import math
 import statistics
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,12 +43,12 @@ import pandas as pd
 from gsdeploy.atomic import scratch_dir
 from gsdeploy.bench.runners.ort import OrtRunner
 from gsdeploy.bench.runners.trt import TrtRunner
+from gsdeploy.bench.site_join import common_blocks, decisions_at, grouping_sites, locate
 from gsdeploy.errors import GsdeployError, MissingDependencyError
+from gsdeploy.plan.site_rows import one_per_site
 from gsdeploy.target import Target
 
 UNATTRIBUTED = "(unattributed)"
-# Plan actions that do not group layers into a site (one layer each, or none left in the graph).
-_NOT_GROUPING = ("fold BN", "remove zero groups", "fold DReLU")
 LAYER_COLUMNS = ["model", "baseline", "engine", "provider", "device", "threads", "batch", "site", "action",
                  "deployed_shape", "dense_shape", "dense_us", "deployed_us", "speedup", "deployed_share", "deployed_ops", "dense_ops",
                  "runs", "command", "timestamp"]
@@ -127,27 +130,6 @@ def executed_layers(original: LayerMap, optimized_graph: Any) -> dict[str, str]:
     return out
 
 
-def site_of(layer: str, decisions: Iterable[dict]) -> tuple[str, dict | None]:
-    """The plan site a layer belongs to (and its decision), else the layer itself.
-
-    A site can carry several decisions in order (a pair kept, then its width padded): the
-    result names every action and takes the shape of the last, which is what was deployed.
-    """
-    best: tuple[str, dict | None] = (layer, None)
-    for d in decisions:
-        if d.get("action") in _NOT_GROUPING:
-            continue
-        site = str(d.get("site", ""))
-        inside = layer in (d.get("layers") or []) or layer == site or layer.startswith(site + ".")
-        if not (site and inside):
-            continue
-        if best[1] is not None and site == best[0]:
-            best = (site, {**d, "action": f"{best[1].get('action')}, {d.get('action')}"})
-        elif best[1] is None or len(site) > len(best[0]):
-            best = (site, d)
-    return best
-
-
 # ---- profiles ------------------------------------------------------------------------------------
 
 
@@ -165,15 +147,24 @@ class SiteTimes:
     threads: int | None = None
 
 
-def _group(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str], layers: dict[str, str],
-           decisions: list[dict]) -> SiteTimes:
-    site_cache: dict[str, tuple[str, dict | None]] = {}
+def site_times(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str], layers: dict[str, str],
+               decisions: list[dict], sites: list[dict] | None = None) -> SiteTimes:
+    """One model's node times summed per site, run by run, then the median over runs.
+
+    `per_run`: node -> µs of each run; `ops`: node -> op type; `order`: nodes in execution order;
+    `layers`: node -> the layer it belongs to; `decisions`: this model's plan. `sites`: the
+    grouping decisions of every model this one is joined with (site_join.grouping_sites), so
+    that all of them are cut into the same sites; default: this model's own. The action and
+    shape of each site are this model's own plan's."""
+    shared = grouping_sites(decisions if sites is None else sites)
+    own_sites = decisions_at(shared, decisions)
+    site_cache: dict[str, str] = {}
 
     def site(node: str) -> str:
         layer = layers.get(node, UNATTRIBUTED)
         if layer not in site_cache:
-            site_cache[layer] = site_of(layer, decisions) if layer != UNATTRIBUTED else (UNATTRIBUTED, None)
-        return site_cache[layer][0]
+            site_cache[layer] = locate(layer, shared)[0] if layer != UNATTRIBUTED else UNATTRIBUTED
+        return site_cache[layer]
 
     sums: list[dict[str, float]] = []
     for run in per_run:
@@ -181,17 +172,17 @@ def _group(per_run: list[dict[str, float]], ops: dict[str, str], order: list[str
         for node, us in run.items():
             s[site(node)] += us
         sums.append(s)
-    sites = list(dict.fromkeys(site(n) for n in order))
+    names = list(dict.fromkeys(site(n) for n in order))
     op_counts: dict[str, Counter] = defaultdict(Counter)
     for n in order:
         op_counts[site(n)][ops.get(n, "?")] += 1
-    us = {s: statistics.median(r.get(s, 0.0) for r in sums) for s in sites}
-    dec = {v[0]: v[1] for v in site_cache.values() if v[1] is not None}
+    us = {s: statistics.median(r.get(s, 0.0) for r in sums) for s in names}
+    dec = {s: own_sites[s] for s in names if s in own_sites}
     # A site's shape: its grouping decision's, else that of the decision about the layer itself
     # (a BN fold names the conv's final shape, e.g. "1x1 64->32" of a pruned ResNet-50).
     own = {str(d.get("site")): str(d.get("shape_after") or "") for d in decisions if d.get("shape_after")}
-    shapes = {s: str(dec[s].get("shape_after") or "") if s in dec else own.get(s, "") for s in sites}
-    return SiteTimes(us=us, ops=dict(op_counts), order=sites, runs=len(per_run), decisions=dec, shapes=shapes)
+    shapes = {s: str(dec[s].get("shape_after") or "") if s in dec else own.get(s, "") for s in names}
+    return SiteTimes(us=us, ops=dict(op_counts), order=names, runs=len(per_run), decisions=dec, shapes=shapes)
 
 
 def read_ort_trace(path: Path, skip_runs: int, drop: Iterable[int] = ()) -> tuple[list[dict[str, float]], dict[str, str],
@@ -244,9 +235,11 @@ def profile_ort_interleaved(models: list[tuple[Path, list[dict], tuple[int, ...]
     runs taken in turn, as the bench interleaves its timing: a load that comes and goes on a
     shared machine then weighs on every model alike, and their ratio stays fair. Each block
     starts after a short pause (an idle session's threads stop spinning) with one run that is
-    dropped, like the first `warmup` runs of each session."""
+    dropped, like the first `warmup` runs of each session. Every model is cut into the sites of
+    all their plans together (site_join), so their rows line up."""
     import onnx  # heavy: onnx
 
+    shared = grouping_sites(*(decisions for _, decisions, _ in models))
     with scratch_dir("layers") as tmp:
         runners, optimized, dropped = [], [], []
         try:
@@ -291,18 +284,19 @@ def profile_ort_interleaved(models: list[tuple[Path, list[dict], tuple[int, ...]
             layers = dict(original.node)
             if opt.is_file():
                 layers.update(executed_layers(original, onnx.load(str(opt), load_external_data=False).graph))
-            times = _group(per_run, ops, order, layers, decisions)
+            times = site_times(per_run, ops, order, layers, decisions, sites=shared)
             times.device, times.threads = device, threads
             out.append(times)
     return out
 
 
 def profile_trt(runner: Any, onnx_path: Path, batch: int, decisions: list[dict], *, warmup: int = 5,
-                runs: int = 20) -> SiteTimes:
+                runs: int = 20, sites: list[dict] | None = None) -> SiteTimes:
     """TensorRT's per-layer times (IProfiler) of a prepared-able `TrtRunner`, joined to sites
     through the ONNX graph it was built from. TensorRT names a fused layer after the ONNX
     nodes it holds ("/body.0.0/Conv + /body.2/LeakyRelu"); the first node with a known layer
-    names the site."""
+    names the site. `sites`: the grouping decisions shared with the models it is compared
+    with (site_join.grouping_sites), default its own plan's."""
     try:
         import tensorrt as trt  # optional: the trt extra
     except ImportError as e:
@@ -334,7 +328,7 @@ def profile_trt(runner: Any, onnx_path: Path, batch: int, decisions: list[dict],
         parts = [p.strip() for p in name.replace("+", "\n").splitlines()]
         layers[name] = next((original.node[p] for p in parts if p in original.node), UNATTRIBUTED)
     ops = {name: "TensorRT layer" for name in order}
-    times = _group(prof.runs, ops, order, layers, decisions)
+    times = site_times(prof.runs, ops, order, layers, decisions, sites=sites)
     times.device, times.threads = str(getattr(runner, "device", "")), 1
     return times
 
@@ -348,9 +342,32 @@ def _ops_text(c: Counter | None) -> str:
     return ", ".join(f"{op}×{n}" if n > 1 else op for op, n in c.most_common())
 
 
+def merge_sites(times: SiteTimes, rename: dict[str, str]) -> SiteTimes:
+    """`times` with the sites named in `rename` merged into the site each maps to: their medians
+    summed (the table's totals are sums of medians too), their op counts added, their shapes
+    listed in execution order, their decisions merged."""
+    if not any(s in rename for s in times.order):
+        return times
+    us: dict[str, float] = defaultdict(float)
+    ops: dict[str, Counter] = defaultdict(Counter)
+    parts: dict[str, list[str]] = defaultdict(list)
+    for s in times.order:
+        us[rename.get(s, s)] += times.us.get(s, 0.0)
+        ops[rename.get(s, s)].update(times.ops.get(s) or Counter())
+        parts[rename.get(s, s)].append(s)
+    decisions = {new: one_per_site(dict(times.decisions[s], site=new) for s in old if s in times.decisions)[0]
+                 for new, old in parts.items() if any(s in times.decisions for s in old)}
+    shapes = {new: " + ".join(times.shapes[s] for s in old if times.shapes.get(s)) for new, old in parts.items()}
+    return replace(times, us=dict(us), ops=dict(ops), order=list(parts), decisions=decisions, shapes=shapes)
+
+
 def join_sites(deployed: SiteTimes, dense: SiteTimes) -> pd.DataFrame:
     """One row per site (deployed order, then sites only the dense model has): µs per
-    inference in each, the speedup (dense / deployed) and the deployed model's share of time."""
+    inference in each, the speedup (dense / deployed) and the deployed model's share of time.
+    Sites only one model has are first merged into the blocks both share where there are such
+    (site_join.common_blocks); the rest stay rows with one side empty."""
+    rename = common_blocks(deployed.order, dense.order)
+    deployed, dense = merge_sites(deployed, rename), merge_sites(dense, rename)
     total = sum(deployed.us.values())
     sites = deployed.order + [s for s in dense.order if s not in deployed.us]
     rows = []
@@ -409,6 +426,7 @@ def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_pla
     providers and settings; TensorRT targets use TensorRT's layer profiler on the built engines."""
     if target.engine == "trt":
         times = []
+        shared = grouping_sites(deployed_plan, dense_plan)
         for subject, plan in ((deployed, deployed_plan), (dense, dense_plan)):
             engines = subject.trt_engines
             path = engines.get((target.label, target.precision, batch)) or \
@@ -417,7 +435,8 @@ def profile_pair(deployed: Any, dense: Any, deployed_plan: list[dict], dense_pla
                 raise GsdeployError(f"per-layer profile on {target.label} needs the built engine of {subject.name}")
             runner = TrtRunner(path)
             try:
-                times.append(profile_trt(runner, subject.onnx_path, batch, plan, warmup=warmup, runs=runs))
+                times.append(profile_trt(runner, subject.onnx_path, batch, plan, warmup=warmup, runs=runs,
+                                         sites=shared))
             finally:
                 runner.close()
         provider = "tensorrt"

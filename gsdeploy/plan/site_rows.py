@@ -4,7 +4,7 @@ The passes decide one after another, so one site can carry several decisions: a 
 the plan keeps and whose rank it pads is a "keep" from the pair pass and a "pad width" from the
 alignment pass, both named by the pair's common prefix. The plan tables (inspect, export, plan,
 the HTML report) show the site once, through `one_per_site`, its actions joined as the per-layer
-join names them (bench/layers.site_of).
+join names them (bench/site_join.site_of).
 """
 
 from __future__ import annotations
