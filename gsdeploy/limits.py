@@ -32,6 +32,8 @@ MAX_SECONDS = 24 * 3600.0
 MAX_ITERATIONS = 10**9
 MAX_SAMPLE_ELEMENTS = 1 << 28  # one input sample (1 GiB in fp32); 3x224x224 is 150k
 MAX_BATCH_ELEMENTS = 1 << 31  # a whole batch (8 GiB in fp32)
+# The multiples a deploy may align widths to (DeployOptions.align; 0: off): what targets' kernels want
+ALIGN_MULTIPLES = (0, 2, 4, 8, 16, 32)
 
 _repr = reprlib.Repr()
 _repr.maxstring = 80

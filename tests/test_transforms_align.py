@@ -97,3 +97,114 @@ def test_bad_choice_is_refused():
 
     with pytest.raises(ValueError):
         DeployOptions(choices={"a": "pad:x"})
+
+
+class Dense(nn.Module):
+    """A small DenseNet: pre-activation layers (BN -> act -> conv) whose outputs concat onto the
+    running features, a transition (BN -> act -> 1x1 conv -> pool), a second block, then BN -> act ->
+    global pool -> flatten -> linear. Every growth width reaches later layers through concats, BNs
+    and the flatten, so no layer alone can be timed for it."""
+
+    def __init__(self, stem: int, growths: list[int], trans: int, growths2: list[int], act: nn.Module,
+                 prelu: bool) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, stem, 3, padding=1)
+        width = stem
+        self.block1 = nn.ModuleList()
+        for g in growths:
+            self.block1.append(nn.Sequential(nn.BatchNorm2d(width), act, nn.Conv2d(width, g, 3, padding=1, bias=False)))
+            width += g
+        self.trans = nn.Sequential(nn.BatchNorm2d(width), nn.PReLU(width) if prelu else act,
+                                   nn.Conv2d(width, trans, 1), nn.AvgPool2d(2))
+        width = trans
+        self.block2 = nn.ModuleList()
+        for g in growths2:
+            self.block2.append(nn.Sequential(nn.BatchNorm2d(width), act, nn.Conv2d(width, g, 3, padding=1)))
+            width += g
+        self.head = nn.Sequential(nn.BatchNorm2d(width), act, nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.block1:
+            x = torch.cat([x, layer(x)], 1)
+        x = self.trans(x)
+        for layer in self.block2:
+            x = torch.cat((x, layer(x)), dim=1)
+        return self.fc(torch.flatten(self.head(x), 1))
+
+
+def _randomize_bn(net: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+
+
+@st.composite
+def dense_nets(draw):
+    widths = st.integers(1, 13)
+    act = draw(st.sampled_from([nn.ReLU(), nn.LeakyReLU(0.1), nn.Identity()]))
+    net = Dense(draw(widths), draw(st.lists(widths, min_size=1, max_size=4)), draw(widths),
+                draw(st.lists(widths, min_size=0, max_size=3)), act, draw(st.booleans()))
+    seed = draw(st.integers(0, 10_000))
+    init(net, seed)
+    _randomize_bn(net, seed)
+    return net.eval()
+
+
+@SETTINGS
+@given(dense_nets(), st.sampled_from([2, 4, 8, 16]), st.sampled_from(["always", "never", "flops"]))
+def test_align_pads_widths_read_through_concats_exactly(net, align, fuse):
+    r = deploy(net, (2, 8, 8), DeployOptions(fuse=fuse, align=align))
+    convs = {n: m for n, m in r.module.named_modules() if isinstance(m, nn.Conv2d)}
+    # every conv but the stem (which reads the graph's input) now reads a multiple of `align`
+    for name, m in convs.items():
+        if name == "stem":
+            continue
+        assert m.in_channels % align == 0, (name, m.in_channels)
+    assert r.module.get_submodule("fc").in_features % align == 0
+    pads = [d for d in r.plan if d.action == "pad width"]
+    assert all(d.macs_after >= d.macs_before for d in pads)
+    assert verify_modules(net, r.module, (2, 8, 8), batches=2, seed=3).max_rel_err <= 1e-5
+
+
+def test_a_width_in_a_concat_twice_or_added_is_not_a_site():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 5, 1), nn.Conv2d(10, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(torch.cat([y, y], 1))
+
+    class Added(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.s, self.b = nn.Conv2d(3, 5, 1), nn.Conv2d(3, 2, 1), nn.Conv2d(7, 2, 1)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), self.s(x)], 1)
+            return self.b(y) + y[:, :2]
+
+    for net in (Twice().eval(), Added().eval()):
+        gm = trace(net)
+        from gsdeploy.transforms.context import PassContext
+
+        shapes = PassContext((3, 4, 4)).shapes(gm)
+        assert [s.producer for s in find_width_sites(gm, shapes)] == []
+        r = deploy(net, (3, 4, 4), DeployOptions(align=8))
+        assert not [d for d in r.plan if d.action == "pad width"]
+
+
+def test_align_must_be_a_known_multiple():
+    import pytest
+
+    for bad in (3, -4, 64, 1):
+        with pytest.raises(ValueError):
+            DeployOptions(align=bad)

@@ -26,6 +26,7 @@ import platformdirs
 
 from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError
+from gsdeploy.limits import ALIGN_MULTIPLES
 
 FORMAT = "gsdeploy-timing-lut"
 VERSION = 1
@@ -61,7 +62,8 @@ class TimingTable:
     # sites[signature][candidate][batch] and models[key][variant][batch]
     sites: dict[str, dict[str, dict[int, Timing]]] = field(default_factory=dict)
     models: dict[str, dict[str, dict[int, Timing]]] = field(default_factory=dict)
-    # plans[key] = {"winner": variant, "model": models key, "choices": {site: choice}, "reasons": {site: text}}:
+    # plans[key] = {"winner": variant, "model": models key, "choices": {site: choice}, "reasons": {site: text},
+    #               "batch_winners": {batch: variant}, "align": multiple}:
     # the decision for one model, so the same command gives the same plan without re-planning
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -152,8 +154,11 @@ def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
     out = {}
     for k, rec in obj.items():
         _key(k, "plans")
-        if not isinstance(rec, dict) or set(rec) - {"batch_winners"} != {"winner", "model", "choices", "reasons"}:
-            raise LutError(f"plans.{k} must have exactly winner, model, choices, reasons (and batch_winners)")
+        if not isinstance(rec, dict) or set(rec) - {"batch_winners", "align"} != {"winner", "model", "choices", "reasons"}:
+            raise LutError(f"plans.{k} must have exactly winner, model, choices, reasons (and batch_winners, align)")
+        align = rec.get("align", 0)
+        if type(align) is not int or align not in ALIGN_MULTIPLES:
+            raise LutError(f"plans.{k}.align must be one of {', '.join(map(str, ALIGN_MULTIPLES))}, got {align!r}")
         _key(rec["winner"], f"plans.{k}.winner")
         _key(rec["model"], f"plans.{k}.model")
         winners = rec.get("batch_winners", {})

@@ -31,9 +31,11 @@ from gsdeploy.plan import cache as lut
 from gsdeploy.plan.cache import Timing, TimingTable
 from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
 from gsdeploy.plan.timing import (MODEL_CONFIG, MODEL_ROUNDS, PLANNABLE_ENGINES, SITE_CONFIG, fingerprint,
-                                  preferred_multiples, time_modules)
+                                  input_multiple, preferred_multiples, time_modules)
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
+from gsdeploy.transforms.align import find_width_sites
+from gsdeploy.transforms.context import PassContext
 
 MIN_GAIN = 0.03  # a candidate must be this much faster than keeping the site to be proposed
 # A batch gets its own model only when that is this much faster there than the overall winner:
@@ -130,20 +132,23 @@ def _plan_key(module: nn.Module, input_shape: tuple[int, ...], base: DeployOptio
 
 
 def _options_key(o: DeployOptions) -> list:
-    return [o.fuse, sorted(o.choices.items())]
+    return [o.fuse, sorted(o.choices.items()), o.align]
 
 
 def _geomean_ratio(v: dict[int, Timing], ref: dict[int, Timing]) -> float:
     return math.exp(sum(math.log(v[b].median_ms / ref[b].median_ms) for b in ref) / len(ref))
 
 
-def variant_options(base: DeployOptions, choices: dict[str, str], reasons: dict[str, str]) -> dict[str, DeployOptions]:
-    """The whole-model variants as deploy options; `choices` are the per-site latency choices."""
+def variant_options(base: DeployOptions, choices: dict[str, str], reasons: dict[str, str],
+                    align: int = 0) -> dict[str, DeployOptions]:
+    """The whole-model variants as deploy options; `choices` are the per-site latency choices, and
+    the latency variant also aligns the widths no site timing can judge to `align` (the other
+    variants are the fixed points it is measured against)."""
     # pairs all have a choice; "flops" still folds linear chains (tiny next to the convs)
-    return {"never": replace(base, fuse="never", choices={}, reasons={}),
-            "flops": replace(base, fuse="flops", choices={}, reasons={}),
-            "always": replace(base, fuse="always", choices={}, reasons={}),
-            "latency": replace(base, fuse="flops", choices=dict(choices), reasons=dict(reasons))}
+    return {"never": replace(base, fuse="never", choices={}, reasons={}, align=0),
+            "flops": replace(base, fuse="flops", choices={}, reasons={}, align=0),
+            "always": replace(base, fuse="always", choices={}, reasons={}, align=0),
+            "latency": replace(base, fuse="flops", choices=dict(choices), reasons=dict(reasons), align=align)}
 
 
 def _batch_winners(measured: dict[str, dict[int, Timing]], batches: tuple[int, ...], overall: str) -> dict[int, str]:
@@ -225,10 +230,11 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
         plan.sites.append(sp)
 
     reasons = {sp.site.name: _reason(sp, batches) for sp in plan.sites}
-    candidates = variant_options(base, {sp.site.name: sp.choice for sp in plan.sites}, reasons)
+    align = input_multiple(target)
+    candidates = variant_options(base, {sp.site.name: sp.choice for sp in plan.sites}, reasons, align)
     latency_opts = candidates["latency"]
     plan.variant_options, plan.module, plan.input_shape = candidates, module, tuple(input_shape)
-    if not plan.sites:
+    if not plan.sites and not _aligns(as_given, input_shape, align):
         plan.notes.append("no site has a choice (no factorized pair, no width to align): deployed as given")
         plan.options, plan.winner, plan.result = candidates["never"], "never", as_given
         plan.seconds = time.perf_counter() - start
@@ -286,14 +292,33 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
     plan.result = results.get(plan.winner) or deploy(module, input_shape, plan.options)
     plan.deployed = {n: r for n, r in results.items() if n in plan.batch_winners.values()}
     table.plans[plan_key] = {"winner": plan.winner, "model": key, "choices": dict(latency_opts.choices),
-                             "reasons": dict(latency_opts.reasons),
+                             "reasons": dict(latency_opts.reasons), "align": latency_opts.align,
                              "batch_winners": {str(b): n for b, n in plan.batch_winners.items()}}
+    _align_note(plan)
     _batch_note(plan)
     _dense_note(plan)
     if not from_lut:
         lut.save_cached(table)
     plan.seconds = time.perf_counter() - start
     return plan
+
+
+def _aligns(as_given: DeployResult, input_shape: tuple[int, ...], align: int) -> bool:
+    """Whether aligning to `align` changes any width of the model (a site no timing can judge alone)."""
+    shapes = PassContext(tuple(input_shape)).shapes(as_given.module)
+    return any(not s.local and s.width % align for s in find_width_sites(as_given.module, shapes))
+
+
+def _align_note(plan: LatencyPlan) -> None:
+    """Say which widths the winner aligned without a site timing (they show as "pad width" rows)."""
+    if plan.result is None or not plan.options.align:
+        return
+    pads = [d for d in plan.result.plan if d.action == "pad width" and d.layers[0] not in plan.options.choices]
+    if pads:
+        plan.notes.append(f"{len(pads)} width(s) read through concats or flattens aligned to multiples of "
+                          f"{plan.options.align} (the target's kernels want input widths in multiples of it; "
+                          "judged by the whole-model run): " + ", ".join(f"{d.site} {d.shape_before.split(' (')[0]} -> "
+                                                                        f"{d.shape_after.split(' (')[0]}" for d in pads))
 
 
 def _batch_note(plan: LatencyPlan) -> None:
@@ -322,7 +347,7 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
     """The plan this target already made for this model: deploy it again, measure nothing."""
     if record["winner"] not in VARIANTS:
         raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
-    candidates = variant_options(base, record["choices"], record["reasons"])
+    candidates = variant_options(base, record["choices"], record["reasons"], record.get("align", 0))
     winners = {int(b): n for b, n in record.get("batch_winners", {}).items()}
     measured = table.model(record["model"]) or {}
     if "batch_winners" not in record:
@@ -342,6 +367,7 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
             plan.variants.append(VariantTiming(name, None, measured[name]))
     plan.notes.append("plan " + ("from the LUT" if from_lut else "from the timing cache (--refresh re-measures)"))
     plan.result = deploy(module, input_shape, options)
+    _align_note(plan)
     _batch_note(plan)
     _dense_note(plan)
     plan.seconds = time.perf_counter() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
@@ -72,7 +72,9 @@ def find_sites(gm: fx.GraphModule, input_shape: tuple[int, ...], multiples: tupl
     shapes = PassContext(tuple(input_shape)).shapes(gm)
     nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
     pairs = _pairs(gm)
-    widths = {s.producer: s for s in find_width_sites(gm)}
+    # only sites that can be timed alone; the others (a concat or flatten on the way) are aligned
+    # in the whole-model variants (DeployOptions.align)
+    widths = {s.producer: s for s in find_width_sites(gm, shapes) if s.local}
     sites = []
     for name in [n.target for n in gm.graph.nodes if n.op == "call_module" and (n.target in pairs or n.target in widths)]:
         w = widths.get(name)
@@ -122,7 +124,8 @@ def candidate_module(gm: fx.GraphModule, site: Site, candidate: str) -> nn.Modul
     sub = fx.GraphModule(root, g).float().eval()
     if candidate.startswith("pad:"):
         w = site.width
-        local = WidthSite(flat[w.producer], tuple(flat[c] for c in w.consumers), (), w.width, w.pair)
+        local = replace(w, producer=flat[w.producer], consumers=tuple(flat[c] for c in w.consumers), between=(),
+                        norms=tuple((flat[n], o) for n, o in w.norms))
         pad_width(sub, local, int(candidate[4:]))
         sub.recompile()
     return sub

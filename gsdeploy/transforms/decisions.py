@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from gsdeploy.limits import ALIGN_MULTIPLES
 from gsdeploy.numerics import Verification
 
 ACTIONS = ("remove zero groups", "fold BN", "fuse pair", "fold DReLU", "fold linear chain", "keep", "pad width")
@@ -42,11 +43,16 @@ class DeployOptions:
     # or "pad:N" (grow the width to N with zero filters); they override `fuse` at their sites.
     choices: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # why, per site, for the plan table
+    # Pad every width that a concat or flatten carries into the rest of the network (so the plan
+    # cannot time it alone, and no choice names it) to a multiple of this; 0: leave them.
+    align: int = 0
 
     def __post_init__(self) -> None:
         for site, c in self.choices.items():
             if c not in ("keep", "fuse") and not (c.startswith("pad:") and c[4:].isdigit() and int(c[4:]) > 0):
                 raise ValueError(f"choice for {site} must be keep, fuse or pad:N, got {c!r}")
+        if self.align not in ALIGN_MULTIPLES:
+            raise ValueError(f"align must be one of {ALIGN_MULTIPLES}, got {self.align!r}")
         if self.fuse not in FUSE_MODES:
             raise ValueError(f"fuse must be one of {FUSE_MODES}, got {self.fuse!r}")
         if self.prune_threshold is not None and self.prune_threshold < 0:

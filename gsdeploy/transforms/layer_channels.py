@@ -40,6 +40,17 @@ def set_param(m: nn.Module, name: str, value: torch.Tensor | None) -> None:
         setattr(m, name, value)
 
 
+def insert_zeros(t: torch.Tensor | None, dim: int, at: int, count: int, fill: float = 0.0) -> torch.Tensor | None:
+    """`t` with `count` entries of `fill` inserted before index `at` along `dim` (None stays None)."""
+    if t is None:
+        return None
+    t = t.detach()
+    shape = list(t.shape)
+    shape[dim] = count
+    new = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+    return torch.cat([t.narrow(dim, 0, at), new, t.narrow(dim, at, t.shape[dim] - at)], dim).clone()
+
+
 def _slice_norms(w: torch.Tensor, dim: int) -> torch.Tensor:
     dims = [d for d in range(w.dim()) if d != dim]
     return w.detach().double().pow(2).sum(dim=dims).sqrt()
@@ -122,6 +133,19 @@ class ChannelLayer:
         any weight changed (so the group, which goes only whole, can then go)."""
         return False
 
+    def can_insert(self, m: nn.Module) -> bool:
+        """Whether `insert_in`/`insert_out` can add channels to `m` that change no value."""
+        return False
+
+    def insert_in(self, m: nn.Module, at: int, count: int) -> None:
+        """Read `count` more input channels, inserted before input `at`, with nothing depending on them
+        (a pointwise layer: the same channels are its outputs, and it maps them 0 -> 0)."""
+        raise NotImplementedError(f"{type(m).__name__} cannot grow its channels")
+
+    def insert_out(self, m: nn.Module, at: int, count: int) -> None:
+        """Write `count` more output channels, inserted before output `at`, all exactly zero."""
+        self.insert_in(m, at, count)
+
     def describe(self, m: nn.Module) -> str:
         return describe(m)
 
@@ -177,6 +201,18 @@ class ConvChannels(WeightRowsChannels):
                 j = c // cin_g  # a grouped conv reads c only in the rows of its group
                 m.weight[j * cout_g:(j + 1) * cout_g, c - j * cin_g] = 0
 
+    def can_insert(self, m: nn.Conv2d) -> bool:
+        return m.groups == 1  # a grouped conv's channels go in groups; not grown here
+
+    def insert_in(self, m: nn.Conv2d, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 1, at, count))
+        m.in_channels += count
+
+    def insert_out(self, m: nn.Conv2d, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
+        set_param(m, "bias", insert_zeros(m.bias, 0, at, count))
+        m.out_channels += count
+
     def silence_group(self, m: nn.Conv2d, j: int) -> bool:
         cout_g = m.out_channels // m.groups
         with torch.no_grad():
@@ -210,6 +246,18 @@ class LinearChannels(WeightRowsChannels):
             for c in cols:
                 m.weight[:, c] = 0
 
+    def can_insert(self, m: nn.Linear) -> bool:
+        return True
+
+    def insert_in(self, m: nn.Linear, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 1, at, count))
+        m.in_features += count
+
+    def insert_out(self, m: nn.Linear, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
+        set_param(m, "bias", insert_zeros(m.bias, 0, at, count))
+        m.out_features += count
+
 
 class BatchNormChannels(ChannelLayer):
     """An eval BatchNorm (running statistics): a per-channel affine map."""
@@ -229,6 +277,17 @@ class BatchNormChannels(ChannelLayer):
             set_param(m, name, take(getattr(m, name), 0, keep_out))
         m.num_features = len(keep_out)
 
+    def can_insert(self, m: nn.Module) -> bool:
+        return foldable_bn(m)
+
+    def insert_in(self, m: nn.Module, at: int, count: int) -> None:
+        # scale 0, shift 0: the new channels come out exactly zero whatever comes in (mean 0, var 1
+        # keep the arithmetic finite)
+        fills = {"weight": 0.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
+        for name, fill in fills.items():
+            set_param(m, name, insert_zeros(getattr(m, name), 0, at, count, fill))
+        m.num_features += count
+
 
 class PReLUChannels(ChannelLayer):
     """PReLU maps zero to zero; one slope for all channels or one per channel."""
@@ -243,6 +302,14 @@ class PReLUChannels(ChannelLayer):
         if m.num_parameters > 1:
             set_param(m, "weight", take(m.weight, 0, keep_out))
             m.num_parameters = len(keep_out)
+
+    def can_insert(self, m: nn.PReLU) -> bool:
+        return True
+
+    def insert_in(self, m: nn.PReLU, at: int, count: int) -> None:
+        if m.num_parameters > 1:  # any slope maps 0 to 0
+            set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
+            m.num_parameters += count
 
 
 class GroupNormChannels(ChannelLayer):
