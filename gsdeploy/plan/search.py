@@ -141,13 +141,15 @@ def _geomean_ratio(v: dict[int, Timing], ref: dict[int, Timing]) -> float:
 
 def variant_options(base: DeployOptions, choices: dict[str, str], reasons: dict[str, str],
                     align: int = 0) -> dict[str, DeployOptions]:
-    """The whole-model variants as deploy options; `choices` are the per-site latency choices, and
-    the latency variant also aligns the widths no site timing can judge to `align` (the other
-    variants are the fixed points it is measured against)."""
+    """The whole-model variants as deploy options; `choices` are the per-site latency choices. The
+    two proposals that restructure the model (all pairs fused, the per-site choices) also align
+    the widths no site timing can judge to `align`; as given and the FLOP plan stay the references
+    they are. Where aligning changes nothing (no concat or flatten carries an odd width) a variant
+    is the same model as without it, and the whole-model run times it once."""
     # pairs all have a choice; "flops" still folds linear chains (tiny next to the convs)
     return {"never": replace(base, fuse="never", choices={}, reasons={}, align=0),
             "flops": replace(base, fuse="flops", choices={}, reasons={}, align=0),
-            "always": replace(base, fuse="always", choices={}, reasons={}, align=0),
+            "always": replace(base, fuse="always", choices={}, reasons={}, align=align),
             "latency": replace(base, fuse="flops", choices=dict(choices), reasons=dict(reasons), align=align)}
 
 
