@@ -86,3 +86,17 @@ def test_a_lut_with_a_bad_align_is_refused(bad):
     table.plans["k"]["align"] = bad
     with pytest.raises(lut.LutError, match="align"):
         lut.parse_table(table.to_json(), "lut.json")
+
+
+def test_a_plan_cached_by_another_planner_version_is_made_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(search, "time_modules", scripted(timing.time_modules, "never"))
+    net = dense_net()
+    target = make_target("ort", batches=(1,), **FAST_T)
+    assert search.plan_latency(net, (2, 8, 8), target).winner == "never"
+    again = search.plan_latency(net, (2, 8, 8), target)
+    assert any("from the timing cache" in n for n in again.notes)  # replayed
+    monkeypatch.setattr(search, "PLANNER_VERSION", search.PLANNER_VERSION + 1)
+    anew = search.plan_latency(net, (2, 8, 8), target)
+    # made again: the same whole models' timings are still good measurements and are reused
+    assert not any("from the timing cache" in n for n in anew.notes) and anew.models_cached

@@ -37,6 +37,9 @@ from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 from gsdeploy.transforms.align import find_width_sites
 from gsdeploy.transforms.context import PassContext
 
+# Part of every plan's cache key: a plan cached by a planner that proposed other whole models
+# (before aligned concat widths: 1) is made again, not replayed. Site timings stay valid.
+PLANNER_VERSION = 2
 MIN_GAIN = 0.03  # a candidate must be this much faster than keeping the site to be proposed
 # A batch gets its own model only when that is this much faster there than the overall winner:
 # two identical models read 3-5% apart in one short run here (docs/measuring.md).
@@ -127,7 +130,7 @@ def _plan_key(module: nn.Module, input_shape: tuple[int, ...], base: DeployOptio
         if t.is_floating_point():
             h.update(name.encode())
             h.update(np.packbits(t.detach().cpu().eq(0).numpy().ravel()).tobytes())
-    what = [h.hexdigest(), list(input_shape), base.prune_threshold, base.tolerance, list(batches)]
+    what = [h.hexdigest(), list(input_shape), base.prune_threshold, base.tolerance, list(batches), PLANNER_VERSION]
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:20]
 
 
