@@ -25,7 +25,7 @@ from gsdeploy.bench.site_join import common_blocks, grouping_sites, site_of  # n
 from gsdeploy.transforms import DeployOptions, deploy  # noqa: E402
 from gsdeploy import zoo  # noqa: E402
 from gsdeploy.zoo.densenet import build_cifar_densenet  # noqa: E402
-from gsdeploy.zoo.fga import build_fga_densenet  # noqa: E402
+from gsdeploy.zoo.fga import build_fga_densenet, build_fga_vgg16  # noqa: E402
 from gsdeploy.zoo.layers import conv  # noqa: E402
 from gsdeploy.zoo.wrn import WideResNet  # noqa: E402
 from gsdeploy.cli import app  # noqa: E402
@@ -86,6 +86,18 @@ def test_nodes_belong_to_the_layer_whose_weights_they_read(onnx_pair):
     assert by_op["Add"] == ["block.conv.1"]
     assert by_op["Gemm"] == ["head"]
     assert UNATTRIBUTED not in m.node.values()
+
+
+def test_a_densenet_concat_and_a_bn_with_shared_constants_belong_to_their_layer(tmp_path):
+    """A dense layer's Concat appends its conv's output to x (from the stem): it is the layer's;
+    fresh BNs have equal statistics, which the exporter stores once and names through Identity."""
+    graph = onnx.load(str(export(tiny_densenet(pair=False), tmp_path / "d.onnx", (3, 32, 32)))).graph
+    m = layer_map(graph)
+    cats = [m.node[n.name] for n in graph.node if n.op_type == "Concat"]
+    assert cats[:2] == ["features.1.0.body.2", "features.1.1.body.2"]
+    bns = [m.node[n.name] for n in graph.node if n.op_type == "BatchNormalization"]
+    assert bns[:3] == ["features.1.0.body.0", "features.1.1.body.0", "features.2.0"]
+    assert "features.3.0.body.0" in bns
 
 
 def test_site_of_takes_the_grouping_decision():
@@ -236,6 +248,7 @@ FAMILIES = {  # compressed, dense, input shape
     "densenet_fga": (lambda: build_fga_densenet(n_layers=2, growth=6, num_classes=4),
                      lambda: build_cifar_densenet(n_layers=2, growth=6, num_classes=4), (3, 32, 32)),
     "wrn_hinge": (lambda: WideResNet(10, 1, 4, pair1=True, pair2=True), lambda: WideResNet(10, 1, 4), (3, 32, 32)),
+    "vgg_fga": (lambda: build_fga_vgg16(), lambda: zoo.create("vgg16").module, (3, 32, 32)),  # blocks, no sites
 }
 
 

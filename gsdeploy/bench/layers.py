@@ -9,7 +9,7 @@ to the module whose weights it reads:
   ONNX node  -> layer   the module path of its weight initializer (the exporter names
                         initializers after parameters: "features.1.0.body.0.0.weight"); a node
                         without weights (ReLU, Add, pooling) belongs to the layer that produced its
-                        first input;
+                        first input (a Concat: its last);
   layer      -> site    the site of either model's plan that covers its module path (a kept or
                         fused pair is one site, named by its layers' common prefix, under which
                         or above which lies the dense conv it replaced; bench/site_join), else
@@ -73,17 +73,24 @@ def _layer_of_initializer(name: str) -> str:
 
 def layer_map(graph: Any) -> LayerMap:
     """The layers of an `onnx.GraphProto` exported from a torch module (nodes are in
-    topological order, as ONNX requires)."""
+    topological order, as ONNX requires). A node without weights goes with the layer of its
+    first input, but a Concat with that of its last: DenseNet's cat((x, body(x)), 1) is the
+    dense layer appending its new features, not part of the stem or transition x came from."""
     inits = {i.name for i in graph.initializer}
-    m = LayerMap(weight={n: _layer_of_initializer(n) for n in inits})
+    # The exporter stores equal constants once (a fresh BN's statistics, equal biases) and names
+    # the others through Identity nodes: their outputs are weights of the layer they are named after.
+    aliases = {o for n in graph.node if n.op_type == "Identity" and n.input and n.input[0] in inits for o in n.output}
+    weights_of = inits | aliases
+    m = LayerMap(weight={n: _layer_of_initializer(n) for n in weights_of})
     for node in graph.node:
-        weights = [i for i in node.input if i in inits]
+        weights = [o for o in node.output if o in aliases] or [i for i in node.input if i in weights_of]
         layer = None
         if weights:
             named = [w for w in weights if w.endswith(".weight")] or weights
             layer = m.weight[named[0]]
         else:
-            layer = next((m.tensor[i] for i in node.input if i in m.tensor), None)
+            inputs = list(node.input)[::-1] if node.op_type == "Concat" else list(node.input)
+            layer = next((m.tensor[i] for i in inputs if i in m.tensor), None)
         layer = layer or UNATTRIBUTED
         m.node[node.name] = layer
         for o in node.output:
