@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import onnx
 import pandas as pd
@@ -28,11 +29,11 @@ from gsdeploy.load import load_model
 from gsdeploy.loaders import trt_build_options, trt_engine_batches
 from gsdeploy.metrics import count_macs, count_params, weight_bytes
 from gsdeploy.model import LoadedModel
-from gsdeploy.plan.stage import load_lut, make_plan
+from gsdeploy.plan.stage import PlanOutcome, load_lut, make_plan
 from gsdeploy.report.claims import claim_target
 from gsdeploy.sample_data import load_samples, random_samples
 from gsdeploy.target import Target, require_available
-from gsdeploy.transforms import DeployOptions, deploy
+from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 from gsdeploy.transforms.decisions import plan_record
 
 
@@ -347,28 +348,39 @@ def _bench_into(results, req: BenchRequest, loaded, base, comp_subject, base_sub
 def _per_batch_runs(req: BenchRequest, loaded, outcome, subjects: list, plans: dict, tmp: Path) -> list:
     """(subjects, targets, plans) per model the plan chose for some batch; one entry when every
     batch has the same fastest model."""
-    groups = outcome.batch_groups(tuple(req.targets[0].batches))
-    if len(groups) == 1:
-        return [(subjects, list(req.targets), plans)]
-    # the overall winner (export's model) need not be fastest at any batch: then every group
-    # gets a subject of its own, and the first takes the batches the plan did not see
-    main = next((i for i, g in enumerate(groups) if g[0] is outcome.result), None)
-    unplanned = {b for t in req.targets for b in t.batches} - {b for g in groups for b in g[2]}
     runs = []
-    for i, (result, options, batches) in enumerate(groups):
-        own = set(batches) | (unplanned if i == (main if main is not None else 0) else set())
+    for comp, own, chosen in batch_subjects(loaded, outcome, subjects[1], [b for t in req.targets for b in t.batches],
+                                            req.targets, tmp, req.plan):
         targets = [replace(t, batches=tuple(b for b in t.batches if b in own)) for t in req.targets]
         targets = [t for t in targets if t.batches]
-        if i == main:
+        if comp is subjects[1]:
             runs.append((subjects, targets, plans))
             continue
-        group_plans: dict = {"baseline": plans.get("baseline")} if "baseline" in plans else {}
-        work = tmp / f"batch{'-'.join(map(str, batches))}"
-        work.mkdir()
-        comp = deploy_subject(loaded, "compressed", options, work, tuple(targets), group_plans, deployed=result,
-                              plan=req.plan)
-        runs.append(([subjects[0], comp], targets, group_plans))
+        group_plans = {"baseline": plans["baseline"]} if "baseline" in plans else {}
+        runs.append(([subjects[0], comp], targets, {**group_plans, "compressed": chosen}))
     return runs
+
+
+def batch_subjects(loaded: LoadedModel, outcome: PlanOutcome, winner: Subject, batches: Iterable[int],
+                   targets: tuple[Target, ...], workdir: Path, plan: str = "auto", build_engines: bool = True
+                   ) -> list[tuple[Subject, tuple[int, ...], tuple[DeployResult, DeployOptions]]]:
+    """The compressed model to time at each of `batches`: one Subject per model the plan chose
+    for some batch (PlanOutcome.batch_groups), with its batches and (result, options). `winner`
+    is the overall winner (the model `export` writes), already deployed by `deploy_subject`; it
+    takes the batches it is fastest at and any the plan did not measure (a batch-32 server and a
+    batch-1 one are different targets, and a batch outside the plan gets what export writes).
+    Every other model is deployed and exported for `targets` here, in a folder of its own."""
+    out = []
+    for result, options, own in outcome.batch_groups(tuple(sorted(set(batches)))):
+        if result is outcome.result:
+            out.append((winner, own, (result, options)))
+            continue
+        work = Path(workdir) / f"batch{'-'.join(map(str, own))}"
+        work.mkdir()
+        comp = deploy_subject(loaded, "compressed", options, work, tuple(targets), build_engines=build_engines,
+                              deployed=result, plan=plan)
+        out.append((comp, own, (result, options)))
+    return out
 
 
 def _precision_inputs(req: BenchRequest, shape: tuple[int, ...]):

@@ -121,6 +121,35 @@ def test_resume_after_an_interrupted_sweep_runs_only_the_missing_jobs(cluster):
     pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))  # earlier rows untouched, not re-timed
 
 
+def test_each_batch_runs_the_model_the_plan_chose_on_the_device(cluster, tmp_path, monkeypatch):
+    """The plan is made on the device node, here from a LUT (`gsdeploy plan --save-lut`, with the
+    scripted timings of tests/scripted_plan.py: a different fastest model at batch 1 and 2, and
+    the overall winner at neither); each model travels to the device and times its own batch."""
+    from typer.testing import CliRunner
+
+    from gsdeploy.cli import app
+    from tests.scripted_plan import script_split_winners
+
+    script_split_winners(monkeypatch, tmp_path / "cache")
+    (tmp_path / "cpu-a.yaml").write_text((cluster.tmp / "cpu-a.yaml").read_text().replace("batches: [1]",
+                                                                                          "batches: [1, 2]"))
+    lut = tmp_path / "lut.json"
+    r = CliRunner().invoke(app, ["plan", "resnet20_hinge50", "--profile", str(tmp_path / "cpu-a.yaml"),
+                                 "--save-lut", str(lut)])
+    assert r.exit_code == 0, r.output
+    spec = cluster.tmp / "variants.yaml"
+    spec.write_text(f"models: [{{model: resnet20_hinge50, plan: latency, lut: {lut}}}]\n"
+                    "profiles: [cpu-a.yaml]\nbatches: [1, 2]\nretries: 1\n")
+    out = cluster.tmp / "variants"
+    r = run_sweep(cluster, spec, out, "--min-duration-s", "0.05")
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = pd.read_csv(out / "variants.csv")
+    assert set(df["status"]) == {"ok"} and sorted(df["batch"]) == [1, 1, 2, 2] and set(df["plan"]) == {"latency"}
+    comp = df[df["role"] == "compressed"].set_index("batch")
+    assert comp.loc[1, "plan_variant"] == "always" and comp.loc[2, "plan_variant"] == "never"
+    assert comp.loc[1, "macs"] > comp.loc[2, "macs"]  # all pairs fused at batch 1, the pairs kept at batch 2
+
+
 def test_node_killed_mid_job_loses_no_row(cluster):
     spec = sweep_file(cluster.tmp, "kill", ["resnet20_pruned50"], ["cpu-a"], [1, 2, 3, 4])
     out = cluster.tmp / "kill"

@@ -143,8 +143,40 @@ def test_farm_deploys_with_the_latency_plan_made_on_the_target(tmp_path, monkeyp
     assert (target.profile, target.batches, target.threads) == ("cpu-a", (1, 2), 1)
     df = pd.read_csv(out / "tiny.csv")
     assert set(df["plan"]) == {"latency"} and df["warning"].isna().all()
-    comp = df[df["role"] == "compressed"]
-    assert set(comp["macs"]) == {count_macs(plan.result.module, (3, 32, 32))}
+    comp = df[df["role"] == "compressed"].set_index("batch")
+    for b in (1, 2):  # each batch's model, which is the overall winner unless another won there by a margin
+        assert comp.loc[b, "macs"] == count_macs(plan.result_at(b).module, (3, 32, 32))
+        assert comp.loc[b, "plan_variant"] == plan.winner_at(b)
+
+
+def test_farm_times_each_batch_with_the_model_the_plan_chose_for_it(tmp_path, monkeypatch):
+    """Scripted whole-model timings (tests/scripted_plan.py): all pairs fused is fastest at batch
+    1, the pairs kept at batch 2, and the overall winner (what export writes) at neither. Each
+    batch's rows come from its own model, and the ledger and its Markdown say which."""
+    from gsdeploy.load import load_model
+    from gsdeploy.metrics import count_macs
+    from gsdeploy.transforms import DeployOptions, deploy
+    from tests.scripted_plan import script_split_winners
+
+    script_split_winners(monkeypatch, tmp_path / "cache")
+    profile(tmp_path, "cpu-a")
+    spec_path = sweep_file(tmp_path, ["resnet20_hinge50"], ["cpu-a.yaml"], [1, 2])
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "tiny.csv")
+    assert set(df["status"]) == {"ok"} and sorted(df["batch"]) == [1, 1, 2, 2]
+    comp = df[df["role"] == "compressed"].set_index("batch")
+    assert comp.loc[1, "plan_variant"] == "always" and comp.loc[2, "plan_variant"] == "never"
+    assert df.loc[df["role"] == "baseline", "plan_variant"].isna().all()  # the dense model has no plan
+    m = load_model("resnet20_hinge50")  # what each deployment counts, apart from the plan stage
+    macs = {f: count_macs(deploy(m.module, m.input_shape, DeployOptions(fuse=f)).module, m.input_shape)
+            for f in ("always", "never")}
+    assert macs["always"] > macs["never"]
+    assert comp.loc[1, "macs"] == macs["always"] and comp.loc[2, "macs"] == macs["never"]
+    assert (comp["max_rel_err"] < 1e-4).all()
+    md = (out / "tiny.md").read_text()
+    assert "| resnet20_hinge50 (always) | compressed |" in md and "| resnet20_hinge50 (never) | compressed |" in md
 
 
 def test_farm_falls_back_to_the_flop_plan_with_its_warning_in_the_ledger(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from gsdeploy.plan import cache as lut
 from gsdeploy.plan import search, timing
 from gsdeploy.plan.cache import Timing
 from gsdeploy.target import make_target
+from tests.scripted_plan import script_split_winners
 
 pytest.importorskip("onnxruntime")
 
@@ -127,30 +128,9 @@ def test_the_plan_table_marks_the_export_choice_and_each_batch_model(script):
     assert "differs by batch" in r.stdout
 
 
-# The overall winner need not be fastest at any batch: all pairs fused is fastest at batch 1,
-# as given (pairs kept) at every other batch, and the per-site choices (fuse the 32x32 stage's
-# pairs, keep the rest) are second at both, so their geometric mean wins over all batches.
-def split_ms(batch: int, name: str) -> float:
-    at_1 = {"always": 1.0, "never": 3.0, "flops": 3.0, "latency": 1.2}
-    at_other = {"always": 3.0, "never": 1.0, "flops": 1.0, "latency": 1.2}
-    return (at_1 if batch == 1 else at_other).get(name, 2.0)  # dense: 2.0
-
-
-def split_site_ms(candidate: str, in_shape: tuple[int, ...]) -> float:
-    if candidate == "fuse":
-        return 0.5 if in_shape[-1] == 32 else 2.0
-    return 1.0 if candidate == "keep" else 2.0  # padding never pays here
-
-
 @pytest.fixture
 def split_script(monkeypatch, tmp_path):
-    def time_modules(target, modules, input_shape, batches, cfg, rounds=1):
-        if "never" in modules:  # whole models
-            return {n: {b: Timing(split_ms(b, n), 0.01) for b in batches} for n in modules}
-        return {n: {b: Timing(split_site_ms(n, tuple(input_shape)), 0.01) for b in batches} for n in modules}
-
-    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(search, "time_modules", time_modules)
+    script_split_winners(monkeypatch, tmp_path / "cache")
 
 
 def test_bench_when_the_overall_winner_is_fastest_at_no_batch(split_script, tmp_path):

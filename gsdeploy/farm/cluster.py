@@ -253,7 +253,8 @@ def run_cluster(ray: Any, spec: SweepSpec, jobs: list[Job], ledger: Ledger, prog
                     retry_or_fail(state, out.node, f"failed on node {out.node[:12]}: {out.error}")
                     continue
                 t = out.timed
-                ledger.add_rows(state.job, t.rows, state.attempts, out.node, t.start, t.end, t.plan, t.warnings)
+                ledger.add_rows(state.job, t.rows, state.attempts, out.node, t.start, t.end, t.plan, t.warnings,
+                                t.choice)
                 progress.move(state.job.profile, "running", "done")
                 release(state)
             now = time.monotonic()

@@ -20,9 +20,11 @@ from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job
 
 # plan: the plan the job's compressed model was deployed with (latency | flops); warning: the plan
-# stage's reason for not measuring on the target, kept beside the rows it explains
+# stage's reason for not measuring on the target, kept beside the rows it explains; plan_variant:
+# which of the latency plan's whole models ran at the job's batch (never | flops | always | latency:
+# a batch may have a faster model of its own than the one `export` writes), empty for the FLOP plan
 SWEEP_COLUMNS = ["sweep", "sweep_job", "status", "error", "attempts", "node", "job_start", "job_end", "plan",
-                 "warning"]
+                 "warning", "plan_variant"]
 ALL_COLUMNS = COLUMNS + SWEEP_COLUMNS
 OK, FAILED = "ok", "failed"
 
@@ -68,11 +70,14 @@ class Ledger:
         write_text_atomic(self.csv_path, to_csv_text(self.rows))
 
     def add_rows(self, job: Job, rows: pd.DataFrame, attempts: int, node: str, start: str, end: str,
-                 plan: str = "", warnings: tuple[str, ...] = ()) -> None:
+                 plan: str = "", warnings: tuple[str, ...] = (), variant: str = "") -> None:
         extra = {"sweep": self.sweep, "sweep_job": job.key, "status": OK, "error": "",
                  "attempts": attempts, "node": node, "job_start": start, "job_end": end, "plan": plan,
                  "warning": " ".join(" ".join(warnings).split())[:500]}
-        self._append(rows.reindex(columns=COLUMNS).assign(**extra))
+        rows = rows.reindex(columns=COLUMNS).assign(**extra)
+        # the variant is the compressed model's; the baseline is dense whatever the plan chose
+        rows["plan_variant"] = [variant if r == "compressed" else "" for r in rows["role"].astype(str)]
+        self._append(rows)
         self.done.add(job.key)
 
     def add_failure(self, job: Job, reason: str, attempts: int, node: str = "") -> None:
@@ -82,7 +87,7 @@ class Ledger:
         row.update({"model": job.entry.model, "role": "compressed", "engine": "", "precision": job.precision or "",
                     "batch": job.batch, "device": "", "sweep": self.sweep, "sweep_job": job.key, "profile": prof,
                     "status": FAILED, "error": " ".join(reason.split())[:500], "attempts": attempts, "node": node,
-                    "job_start": "", "job_end": "", "plan": "", "warning": ""})
+                    "job_start": "", "job_end": "", "plan": "", "warning": "", "plan_variant": ""})
         self._append(pd.DataFrame([row]))
 
     def warnings(self) -> list[str]:
@@ -100,7 +105,7 @@ class Ledger:
             return None
         df = self.rows
         ok = df[df["status"].astype(str) == OK]
-        text = to_markdown(ok) if not ok.empty else "# gsdeploy sweep\n\nno job finished\n"
+        text = to_markdown(_named_by_variant(ok)) if not ok.empty else "# gsdeploy sweep\n\nno job finished\n"
         warnings = self.warnings()
         if warnings:
             text += "\n## warnings\n\n" + "".join(f"- {w.replace('|', '/')}\n" for w in warnings)
@@ -111,3 +116,13 @@ class Ledger:
                 text += f"| {r['sweep_job']} | {r['attempts']} | {str(r['error']).replace('|', '/')} |\n"
         write_text_atomic(self.md_path, text)
         return self.md_path
+
+
+def _named_by_variant(rows: pd.DataFrame) -> pd.DataFrame:
+    """The table's model cell says which of the latency plan's models a row timed ("m (always)"),
+    so two batches of one model timed with different deployments are told apart."""
+    variant = rows["plan_variant"].fillna("").astype(str) if "plan_variant" in rows else None
+    if variant is None or not (variant != "").any():
+        return rows
+    model = rows["model"].astype(str)
+    return rows.assign(model=model.where(variant == "", model + " (" + variant + ")"))

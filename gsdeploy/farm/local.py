@@ -48,7 +48,8 @@ def run_local(spec: SweepSpec, jobs: list[Job], ledger: Ledger, progress: SweepP
             except Exception as e:  # noqa: BLE001
                 reason = describe_failure(e)
                 continue
-            ledger.add_rows(job, timed.rows, attempt, "local", timed.start, timed.end, timed.plan, timed.warnings)
+            ledger.add_rows(job, timed.rows, attempt, "local", timed.start, timed.end, timed.plan, timed.warnings,
+                            timed.choice)
             progress.move(job.profile, "running", "done")
             break
         else:

@@ -10,7 +10,7 @@ with the device's own environment columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,12 +26,23 @@ from gsdeploy.target import Target, require_available, validate
 @dataclass
 class Prepared:
     """Deployed subjects (bench.sweep.Subject, without file paths) and their ONNX files' bytes,
-    and how the plan stage deployed the compressed model."""
+    and how the plan stage deployed the compressed model. A latency plan may find a different
+    fastest model at some batch: then there is one compressed subject per model it chose, and
+    each batch is timed with its own, as `bench` does."""
 
-    subjects: list
-    onnx: dict[str, bytes]  # role -> ONNX file
+    subjects: list  # the baseline first, then each compressed model the plan chose for some batch
+    onnx: dict[int, bytes]  # index in subjects -> its ONNX file
+    batch_models: dict[int, int]  # batch -> index in subjects of the compressed model timed at it
     plan: str = "flops"  # the plan the compressed model was deployed with: "latency" | "flops"
     warnings: tuple[str, ...] = ()  # the plan stage's (why not the latency plan), for the ledger
+    choices: dict[int, str] = field(default_factory=dict)  # batch -> the latency plan's model (its variant)
+
+    def timed_at(self, batch: int) -> list[int]:
+        """The subjects a job at `batch` times, as indices: the baseline and that batch's model."""
+        if batch not in self.batch_models:  # prepare() saw every batch of the key's jobs: a bug if not
+            raise GsdeployError(f"no deployed model for batch {batch} (prepared for batches "
+                                f"{', '.join(map(str, sorted(self.batch_models)))})")
+        return [0, self.batch_models[batch]]
 
 
 @dataclass(frozen=True)
@@ -40,8 +51,9 @@ class TimingTask:
 
     job_key: str
     profile: str
-    targets: tuple[Target, ...]
+    targets: tuple[Target, ...]  # each at the job's batch
     command: str
+    batch: int
 
 
 @dataclass
@@ -51,10 +63,12 @@ class TimedRows:
     end: str
     plan: str = ""  # Prepared.plan and .warnings, carried into the ledger beside the rows
     warnings: tuple[str, ...] = ()
+    choice: str = ""  # the latency plan's model timed at this batch (Prepared.choices)
 
 
 def timing_task(spec: SweepSpec, job: Job, command: str) -> TimingTask:
-    return TimingTask(job_key=job.key, profile=job.profile, targets=spec.targets(job), command=command)
+    return TimingTask(job_key=job.key, profile=job.profile, targets=spec.targets(job), command=command,
+                      batch=job.batch)
 
 
 def model_files(entry: ModelEntry) -> dict[str, bytes]:
@@ -115,13 +129,14 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
     None: the model's), as `targets` need them (ONNX for ORT and TensorRT; engines are built later,
     on the device). The compressed model goes through bench's plan stage (`--plan` is the entry's
     `plan`): the latency plan is measured on this machine, which is the device (locally, or the
-    node of the cluster that holds it); where the target cannot be timed here, the FLOP plan and
+    node of the cluster that holds it), and each batch gets the model the plan found fastest
+    there (pipeline.batch_subjects, as `bench` times them); where the target cannot be timed here, the FLOP plan and
     its one-line warning, kept in the result. `files` maps the entry's checkpoint and LUT paths to
     their bytes when this runs on another machine; they are written to a temp folder under their
     own names (the file stem names the model in the rows)."""
     from gsdeploy.load import load_model, parse_input_shape  # heavy: torch, loaded in the job, not when the sweep file is read
-    from gsdeploy.pipeline import (BenchRequest, check_batch_size, deploy_options, deploy_subject,  # heavy: torch
-                                   plan_compressed, resolve_baseline)
+    from gsdeploy.pipeline import (BenchRequest, batch_subjects, check_batch_size, deploy_options,  # heavy: torch
+                                   deploy_subject, plan_compressed, resolve_baseline)
 
     dims = parse_input_shape(shape) if shape else None
     with scratch_dir("prepare") as tmp:  # swept later if this process is killed
@@ -149,9 +164,17 @@ def prepare(entry: ModelEntry, shape: str | None, targets: tuple[Target, ...],
                                    build_engines=False),
                     deploy_subject(loaded, "compressed", outcome.options, Path(tmp), targets, build_engines=False,
                                    deployed=outcome.result, plan=entry.plan)]
-        onnx = {s.role: Path(s.onnx_path).read_bytes() for s in subjects if s.onnx_path is not None}
+        batches = sorted({b for t in targets for b in t.batches})
+        batch_models = {}
+        for comp, own, _ in batch_subjects(loaded, outcome, subjects[1], batches, targets, Path(tmp), entry.plan,
+                                           build_engines=False):
+            if comp is not subjects[1]:
+                subjects.append(comp)
+            batch_models.update(dict.fromkeys(own, 1 if comp is subjects[1] else len(subjects) - 1))
+        onnx = {i: Path(s.onnx_path).read_bytes() for i, s in enumerate(subjects) if s.onnx_path is not None}
         return Prepared([replace(s, onnx_path=None, module=picklable(s.module)) for s in subjects], onnx,
-                        plan=outcome.mode, warnings=(outcome.warning,) if outcome.warning else ())
+                        batch_models, plan=outcome.mode, warnings=(outcome.warning,) if outcome.warning else (),
+                        choices={b: outcome.choice_at(b) for b in batches if outcome.choice_at(b)})
 
 
 def picklable(module):  # noqa: ANN001, ANN201 - any nn.Module
@@ -176,8 +199,8 @@ def _now() -> str:
 
 
 def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
-    """Time a prepared pair on this machine on the task's targets (TensorRT engines are built here
-    first); raises if a target cannot run here (a misconfigured node: the sweep retries elsewhere)."""
+    """Time the baseline and the task's batch's compressed model (Prepared.timed_at) on this machine
+    on the task's targets (TensorRT engines are built here first); raises if a target cannot run here (a misconfigured node: the sweep retries elsewhere)."""
     from gsdeploy.bench.sweep import run_sweep  # heavy: torch
     from gsdeploy.model import LoadedModel  # heavy: torch
     from gsdeploy.pipeline import build_trt_engines, power_factory  # heavy: torch
@@ -186,11 +209,11 @@ def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
     start = _now()
     with scratch_dir("time") as tmp:
         subjects = []
-        for s in prepared.subjects:
-            path = None
-            if s.role in prepared.onnx:
-                path = Path(tmp) / f"{s.role}.onnx"
-                path.write_bytes(prepared.onnx[s.role])
+        for i in prepared.timed_at(task.batch):
+            s, path = prepared.subjects[i], None
+            if i in prepared.onnx:
+                path = Path(tmp) / f"{s.role}.onnx"  # one subject per role: the baseline and this batch's model
+                path.write_bytes(prepared.onnx[i])
             s = replace(s, onnx_path=path)
             if path is not None and any(t.engine == "trt" for t in task.targets):
                 # checked against the deployed module, itself verified against the original
@@ -199,4 +222,5 @@ def time_job(task: TimingTask, prepared: Prepared) -> TimedRows:
             subjects.append(s)
         rows = run_sweep(subjects, list(task.targets), command=task.command, progress=False,
                          power_sampler_factory=power_factory(task.targets[0].power))
-    return TimedRows(rows=rows, start=start, end=_now(), plan=prepared.plan, warnings=prepared.warnings)
+    return TimedRows(rows=rows, start=start, end=_now(), plan=prepared.plan, warnings=prepared.warnings,
+                     choice=prepared.choices.get(task.batch, ""))

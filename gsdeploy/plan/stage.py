@@ -51,6 +51,11 @@ class PlanOutcome:
         return [(p.result_at(next(b for b in batches if p.winner_at(b) == n)), p.variant_options.get(n, self.options),
                  tuple(b for b in batches if p.winner_at(b) == n)) for n in names]
 
+    def choice_at(self, batch: int) -> str:
+        """Which of the latency plan's whole models (search.VARIANTS) is timed at `batch`: rows name
+        it, since a batch's model may differ from the one `export` writes. "" for the FLOP plan."""
+        return self.plan.winner_at(batch) if self.plan is not None else ""
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the mode, and for a latency plan the winner, the fingerprint, every whole-model
         timing (measured and predicted) and the notes."""
