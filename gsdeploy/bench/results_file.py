@@ -16,13 +16,14 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
 from gsdeploy.atomic import check_targets, umask
 from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, write_results
 from gsdeploy.errors import GsdeployError, OutputPathError
+from gsdeploy.limits import MAX_CSV_BYTES, short
 
 MAX_STEM = 200
 # Files a run writes beside DIR/<stem>.csv (plan, per-layer profile): an earlier run's go when the
@@ -33,6 +34,11 @@ KEY_COLUMNS = ("model", "role", "engine", "provider", "precision", "batch", "dev
 TIMING_COLUMNS = ("latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
                   "latency_ms_min", "latency_ms_max", "latency_cov", "iterations", "throughput_per_s")
 TEXT_COLUMNS = ("timestamp", "command")
+# Every column of COLUMNS that holds text (the others are numbers, converted when a file is resumed)
+TEXT_VALUES = frozenset({"model", "role", "engine", "provider", "precision", "device", "cpu", "timestamp", "command",
+                         "gsdeploy_version", "torch_version", "ort_version", "gpu", "gpu_driver", "cuda_version",
+                         "cudnn_version", "tensorrt_version", "ort_package", "power_skipped", "jetson_module",
+                         "power_mode", "profile"})
 # Numbers that may be empty (ONNX files have no MACs, CPU rows no GPU memory) but never inf or junk.
 OPTIONAL_NUMBERS = ("macs", "params", "speedup_vs_baseline", "flop_speedup", "efficiency", "max_rel_err",
                     "weights_bytes", "artifact_bytes", "cores", "activation_bytes", "peak_rss_bytes", "avg_power_w",
@@ -113,7 +119,8 @@ class _Lock:
         self.fd = None
 
 
-def _fail(csv_path: Path, why: str) -> GsdeployError:
+def resume_error(csv_path: Path, why: str) -> GsdeployError:
+    """The one error line for an earlier run's table that --resume cannot trust (bench and sweep)."""
     return GsdeployError(f"--resume: {csv_path} {why}; nothing was written (fix or move the file, or run without "
                          "--resume to replace it)")
 
@@ -122,41 +129,77 @@ def _numbers(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce")
 
 
-def check_resumed(text: str, csv_path: Path, models: dict[str, str] | None = None) -> pd.DataFrame:
-    """The rows of an earlier run's CSV, in the current schema, or an error saying what is wrong
-    with them: a row cut off, a foreign file, numbers that are not finite, a group without
-    exactly one baseline and one compressed row, or (with `models`, role -> name) another pair
-    of models than this run's."""
-    if not text.strip():
-        return pd.DataFrame(columns=COLUMNS)
-    if not text.endswith("\n"):
-        raise _fail(csv_path, "ends in the middle of a row (gsdeploy writes whole lines)")
+def read_resumed_text(csv_path: Path) -> str:
+    """An earlier run's CSV as text ("" when there is none). The caller has refused directories,
+    devices and FIFOs in its place (atomic.check_targets); a file above MAX_CSV_BYTES is refused
+    before it is read (a million rows is far beyond any run), and one that is not UTF-8 too."""
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        size = csv_path.stat().st_size
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        raise GsdeployError(f"--resume: cannot read {csv_path}: {e.strerror or e}") from None
+    if size > MAX_CSV_BYTES:
+        raise resume_error(csv_path, f"is {size} bytes; a results table is at most {MAX_CSV_BYTES} bytes")
+    try:
+        return csv_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise resume_error(csv_path, "is not a UTF-8 text CSV file") from None
+    except OSError as e:
+        raise GsdeployError(f"--resume: cannot read {csv_path}: {e.strerror or e}") from None
+
+
+def parse_resumed(text: str, csv_path: Path) -> pd.DataFrame:
+    """The cells of an earlier run's CSV as text (empty ones NaN), nothing converted yet, or an
+    error: a row cut off at the end, or not CSV at all."""
+    if not text.endswith("\n"):
+        raise resume_error(csv_path, "ends in the middle of a row (gsdeploy writes whole lines)")
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise _fail(csv_path, f"is not a readable CSV ({first})") from None
-    unknown = [c for c in df.columns if c not in COLUMNS]
-    missing = [c for c in (*KEY_COLUMNS, *TIMING_COLUMNS, *TEXT_COLUMNS) if c not in df.columns]
+        raise resume_error(csv_path, f"is not a readable CSV ({short(first)})") from None
+
+
+def check_resumed(text: str, csv_path: Path, models: dict[str, str] | None = None) -> pd.DataFrame:
+    """The rows of an earlier bench run's CSV, in the current schema, or an error saying what is
+    wrong with them (check_resumed_rows)."""
+    if not text.strip():
+        return pd.DataFrame(columns=COLUMNS)
+    return check_resumed_rows(parse_resumed(text, csv_path), csv_path, models)
+
+
+def check_resumed_rows(df: pd.DataFrame, csv_path: Path, models: dict[str, str] | None = None,
+                       extra_columns: Sequence[str] = (), group_by: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows from parse_resumed, in the current schema, or an error saying what is wrong with them:
+    a row cut off, a foreign file, numbers that are not finite, a group without exactly one
+    baseline and one compressed row, or (with `models`, role -> name) another pair of models than
+    this run's. `extra_columns` may be there too (a sweep's own; kept as text), and `group_by`
+    splits the groups further (a sweep's job). Errors name the line of the file (the index + 2)."""
+    def line(mask: pd.Series) -> int:
+        return int(mask[mask].index[0]) + 2  # +1 header, +1 one-based
+
+    unknown = [c for c in df.columns if c not in COLUMNS and c not in extra_columns]
+    missing = [c for c in (*KEY_COLUMNS, *TIMING_COLUMNS, *TEXT_COLUMNS, *group_by) if c not in df.columns]
     if unknown or missing:
-        parts = ([f"columns gsdeploy does not write: {', '.join(map(str, unknown[:5]))}"] if unknown else []) + \
-                ([f"missing columns: {', '.join(missing[:5])}"] if missing else [])
-        raise _fail(csv_path, f"is not a gsdeploy bench results file ({'; '.join(parts)})")
-    for i, r in enumerate(df.to_dict("records")):
-        line = i + 2
-        empty = [c for c in (*KEY_COLUMNS, *TIMING_COLUMNS, *TEXT_COLUMNS) if r[c] is None or
+        parts = ([f"columns gsdeploy does not write: {', '.join(short(str(c), 40) for c in unknown[:5])}"]
+                 if unknown else []) + ([f"missing columns: {', '.join(missing[:5])}"] if missing else [])
+        raise resume_error(csv_path, f"is not a gsdeploy results file ({'; '.join(parts)})")
+    for i, r in zip(df.index, df.to_dict("records")):
+        empty = [c for c in (*KEY_COLUMNS, *TIMING_COLUMNS, *TEXT_COLUMNS, *group_by) if r[c] is None or
                  (isinstance(r[c], float) and math.isnan(r[c]))]
         if empty:
-            raise _fail(csv_path, f"line {line} has no {empty[0]} (a row cut off, or not written by gsdeploy)")
+            raise resume_error(csv_path, f"line {int(i) + 2} has no {empty[0]} (a row cut off, or not written by "
+                                         "gsdeploy)")
     if not df["role"].isin(ROLES).all():
         bad = df.loc[~df["role"].isin(ROLES), "role"].iloc[0]
-        raise _fail(csv_path, f"has role {bad[:40]!r}; rows are baseline or compressed")
+        raise resume_error(csv_path, f"has role {short(bad, 40)!r}; rows are baseline or compressed")
     for col in ("batch", "threads", "iterations"):
         v = _numbers(df, col)
         bad = v.isna() | ~v.map(lambda x: math.isfinite(x) and x == int(x) and x >= (0 if col == "threads" else 1))
         if bad.any():
-            raise _fail(csv_path, f"line {int(bad.to_numpy().nonzero()[0][0]) + 2}: {col} must be a whole number "
-                                  f"{'>= 0' if col == 'threads' else '>= 1'}, not {df[col][bad].iloc[0][:40]!r}")
+            raise resume_error(csv_path, f"line {line(bad)}: {col} must be a whole number "
+                                         f"{'>= 0' if col == 'threads' else '>= 1'}, not {short(df[col][bad].iloc[0], 40)!r}")
     for col in (*TIMING_COLUMNS, *(c for c in OPTIONAL_NUMBERS if c in df.columns)):
         raw = df[col]
         v = _numbers(df, col)
@@ -165,27 +208,24 @@ def check_resumed(text: str, csv_path: Path, models: dict[str, str] | None = Non
         if required:
             bad |= v.isna() | (v < 0)
         if bad.any():
-            raise _fail(csv_path, f"line {int(bad.to_numpy().nonzero()[0][0]) + 2}: {col} must be a finite number, "
-                                  f"not {str(raw[bad].iloc[0])[:40]!r}")
-    keys = [k for k in GROUP_KEYS if k in df.columns]
+            raise resume_error(csv_path, f"line {line(bad)}: {col} must be a finite number, "
+                                         f"not {short(str(raw[bad].iloc[0]), 40)!r}")
+    keys = [*group_by, *(k for k in GROUP_KEYS if k in df.columns)]
     for key, g in df.groupby(keys, dropna=False, sort=False):
         roles = sorted(g["role"])
         if roles != ["baseline", "compressed"]:
-            what = ", ".join(f"{k}={v}" for k, v in zip(keys, key))
-            raise _fail(csv_path, f"has {len(g)} row(s) ({', '.join(roles)}) for {what}; every group has one "
-                                  "baseline and one compressed row")
+            what = ", ".join(f"{k}={short(str(v), 120)}" for k, v in zip(keys, key))
+            raise resume_error(csv_path, f"has {len(g)} row(s) ({', '.join(roles)}) for {what}; every group has "
+                                         "one baseline and one compressed row")
     if models:
         for role, name in models.items():
             found = sorted(set(df.loc[df["role"] == role, "model"]) - {name})
             if found:
-                raise _fail(csv_path, f"holds {role} {found[0][:80]!r}, but this run's {role} is {name!r}; "
-                                      "pass another --name")
-    out = df.reindex(columns=COLUMNS)
-    for col in out.columns:
-        if col not in ("model", "role", "engine", "provider", "precision", "device", "cpu", "timestamp", "command",
-                       "gsdeploy_version", "torch_version", "ort_version", "gpu", "gpu_driver", "cuda_version",
-                       "cudnn_version", "tensorrt_version", "ort_package", "power_skipped", "jetson_module",
-                       "power_mode"):
+                raise resume_error(csv_path, f"holds {role} {found[0][:80]!r}, but this run's {role} is {name!r}; "
+                                             "pass another --name")
+    out = df.reindex(columns=[*COLUMNS, *(c for c in extra_columns if c not in COLUMNS)])
+    for col in COLUMNS:
+        if col not in TEXT_VALUES:
             out[col] = pd.to_numeric(out[col], errors="coerce")
     for col in ("batch", "threads", "iterations"):
         out[col] = out[col].astype(int)
@@ -237,15 +277,7 @@ class ResultsFile:
         self._lock.release()
 
     def _read_kept(self) -> pd.DataFrame:
-        try:
-            text = self.csv.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return pd.DataFrame(columns=COLUMNS)
-        except UnicodeDecodeError:
-            raise _fail(self.csv, "is not a text CSV file") from None
-        except OSError as e:
-            raise GsdeployError(f"--resume: cannot read {self.csv}: {e.strerror or e}") from None
-        return check_resumed(text, self.csv, self.models)
+        return check_resumed(read_resumed_text(self.csv), self.csv, self.models)
 
     def done(self) -> set[tuple]:
         return done_keys(self.kept)

@@ -59,6 +59,7 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
     md = ledger.write_markdown()
     df = ledger.rows
     failed = df[df["status"].astype(str) == FAILED]
-    done = {str(k) for k in df.loc[df["status"].astype(str) == OK, "sweep_job"]}
+    # rows of jobs the sweep file no longer names are kept in the table, not counted here
+    done = {str(k) for k in df.loc[df["status"].astype(str) == OK, "sweep_job"]} & {j.key for j in all_jobs}
     return SweepSummary(ledger.csv_path, md, len(all_jobs), len(all_jobs) - len(jobs), len(done),
                         [f"{r['sweep_job']}: {r['error']}" for r in failed.to_dict("records")], ledger.warnings())

@@ -5,6 +5,13 @@ added in one atomic rewrite of the file, so after an interruption a job is eithe
 at all; `--resume` keeps the finished jobs and runs the rest (failed ones again). A job that failed
 for good is one row with status "failed" and its reason, so nothing is lost silently;
 `gsdeploy report` leaves such rows out of its tables.
+
+A table may have been edited by hand before `--resume`: its finished rows are checked as bench
+checks the rows it resumes (bench/results_file.py, per job), and anything it cannot trust (a row
+cut off, a foreign column, a number that is not finite, a job without exactly one baseline and one
+compressed row per engine, a status other than ok or failed, a file too big or not UTF-8, a
+directory or device in its place) is one error naming the line, with nothing written. Rows of jobs
+that are not in the sweep file (it was edited since) are kept as they are.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gsdeploy.atomic import check_out_dir, write_text_atomic
+from gsdeploy.atomic import check_out_dir, check_targets, write_text_atomic
+from gsdeploy.bench.results_file import check_resumed_rows, parse_resumed, read_resumed_text, resume_error
 from gsdeploy.bench.rows import COLUMNS, to_csv_text, to_markdown
 from gsdeploy.errors import GsdeployError
 from gsdeploy.farm.spec import Job
@@ -40,24 +48,30 @@ class Ledger:
         self.md_path = out_dir / f"{sweep}.md"
         self.done: set[str] = set()
         self.rows = pd.DataFrame(columns=ALL_COLUMNS)
-        if resume and self.csv_path.is_file() and self.csv_path.stat().st_size > 0:
-            old = self._read()
-            self.rows = old[old["status"].astype(str) == OK].reindex(columns=ALL_COLUMNS).reset_index(drop=True)
+        check_targets([self.csv_path, self.md_path])  # a directory or device in their place fails before any job
+        text = read_resumed_text(self.csv_path) if resume else ""
+        if text.strip():
+            self.rows = self._finished(parse_resumed(text, self.csv_path))
             self.done = set(self.rows["sweep_job"].astype(str))
             self._write()
         else:
             for p in (self.csv_path, self.md_path):
                 p.unlink(missing_ok=True)
 
-    def _read(self) -> pd.DataFrame:
-        try:
-            old = pd.read_csv(self.csv_path)
-        except Exception as e:  # noqa: BLE001 - pandas raises several types for a bad file
-            raise GsdeployError(f"--resume: cannot read {self.csv_path}: {str(e).splitlines()[0] if str(e) else e}") from None
+    def _finished(self, old: pd.DataFrame) -> pd.DataFrame:
+        """The finished jobs' rows of an earlier run (its failed jobs run again), checked."""
         missing = [c for c in ("sweep_job", "status") if c not in old.columns]
         if missing:
             raise GsdeployError(f"--resume: {self.csv_path} is not a sweep table (no {', '.join(missing)} column)")
-        return old
+        status = old["status"]
+        bad = ~status.isin([OK, FAILED])
+        if bad.any():
+            line = int(bad[bad].index[0]) + 2
+            raise resume_error(self.csv_path, f"line {line} has no status (a row cut off, or not written by gsdeploy)"
+                               if status.isna()[bad].iloc[0] else f"line {line}: status must be {OK} or {FAILED}")
+        ok = old[status == OK]
+        return check_resumed_rows(ok, self.csv_path, extra_columns=SWEEP_COLUMNS,
+                                  group_by=("sweep_job",)).reindex(columns=ALL_COLUMNS).reset_index(drop=True)
 
     def _append(self, rows: pd.DataFrame) -> None:
         """The whole table is rewritten through a temp file (atomic): a sweep killed mid-write
