@@ -350,8 +350,6 @@ def _dense_note(plan: LatencyPlan) -> None:
 def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tuple[int, ...], base: DeployOptions,
             dense: nn.Module | None, batches: tuple[int, ...], fp: dict, start: float, from_lut: bool) -> LatencyPlan:
     """The plan this target already made for this model: deploy it again, measure nothing."""
-    if record["winner"] not in VARIANTS:
-        raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
     candidates = variant_options(base, record["choices"], record["reasons"], record.get("align", 0))
     winners = {int(b): n for b, n in record.get("batch_winners", {}).items()}
     measured = table.model(record["model"]) or {}
