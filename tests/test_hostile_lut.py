@@ -9,11 +9,14 @@ import json
 
 import pytest
 
+from gsdeploy.cli import app
 from gsdeploy.plan import cache
 from gsdeploy.plan.cache import LutError, Timing, TimingTable, parse_table
 from gsdeploy.plan.timing import fingerprint
 from gsdeploy.target import make_target
 
+pytest.importorskip("onnxruntime")
+MODEL = "resnet20_pruned50"
 FP = {"engine": "ort", "device": "CPU", "threads": 1}
 RECORD = {"winner": "never", "model": "m", "choices": {}, "reasons": {}, "batch_winners": {"1": "never"}}
 
@@ -117,3 +120,43 @@ def test_two_plans_saving_into_one_cache_file_keep_both(tmp_path, monkeypatch):
     assert kept.site("s", "keep", 1) == Timing(1.0, 0.1) and kept.site("s", "keep", 32) == Timing(9.0, 0.1)
     assert kept.site("s", "fuse", 1) == Timing(0.5, 0.1)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temp file left beside it
+
+
+# ---- the command line: --batch, a LUT for other batches, a target that cannot be timed ------
+
+
+def test_a_lut_made_at_other_batches_says_which(tmp_path):
+    """It said 'run `gsdeploy plan` with this model', which the user had just done: the LUT was
+    made at batch 1 and the export asked for 1,2. `plan --batch` makes a LUT for other batches."""
+    from tests.test_hostile_plan import fails, runner
+
+    lut = tmp_path / "b1.json"
+    r = runner.invoke(app, ["plan", MODEL, "--batch", "1", "--save-lut", str(lut)])
+    assert r.exit_code == 0, r.output
+    assert {b for c in json.loads(lut.read_text())["sites"].values() for bs in c.values() for b in bs} == {"1"}
+    fails("at batch 1, not at batch 2", "export", MODEL, "--lut", str(lut), "--batch", "1,2",
+          "-o", str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", MODEL, "--profile", "server-gpu-trt"],
+    ["inspect", MODEL, "--profile", "server-gpu-trt", "--plan", "latency"],
+])
+def test_a_latency_plan_that_cannot_be_timed_here_fails_before_the_model_is_loaded(monkeypatch, args):
+    """The model (and its dense baseline) were loaded, and the plan refused after."""
+    from tests.test_hostile_plan import fails, never_loaded
+
+    never_loaded(monkeypatch)
+    fails("--plan latency: the latency planner runs ort and torch targets, not trt", *args)
+
+
+@pytest.mark.parametrize("cmd", [["bench", "-o", "{tmp}"], ["export", "-o", "{tmp}/m.onnx"], ["plan"]])
+@pytest.mark.parametrize("batch", ["", " , "])
+def test_an_empty_batch_flag_is_an_error_not_the_default(tmp_path, monkeypatch, cmd, batch):
+    """`--batch ''` (an unset shell variable) ran the profile's batches as if no flag was given."""
+    from tests.test_hostile_plan import fails, never_loaded
+
+    never_loaded(monkeypatch)
+    fails("--batch must list integers", cmd[0], MODEL, *[a.format(tmp=tmp_path) for a in cmd[1:]], "--batch", batch)
+    assert not list(tmp_path.iterdir())
