@@ -345,6 +345,45 @@ class Staged:
         self._temps.clear()
 
 
+# How long `locked` waits for another process: a lock is held only while a file is read and
+# rewritten (milliseconds), so a holder this slow is hung, and waiting longer helps no one.
+LOCK_WAIT_S = 10.0
+
+
+@contextlib.contextmanager
+def locked(path: PathLike, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """An exclusive flock on the lock file `path` around a read-modify-write of a file that
+    several processes update (the timing cache), so none loses what another wrote meanwhile.
+    The lock file is created if missing (never through a link) and never removed: removing it
+    would let a second process lock a new file while the first still holds the old one. Best
+    effort: without flock (Windows, some network file systems) or after `wait_s` the block runs
+    unlocked; its write is still atomic."""
+    try:
+        import fcntl  # optional: POSIX only
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~umask())
+    except OSError as e:
+        raise OutputPathError(f"cannot create lock file {path}: {e.strerror or e}") from None
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            except OSError:  # no locks on this file system
+                break
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_bytes_atomic(path: PathLike, data: bytes, inputs: Iterable[PathLike] = ()) -> Path:
     """Write `data` to `path` through a temp file beside it: readers see the old file or the
     new one. Refuses what check_target refuses."""

@@ -103,8 +103,7 @@ def _check_trt_flags(batch: str | None, min_batch: int | None, opt_batch: int | 
                      workspace_mb: int | None, dla_core: int | None) -> None:
     """export's TensorRT numbers, checked even for --engine onnx: every number from a flag is
     in range before any work."""
-    if batch:
-        _int_list(batch, "--batch")
+    _batches(batch)
     for flag, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
         if value is not None:
             check_number(flag, value, integer=True, minimum=1, maximum=MAX_BATCH)
@@ -152,13 +151,15 @@ def _make_plan(loaded, target, plan: str, fuse: str, prune_threshold, lut, refre
     return outcome
 
 
-def _check_lut(lut: Path | None, target) -> None:
-    """Read and check --lut (bounded JSON, finite numbers, the target's fingerprint) before any
-    model is loaded: a bad LUT is one line, not the end of a load and a deploy."""
-    if lut is not None:
-        from gsdeploy.plan.stage import load_lut  # heavy: imports torch (--help stays light)
+def _check_plan(plan: str, lut: Path | None, target) -> None:
+    """Read and check --lut (bounded JSON, finite numbers, the target's fingerprint), and that a
+    latency plan can be made (timed here, or read from the LUT), before any model is loaded: a
+    bad LUT or a target that cannot be timed is one line, not the end of a load and a deploy."""
+    from gsdeploy.plan.stage import check_plannable, load_lut  # heavy: imports torch (--help stays light)
 
+    if lut is not None:
         load_lut(lut, target)
+    check_plannable(target, plan, lut is not None)
 
 
 def _targets(profile: str | None, **flags):
@@ -274,7 +275,7 @@ def inspect(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fi
     for a latency plan also the whole models it was chosen from, measured on the target."""
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
     target = _targets(profile, input_shape=_shape(input_shape))[0]
-    _check_lut(lut, target)
+    _check_plan(plan, lut, target)
     loaded = _load(model, arch, target.input_shape, trust)
     dense = _dense(loaded, baseline, baseline_arch, trust) if plan != "flops" else None
     outcome = _make_plan(loaded, target, plan, fuse, prune_threshold, lut, refresh, dense, strict)
@@ -291,13 +292,15 @@ def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint f
              trust: TrustOpt = False, profile: ProfileOpt = None, refresh: RefreshOpt = False,
              baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense model the plan is timed against (default: the known one)")] = None,
              baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None, strict: StrictOpt = False,
-             save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None) -> None:
+             save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None,
+             batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes to plan for, e.g. 1,32 (default: the profile's); `export --batch` and `bench --batch` read a LUT only at batches it was made for")] = None) -> None:
     """Make the latency plan on this machine (the target): time every site's candidates and the whole
     models, print the choice and, with --save-lut, write the timings so `export --lut` can use them elsewhere."""
     from gsdeploy.plan.stage import check_lut_target, save_lut as write_lut  # heavy: torch
 
     _check_deploy_flags(None, prune_threshold)
-    target = _targets(profile, input_shape=_shape(input_shape))[0]
+    target = _targets(profile, input_shape=_shape(input_shape), batches=_batches(batch))[0]
+    _check_plan("latency", None, target)
     inputs = [Path(p) for p in (model, baseline) if p is not None and Path(p).exists()]
     if save_lut is not None:
         check_lut_target(save_lut, inputs)  # never over the model, its baseline or a file that is not a LUT
@@ -348,10 +351,10 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
     _check_trt_flags(batch, min_batch, opt_batch, max_batch, workspace_mb, dla_core)
     # an ONNX artifact is planned for the batches given (the latency plan can differ by batch);
     # for TensorRT --batch sets the engine's optimization profile below
-    plan_batches = tuple(_int_list(batch, "--batch")) if batch and engine == "onnx" else None
+    plan_batches = _batches(batch) if engine == "onnx" else None
     targets = _targets(profile, input_shape=_shape(input_shape), batches=plan_batches)
     target = targets[0]
-    _check_lut(lut, target)
+    _check_plan(plan, lut, target)
     trt = trt_export_settings(targets, precision=precision, workspace_mb=workspace_mb, timing_cache=timing_cache,
                               dla_core=dla_core, gpu_fallback=gpu_fallback or None)
     given_batches = batch is not None or any(v is not None for v in (min_batch, opt_batch, max_batch))
@@ -427,13 +430,16 @@ def _precision_lines(section) -> list[str]:
     return lines
 
 
-def _int_list(text: str, what: str) -> list[int]:
+def _batches(text: str | None) -> tuple[int, ...] | None:
+    """--batch: None when not given; given (even as ''), it must list batch sizes."""
+    if text is None:
+        return None
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise GsdeployError(f"{what} must be a comma-separated list of integers, not '{text}'") from None
+        raise GsdeployError(f"--batch must be a comma-separated list of integers, not '{short(text)}'") from None
     if not values or any(v <= 0 or v > MAX_BATCH for v in values):
-        raise GsdeployError(f"{what} must list integers 1..{MAX_BATCH}, not '{short(text)}'")
+        raise GsdeployError(f"--batch must list integers 1..{MAX_BATCH}, not '{short(text)}'")
     return values
 
 
@@ -478,7 +484,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
     if engine is not None and not engines:
         raise GsdeployError("--engine names no engine")
-    flags = dict(engines=engines, batches=tuple(_int_list(batch, "--batch")) if batch else None,
+    flags = dict(engines=engines, batches=_batches(batch),
                  threads=threads, input_shape=_shape(input_shape), warmup_s=warmup_s,
                  min_iterations=min_iterations, min_duration_s=min_duration_s, max_cov=max_cov)
     precisions = parse_precisions(precision)
@@ -487,6 +493,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     if reduced is None and precisions:
         targets = _targets(profile, precision=precisions[0], **flags)
     require_available(targets)
+    _check_plan(plan, lut, targets[0])  # the target the compressed model is planned for
     request = BenchRequest(
         model=model or DEFAULT_MODEL, targets=targets, out_dir=output, arch=arch, baseline=baseline,
         baseline_arch=baseline_arch, fuse=fuse, plan=plan, lut=lut, refresh=refresh,

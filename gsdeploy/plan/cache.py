@@ -18,15 +18,16 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import platformdirs
 
-from gsdeploy.atomic import write_text_atomic
+from gsdeploy.atomic import locked, write_text_atomic
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import ALIGN_MULTIPLES
+from gsdeploy.limits import ALIGN_MULTIPLES, brief
 
 FORMAT = "gsdeploy-timing-lut"
 VERSION = 1
@@ -34,6 +35,9 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_ENTRIES = 100_000
 MAX_KEY_CHARS = 200
 MAX_MS = 1e7  # a timing over ~3 hours is not a timing
+# nor is one under a nanosecond; and with both bounds every ratio of two timings (speedups, the
+# geometric mean over batches) stays a finite, non-zero float (5e-324 / 1e7 is 0: log(0) failed)
+MIN_MS = 1e-6
 MAX_COV = 100.0
 MAX_BATCH = 1 << 20
 MAX_BATCHES = 64
@@ -79,6 +83,14 @@ class TimingTable:
     def put_model(self, key: str, timings: Mapping[str, Mapping[int, Timing]]) -> None:
         self.models[key] = {v: dict(b) for v, b in timings.items()}
 
+    def update(self, other: "TimingTable") -> None:
+        """Add `other`'s timings and plans, its values winning where both have one."""
+        for sig, cands in other.sites.items():
+            for c, bs in cands.items():
+                self.sites.setdefault(sig, {}).setdefault(c, {}).update(bs)
+        self.models.update(other.models)
+        self.plans.update(other.plans)
+
     def to_json(self) -> str:
         def block(d):
             return {k: {c: {str(b): [t.median_ms, t.cov] for b, t in sorted(bs.items())} for c, bs in v.items()}
@@ -95,7 +107,7 @@ def fingerprint_key(fp: Mapping[str, Any]) -> str:
 
 def describe_fingerprint(fp: Mapping[str, Any]) -> str:
     keys = ("engine", "engine_version", "provider", "device", "threads", "precision")
-    return ", ".join(f"{k}={fp[k]}" for k in keys if k in fp)
+    return ", ".join(f"{k}={fp[k]}" for k in keys if k in fp) or "a target it does not name"
 
 
 # ---- reading untrusted JSON -----------------------------------------------------------------
@@ -136,9 +148,9 @@ def _timings(obj: Any, where: str, count: list[int]) -> dict[str, dict[str, dict
                 if not (isinstance(v, list) and len(v) == 2 and all(type(x) in (int, float) for x in v)):
                     raise LutError(f"{where}.{k}.{c}.{b} must be [median_ms, cov]")
                 ms, cov = float(v[0]), float(v[1])
-                if not (math.isfinite(ms) and 0 < ms <= MAX_MS and math.isfinite(cov) and 0 <= cov <= MAX_COV):
+                if not (math.isfinite(ms) and MIN_MS <= ms <= MAX_MS and math.isfinite(cov) and 0 <= cov <= MAX_COV):
                     raise LutError(f"{where}.{k}.{c}.{b}: [{v[0]}, {v[1]}] out of range "
-                                   f"(median 0..{MAX_MS:g} ms, CoV 0..{MAX_COV:g})")
+                                   f"(median {MIN_MS:g}..{MAX_MS:g} ms, CoV 0..{MAX_COV:g})")
                 out.setdefault(k, {}).setdefault(c, {})[int(b)] = Timing(ms, cov)
     return out
 
@@ -159,7 +171,8 @@ def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
         align = rec.get("align", 0)
         if type(align) is not int or align not in ALIGN_MULTIPLES:
             raise LutError(f"plans.{k}.align must be one of {', '.join(map(str, ALIGN_MULTIPLES))}, got {align!r}")
-        _key(rec["winner"], f"plans.{k}.winner")
+        if rec["winner"] not in PLAN_VARIANTS:  # here, so a cache naming another one is damaged (re-measured)
+            raise LutError(f"plans.{k}.winner: {brief(rec['winner'])} is not one of {', '.join(PLAN_VARIANTS)}")
         _key(rec["model"], f"plans.{k}.model")
         winners = rec.get("batch_winners", {})
         if not isinstance(winners, dict) or len(winners) > MAX_BATCHES:
@@ -186,12 +199,24 @@ def _plans(obj: Any, count: list[int]) -> dict[str, dict[str, Any]]:
     return out
 
 
+TOP_KEYS = {"format", "version", "fingerprint", "sites", "models", "plans"}
+
+
 def parse_table(text: str, source: str) -> TimingTable:
     def no_constants(name: str):  # json accepts NaN/Infinity by default; a LUT may not
         raise LutError(f"{source}: {name} is not a number")
 
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of two equal keys: a file saying two things is refused, not half-read
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise LutError(f"{source}: key {brief(k)} is written twice in one object")
+            out[k] = v
+        return out
+
     try:
-        data = json.loads(text, parse_constant=no_constants)
+        data = json.loads(text, parse_constant=no_constants, object_pairs_hook=no_duplicates)
     except LutError:
         raise
     except (ValueError, RecursionError) as e:
@@ -199,7 +224,10 @@ def parse_table(text: str, source: str) -> TimingTable:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LutError(f"{source} is not a gsdeploy timing LUT (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
-        raise LutError(f"{source} has LUT version {data.get('version')!r}; this gsdeploy reads version {VERSION}")
+        raise LutError(f"{source} has LUT version {brief(data.get('version'))}; this gsdeploy reads version {VERSION}")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise LutError(f"{source}: unknown key {brief(unknown[0])} (a LUT has {', '.join(sorted(TOP_KEYS))})")
     fp = data.get("fingerprint")
     if not isinstance(fp, dict) or not fp or len(fp) > MAX_FP_FIELDS or not all(
             isinstance(k, str) and len(k) <= MAX_KEY_CHARS and (
@@ -256,18 +284,18 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("gsdeploy", appauthor=False)) / "timings"
 
 
+def cache_path(fp: Mapping[str, Any]) -> Path:
+    return cache_dir() / f"{fingerprint_key(fp)}.json"
+
+
 def load_cached(fp: Mapping[str, Any]) -> TimingTable:
     """The cached table of this fingerprint; an empty one if there is none or it is unreadable
     (a cache is only a shortcut: a damaged one is re-measured, not an error)."""
-    path = cache_dir() / f"{fingerprint_key(fp)}.json"
-    if path.is_file():
-        try:
-            t = read_table(path)
-            if t.fingerprint == dict(fp):
-                return t
-        except LutError:
-            pass
-    return TimingTable(dict(fp))
+    try:
+        t = read_table(cache_path(fp))  # every OSError (a name too long, no permission) is a LutError
+    except LutError:
+        return TimingTable(dict(fp))
+    return t if t.fingerprint == dict(fp) else TimingTable(dict(fp))
 
 
 def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
@@ -276,9 +304,9 @@ def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
     re-measured), or the cache directory cannot be written (the timings are not kept). None when
     all is well, also when there is no cache file yet."""
     d = cache_dir()
-    path = d / f"{fingerprint_key(fp)}.json"
+    path = cache_path(fp)
     if reading and os.path.lexists(path):
-        if not path.is_file():
+        if not os.path.isfile(path):
             return f"timing cache entry {path} is not a regular file: re-measuring, and the timings are not kept"
         try:
             table = read_table(path)
@@ -286,20 +314,37 @@ def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
             return f"damaged timing cache file ({e}): re-measuring and replacing it"
         if table.fingerprint != dict(fp):
             return f"timing cache file {path} holds another target's timings: re-measuring and replacing it"
-    existing = d
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return (f"timing cache directory {d} cannot be written ({existing} is not a writable directory): the timings "
-                "are not kept (set GSDEPLOY_CACHE_DIR to a writable directory)")
+    existing, why = d, None
+    while why is None:
+        try:
+            st = os.stat(existing)
+        except FileNotFoundError:  # made when the timings are saved: look at what holds it
+            if existing == existing.parent:
+                break
+            existing = existing.parent
+            continue
+        except OSError as e:  # a name too long, a loop of links, a file where a directory should be
+            why = f"{existing}: {e.strerror or e}"
+            break
+        if not stat.S_ISDIR(st.st_mode) or not os.access(existing, os.W_OK | os.X_OK):
+            why = f"{existing} is not a writable directory"
+        break
+    if why is not None:
+        return (f"timing cache directory {d} cannot be written ({why}): the timings are not kept (set "
+                "GSDEPLOY_CACHE_DIR to a writable directory)")
     return None
 
 
 def save_cached(table: TimingTable) -> Path | None:
-    """Write the table to the cache; None (and nothing written) when the cache dir cannot be made."""
+    """Add the table to the cache; None (and nothing written) when the cache dir cannot be made.
+    Under a lock, what is on disk is read again and kept where `table` does not replace it: two
+    plans on one machine (two models, one target) each keep their timings, not the last one's."""
     d = cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
-        return write_text_atomic(d / f"{fingerprint_key(table.fingerprint)}.json", table.to_json())
+        with locked(d / f"{fingerprint_key(table.fingerprint)}.lock"):
+            on_disk = load_cached(table.fingerprint)
+            on_disk.update(table)
+            return write_text_atomic(cache_path(table.fingerprint), on_disk.to_json())
     except (OSError, GsdeployError):
         return None

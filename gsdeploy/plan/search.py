@@ -30,7 +30,7 @@ from gsdeploy.errors import GsdeployError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.cache import Timing, TimingTable
 from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
-from gsdeploy.plan.timing import (MODEL_CONFIG, MODEL_ROUNDS, PLANNABLE_ENGINES, SITE_CONFIG, fingerprint,
+from gsdeploy.plan.timing import (MODEL_CONFIG, MODEL_ROUNDS, SITE_CONFIG, fingerprint,
                                   input_multiple, preferred_multiples, time_modules)
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
@@ -216,9 +216,7 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
         cached = all(t is not None for bs in have.values() for t in bs.values())
         if not cached:
             if from_lut:
-                raise lut.LutError(f"the LUT has no timing for site {s.name} ({s.shape}, input "
-                                   f"{'x'.join(map(str, s.in_shape))}); run `gsdeploy plan` with this model on "
-                                   "the device and save its LUT")
+                raise lut.LutError(_missing_timing(table, s, batches))
             say(f"timing {s.name}: {', '.join(s.candidates)}")
             mods = {c: candidate_module(as_given.module, s, c) for c in s.candidates}
             got = time_modules(target, mods, s.in_shape, batches, SITE_CONFIG)
@@ -326,6 +324,19 @@ def _align_note(plan: LatencyPlan) -> None:
                                                                         f"{d.shape_after.split(' (')[0]}" for d in pads))
 
 
+def _missing_timing(table: TimingTable, s: Site, batches: tuple[int, ...]) -> str:
+    """Why a LUT cannot plan this site: made at other batches (say which), or for another model."""
+    site = f"site {s.name} ({s.shape}, input {'x'.join(map(str, s.in_shape))})"
+    has = sorted({b for bs in table.sites.get(s.signature, {}).values() for b in bs})
+    if has and not set(batches) <= set(has):
+        need = ",".join(map(str, batches))
+        return (f"the LUT has timings for {site} at batch {', '.join(map(str, has))}, not at batch "
+                f"{', '.join(str(b) for b in batches if b not in has)}; make one for these batches on the device "
+                f"(`gsdeploy plan MODEL --batch {need} --save-lut F.json`) or plan for the LUT's")
+    return (f"the LUT has no timing for {site}: it was made for another model (or another input shape); run "
+            "`gsdeploy plan` with this model on the device and save its LUT")
+
+
 def _batch_note(plan: LatencyPlan) -> None:
     if len(set(plan.batch_winners.values())) > 1:
         per = ", ".join(f"batch {b}: {VARIANT_LABELS.get(n, n)}" for b, n in plan.batch_winners.items())
@@ -350,8 +361,6 @@ def _dense_note(plan: LatencyPlan) -> None:
 def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tuple[int, ...], base: DeployOptions,
             dense: nn.Module | None, batches: tuple[int, ...], fp: dict, start: float, from_lut: bool) -> LatencyPlan:
     """The plan this target already made for this model: deploy it again, measure nothing."""
-    if record["winner"] not in VARIANTS:
-        raise lut.LutError(f"cached plan names an unknown variant {record['winner']!r}")
     candidates = variant_options(base, record["choices"], record["reasons"], record.get("align", 0))
     winners = {int(b): n for b, n in record.get("batch_winners", {}).items()}
     measured = table.model(record["model"]) or {}
@@ -379,13 +388,5 @@ def _replay(record: dict, table: TimingTable, module: nn.Module, input_shape: tu
     return plan
 
 
-def require_plannable(target: Target) -> str | None:
-    """Why a latency plan cannot be made here for `target` (engine missing, not a planner engine), or None."""
-    if target.engine not in PLANNABLE_ENGINES:
-        return f"the latency planner times {', '.join(PLANNABLE_ENGINES)} targets, not {target.engine}"
-    reason = target.unavailable_reason()
-    return reason
-
-
-__all__ = ["LatencyPlan", "SitePlan", "VariantTiming", "plan_latency", "require_plannable", "variant_options",
+__all__ = ["LatencyPlan", "SitePlan", "VariantTiming", "plan_latency", "variant_options",
            "GsdeployError"]

@@ -107,6 +107,15 @@ def why_not_latency(target: Target) -> str | None:
     return target.unavailable_reason()
 
 
+def check_plannable(target: Target, mode: str, lut_given: bool) -> None:
+    """Refuse `--plan latency` that cannot be timed here and has no LUT to read: called by the
+    CLI before any model is loaded (and again by make_plan)."""
+    reason = None if mode != "latency" or lut_given else why_not_latency(target)
+    if reason is not None:
+        raise MissingDependencyError(f"--plan latency: {reason}; plan on the device with `gsdeploy plan MODEL "
+                                     "--profile P --save-lut F.json` and pass --lut F.json here")
+
+
 def load_lut(path: Path, target: Target, here: bool | None = None) -> lut.TimingTable:
     """Read a LUT and refuse it if it was measured on another target (naming both). `here`: whether
     this machine is the target, so its device and engine version must match too (default: whether
@@ -134,11 +143,9 @@ def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, o
     if mode == "flops":
         return PlanOutcome(deploy(module, input_shape, options), options, "flops", None)
     table = load_lut(lut_path, target) if lut_path is not None else None
+    check_plannable(target, mode, table is not None)
     reason = None if table is not None else why_not_latency(target)
     if reason is not None:
-        if mode == "latency":
-            raise MissingDependencyError(f"--plan latency: {reason}; plan on the device with `gsdeploy plan MODEL "
-                                         "--profile P --save-lut F.json` and pass --lut F.json here")
         warning = (f"warning: FLOP plan, not measured: {reason} (a LUT from `gsdeploy plan --save-lut` on the "
                    "device can be passed with --lut)")
         return PlanOutcome(deploy(module, input_shape, options), options, "flops", None, warning)
