@@ -125,10 +125,14 @@ def test_two_plans_saving_into_one_cache_file_keep_both(tmp_path, monkeypatch):
 # ---- the command line: --batch, a LUT for other batches, a target that cannot be timed ------
 
 
-def test_a_lut_made_at_other_batches_says_which(tmp_path):
+def test_a_lut_made_at_other_batches_says_which(tmp_path, monkeypatch):
     """It said 'run `gsdeploy plan` with this model', which the user had just done: the LUT was
     made at batch 1 and the export asked for 1,2. `plan --batch` makes a LUT for other batches."""
     from tests.test_hostile_plan import fails, runner
+
+    # a cache of its own: the session's shared one holds other tests' timings at other batches,
+    # and a LUT carries the whole table of its target
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path / "cache"))
 
     lut = tmp_path / "b1.json"
     r = runner.invoke(app, ["plan", MODEL, "--batch", "1", "--save-lut", str(lut)])
