@@ -100,8 +100,11 @@ def test_resume_after_an_interrupted_sweep_runs_only_the_missing_jobs(cluster):
     spec = sweep_file(cluster.tmp, "resume", ["resnet20_pruned50"], ["cpu-b"], [1, 2, 3, 4])
     out = cluster.tmp / "resume"
     csv = out / "resume.csv"
+    # the sweep gets Ctrl-C as a user's shell gives it: a suite started in the background (`pytest &`
+    # in a script) ignores SIGINT, and a child would inherit that and run to the end
     proc = subprocess.Popen(sweep_cmd(cluster, spec, out, "--min-duration-s", "0.5"), env=driver_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not (csv.is_file() and pd.read_csv(csv)["sweep_job"].nunique() >= 1):
         assert proc.poll() is None and time.monotonic() < deadline, "no job finished"
