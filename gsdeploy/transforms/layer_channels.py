@@ -154,9 +154,20 @@ class WeightRowsChannels(ChannelLayer):
     """A layer whose weight rows (and bias) are its output channels: conv, linear."""
 
     pointwise = False
+    # the module attributes that hold its input and output widths
+    in_attr, out_attr = "in_channels", "out_channels"
 
     def writes(self, m: nn.Module, tol: float) -> np.ndarray:
         return _rows_nonzero(m.weight, m.bias, tol)
+
+    def insert_in(self, m: nn.Module, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 1, at, count))  # weight columns are input channels
+        setattr(m, self.in_attr, getattr(m, self.in_attr) + count)
+
+    def insert_out(self, m: nn.Module, at: int, count: int) -> None:
+        set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
+        set_param(m, "bias", insert_zeros(m.bias, 0, at, count))
+        setattr(m, self.out_attr, getattr(m, self.out_attr) + count)
 
     def zero_out(self, m: nn.Module, rows: np.ndarray) -> None:
         _zero_rows(m, rows)
@@ -204,15 +215,6 @@ class ConvChannels(WeightRowsChannels):
     def can_insert(self, m: nn.Conv2d) -> bool:
         return m.groups == 1  # a grouped conv's channels go in groups; not grown here
 
-    def insert_in(self, m: nn.Conv2d, at: int, count: int) -> None:
-        set_param(m, "weight", insert_zeros(m.weight, 1, at, count))
-        m.in_channels += count
-
-    def insert_out(self, m: nn.Conv2d, at: int, count: int) -> None:
-        set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
-        set_param(m, "bias", insert_zeros(m.bias, 0, at, count))
-        m.out_channels += count
-
     def silence_group(self, m: nn.Conv2d, j: int) -> bool:
         cout_g = m.out_channels // m.groups
         with torch.no_grad():
@@ -224,6 +226,8 @@ class ConvChannels(WeightRowsChannels):
 
 
 class LinearChannels(WeightRowsChannels):
+    in_attr, out_attr = "in_features", "out_features"
+
     def understands(self, m: nn.Linear, in_shape: torch.Size, out_width: int) -> bool:
         return len(in_shape) == 2  # Linear acts on the last axis; only for 2-D inputs is that the channel axis
 
@@ -248,15 +252,6 @@ class LinearChannels(WeightRowsChannels):
 
     def can_insert(self, m: nn.Linear) -> bool:
         return True
-
-    def insert_in(self, m: nn.Linear, at: int, count: int) -> None:
-        set_param(m, "weight", insert_zeros(m.weight, 1, at, count))
-        m.in_features += count
-
-    def insert_out(self, m: nn.Linear, at: int, count: int) -> None:
-        set_param(m, "weight", insert_zeros(m.weight, 0, at, count))
-        set_param(m, "bias", insert_zeros(m.bias, 0, at, count))
-        m.out_features += count
 
 
 class BatchNormChannels(ChannelLayer):
