@@ -164,3 +164,51 @@ def test_a_lut_cannot_pad_a_width_beyond_what_a_plan_proposes():
     table = lut.parse_table(made.table.to_json(), "lut.json")
     with pytest.raises(GsdeployError, match="pads by more than"):
         search.plan_latency(m, SHAPE, target, table=table)
+
+
+class Twins(nn.Module):
+    """Two pairs of the same shapes on the same input shape (one site signature), one of another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a1, self.b1 = nn.Conv2d(16, 5, 3, padding=1), nn.Conv2d(5, 16, 1)
+        self.a2, self.b2 = nn.Conv2d(16, 5, 3, padding=1), nn.Conv2d(5, 16, 1)
+        self.a3, self.b3 = nn.Conv2d(16, 6, 3, padding=1), nn.Conv2d(6, 16, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for a, b in ((self.a1, self.b1), (self.a2, self.b2), (self.a3, self.b3)):
+            x = torch.relu(b(a(x)) + x)
+        return x.mean((2, 3))
+
+
+def test_equal_sites_and_equal_whole_models_are_timed_once(monkeypatch):
+    """Sites with the same subgraph on the same input shape are one measurement (their weights
+    differ, their timings cannot), and two variants that deploy to the same graph are one model
+    to time; the whole plan deploys from one trace of the model."""
+    import gsdeploy.transforms.deployment as deployment
+
+    timed: list[list[str]] = []
+
+    def fake(target, modules, input_shape, batches, cfg, rounds=1):
+        timed.append(list(modules))
+        return {n: {b: lut.Timing(1.0 + i, 0.0) for b in batches} for i, n in enumerate(modules)}
+
+    traced = []
+    real_trace = deployment.trace
+    monkeypatch.setattr(deployment, "trace", lambda module: traced.append(1) or real_trace(module))
+    monkeypatch.setattr(search, "time_modules", fake)
+    m = Twins()
+    init(m, 0)
+    plan = search.plan_latency(m.eval(), SHAPE, cpu_target())
+    by_name = {sp.site.name: sp for sp in plan.sites}
+    assert set(by_name) == {"a1", "a2", "a3"}
+    assert by_name["a1"].site.signature == by_name["a2"].site.signature != by_name["a3"].site.signature
+    assert len(timed) == 3  # a1 (a2 reuses it), a3, then the whole models
+    assert plan.measured_sites == 2 and by_name["a2"].cached and by_name["a2"].timings == by_name["a1"].timings
+    # keep is fastest for every site here, so the latency plan deploys as given: timed once
+    assert plan.options.choices == {} or set(plan.options.choices.values()) == {KEEP}
+    assert len(timed[-1]) < len(search.VARIANTS) and "never" in timed[-1]
+    assert {v.name for v in plan.variants} == set(search.VARIANTS)
+    assert len(traced) == 1

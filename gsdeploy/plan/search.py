@@ -33,7 +33,7 @@ from gsdeploy.plan.sites import KEEP, Site, candidate_module, find_sites
 from gsdeploy.plan.timing import (MODEL_CONFIG, MODEL_ROUNDS, SITE_CONFIG, fingerprint,
                                   input_multiple, preferred_multiples, time_modules)
 from gsdeploy.target import Target
-from gsdeploy.transforms import DeployOptions, DeployResult, deploy
+from gsdeploy.transforms import Deployer, DeployOptions, DeployResult, deploy
 from gsdeploy.transforms.align import find_width_sites
 from gsdeploy.transforms.context import PassContext
 
@@ -202,7 +202,9 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
     record = table.plans.get(plan_key)
     if record is not None and not refresh:
         return _replay(record, table, module, input_shape, base, dense, batches, fp, start, from_lut)
-    as_given = deploy(module, input_shape, replace(base, fuse="never", choices={}, reasons={}))
+    # one model deployed up to five ways (as given, the variants, the winner): the work they share is done once
+    deployer = Deployer(module, input_shape, base)
+    as_given = deployer.deploy(replace(base, fuse="never", choices={}, reasons={}))
     sites = find_sites(as_given.module, input_shape, preferred_multiples(target))
     plan = LatencyPlan("latency", base, "never", fingerprint=fp, batches=batches, table=table)
 
@@ -258,7 +260,7 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
     else:
         say("timing whole models: " + ", ".join((["dense"] if dense is not None else []) + list(VARIANTS)))
         for name in VARIANTS[1:]:
-            results[name] = deploy(module, input_shape, candidates[name])
+            results[name] = deployer.deploy(candidates[name])
         mods: dict[str, nn.Module] = {}
         if dense is not None:
             mods["dense"] = dense
@@ -292,7 +294,7 @@ def plan_latency(module: nn.Module, input_shape: tuple[int, ...], target: Target
         plan.winner = "latency"
         plan.batch_winners = {b: "latency" for b in batches}
     plan.options = candidates[plan.winner]
-    plan.result = results.get(plan.winner) or deploy(module, input_shape, plan.options)
+    plan.result = results.get(plan.winner) or deployer.deploy(plan.options)
     plan.deployed = {n: r for n, r in results.items() if n in plan.batch_winners.values()}
     table.plans[plan_key] = {"winner": plan.winner, "model": key, "choices": dict(latency_opts.choices),
                              "reasons": dict(latency_opts.reasons), "align": latency_opts.align,

@@ -17,7 +17,7 @@ from gsdeploy.atomic import check_target, write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError, OutputPathError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.search import LatencyPlan, plan_latency
-from gsdeploy.plan.timing import PLANNABLE_ENGINES, fingerprint
+from gsdeploy.plan.timing import PLANNABLE_ENGINES, fingerprint, frozen_heap
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
@@ -151,8 +151,9 @@ def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, o
         return PlanOutcome(deploy(module, input_shape, options), options, "flops", None, warning)
     # a damaged or unwritable timing cache costs a re-measure, never the plan: said in one line
     cache_note = lut.cache_problem(fingerprint(target), reading=not refresh) if table is None else None
-    plan = plan_latency(module, input_shape, target, base=options, dense=dense, table=table, refresh=refresh,
-                        progress=progress)
+    with frozen_heap():  # a cold plan's deploys and exports set off tens of full collections otherwise
+        plan = plan_latency(module, input_shape, target, base=options, dense=dense, table=table, refresh=refresh,
+                            progress=progress)
     return PlanOutcome(plan.result, plan.options, "latency", plan, f"warning: {cache_note}" if cache_note else None)
 
 

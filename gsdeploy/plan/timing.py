@@ -23,6 +23,7 @@ from gsdeploy.bench.sweep import Subject, make_runner
 from gsdeploy.export.onnx import export_onnx
 from gsdeploy.plan.cache import Timing
 from gsdeploy.target import Target, usable_cpus
+from gsdeploy.transforms.deployment import default_dtype
 
 # Per-site timing: a site runs in tens of microseconds to a few milliseconds, and a model has
 # tens of distinct sites, so each gets a short budget; the whole-model run that follows is
@@ -99,28 +100,30 @@ def _subject(target: Target, module: nn.Module, input_shape: tuple[int, ...], wo
                    onnx_path=path, weights_bytes=None, artifact_bytes=None, input_shape=tuple(input_shape))
 
 
-@contextlib.contextmanager
 def _float32():
     # deploy() works in float64 and may leave that as the default; the target runs float32
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(dtype)
+    return default_dtype(torch.float32)
 
 
 @contextlib.contextmanager
-def _frozen_heap():
-    # measure_interleaved collects garbage before each series so the collector cannot pause a
-    # timed run; with models and fx graphs in memory a full collection took 0.2 s, twelve
-    # times per plan. Freezing what is alive now makes those collections see only new objects.
+def frozen_heap():
+    """Collect once, then keep what is alive now out of every later collection until the outer
+    frozen_heap ends (nested ones freeze what is new and leave the unfreezing to it).
+
+    measure_interleaved collects garbage before each series so the collector cannot pause a
+    timed run; with models and fx graphs in memory a full collection took 0.2 s, twelve times
+    per plan. Around a whole plan it also spares the collections that deploys and exports set
+    off (tens of full ones per cold plan, each walking torch's and onnx's objects): cyclic
+    garbage made meanwhile waits for the end of the plan (refcounting still frees the rest).
+    """
+    outer = gc.get_freeze_count() == 0
     gc.collect()
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if outer:
+            gc.unfreeze()
 
 
 def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: tuple[int, ...],
@@ -129,7 +132,7 @@ def time_modules(target: Target, modules: Mapping[str, nn.Module], input_shape: 
     `rounds` > 1 the runs repeat with fresh sessions and each module's median is the median of
     its rounds' medians (its CoV the median of theirs)."""
     per_round: dict[str, dict[int, list[Timing]]] = {n: {b: [] for b in batches} for n in modules}
-    with _float32(), _frozen_heap(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
+    with _float32(), frozen_heap(), tempfile.TemporaryDirectory(prefix="gsdeploy-plan-") as tmp:
         subjects = {n: _subject(target, m.float().eval(), tuple(input_shape), Path(tmp), f"m{i}")
                     for i, (n, m) in enumerate(modules.items())}
         for _ in range(rounds):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from dataclasses import dataclass, fields
+from typing import Iterator
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from gsdeploy.metrics import count_macs, count_params
+from gsdeploy.numerics import Verification
 from gsdeploy.errors import InputShapeError, NumericMismatchError, UnremovedZerosError
 from gsdeploy.transforms.align import align_widths
 from gsdeploy.transforms.context import PassContext
@@ -23,7 +27,7 @@ from gsdeploy.transforms.normalize import normalize
 from gsdeploy.transforms.decisions import Decision, DeployOptions, DeployResult
 from gsdeploy.transforms.prune_zero import prune_zero, zero_small_groups
 from gsdeploy.transforms.trace import trace
-from gsdeploy.transforms.verify import verify_modules
+from gsdeploy.transforms.verify import Reference, verify_modules
 
 # The passes after BN folding, in order; pruning runs again after them when any of them
 # changed the graph (a fused pair can have zero rows of its own).
@@ -73,31 +77,97 @@ def deploy(module: nn.Module, input_shape: tuple[int, ...], options: DeployOptio
     Raises InputShapeError if the module cannot take `input_shape`, NumericMismatchError if
     the deployed module differs from the reference by more than options.tolerance.
     """
-    input_shape = tuple(int(s) for s in input_shape)
-    original = module
-    # evaluated in eval mode; the caller's training flags are put back afterwards
+    return Deployer(module, input_shape, options).deploy(options, last=True)
+
+
+# What may differ between the deploys of one Deployer: the passes after the shared start read
+# only these (fuse_pairs, fold_linear and align_widths) and deploy() itself reads `strict`.
+PER_DEPLOY_FIELDS = ("fuse", "choices", "reasons", "align", "strict")
+
+
+@dataclass
+class _Start:
+    """What every deploy of one model with one threshold shares (see Deployer)."""
+
+    gm: fx.GraphModule  # traced, float64, functionalized, normalized, BN folded, thresholded
+    plan: list[Decision]
+    reference: nn.Module  # what the deployed model is checked against
+    checks: Reference  # `reference` with its copies, inputs and outputs kept for verification
+    threshold_error: Verification | None
+    macs_before: int
+    params_before: int
+
+
+class Deployer:
+    """deploy() of one model with several option sets that differ only in PER_DEPLOY_FIELDS.
+
+    A latency plan deploys one model four ways (as given, the FLOP plan, all pairs fused, its
+    per-site choices). Tracing, BN folding, the threshold, the original's MACs and its outputs on
+    the verification inputs do not depend on those options, and were a third of each deploy's
+    time: here they are done once, in the constructor, and each deploy() works on a copy. The
+    module must not change while its Deployer is in use.
+    """
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], options: DeployOptions = DeployOptions()):
+        self.module = module
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.options = options
+        with _deploying(module):
+            check_input_shape(module, self.input_shape)
+            with _float64_default():
+                self._start: _Start | None = _start(module, self.input_shape, options)
+
+    def deploy(self, options: DeployOptions | None = None, *, last: bool = False) -> DeployResult:
+        """Deploy with `options` (default: the constructor's). `last`: no deploy follows, so the
+        shared graph is edited in place instead of copied."""
+        options = self.options if options is None else options
+        different = [f.name for f in fields(DeployOptions) if f.name not in PER_DEPLOY_FIELDS
+                     and getattr(options, f.name) != getattr(self.options, f.name)]
+        if different:
+            raise ValueError(f"a Deployer's deploys may differ in {', '.join(PER_DEPLOY_FIELDS)} only, "
+                             f"not in {', '.join(different)}")
+        if self._start is None:
+            raise ValueError("this Deployer's last deploy is done")
+        start = self._start
+        if last:
+            self._start = None
+        with _deploying(self.module), _float64_default():
+            return _finish(start, self.module, self.input_shape, options, copy_graph=not last)
+
+
+@contextlib.contextmanager
+def _deploying(original: nn.Module):
+    """Eval mode and DEPLOY_THREADS while deploy works; the caller's flags and threads put back."""
     was_training = {name: m.training for name, m in original.named_modules()}
     threads = torch.get_num_threads()
     set_eval(original)
     try:
         torch.set_num_threads(min(threads, DEPLOY_THREADS))
-        check_input_shape(original, input_shape)
-        # New tensors the passes create (biases, fused weights, example inputs) follow the
-        # float64 graph; see _deploy.
-        dtype = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
-            result = _deploy(original, input_shape, options)
-        finally:
-            torch.set_default_dtype(dtype)
+        yield
     finally:
         torch.set_num_threads(threads)
         for name, m in original.named_modules():
             m.training = was_training.get(name, m.training)
-    return result
 
 
-def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOptions) -> DeployResult:
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to `dtype` for the block, the caller's put back."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _float64_default():
+    # New tensors the passes create (biases, fused weights, example inputs) follow the
+    # float64 graph; see _start.
+    return default_dtype(torch.float64)
+
+
+def _start(original: nn.Module, input_shape: tuple[int, ...], options: DeployOptions) -> _Start:
     ctx = PassContext(input_shape, options)
     gm = trace(original)
     # The passes fold in float64 so that the deployed weights are the exact result rounded once
@@ -116,7 +186,16 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
         reference = copy.deepcopy(gm)  # the original with the small groups made exactly zero
         threshold_error = verify_modules(original, reference, input_shape, options.verify_batches, options.seed,
                                          options.tolerance)
+    return _Start(gm, plan, reference, Reference(reference), threshold_error, count_macs(original, input_shape),
+                  count_params(original))
 
+
+def _finish(start: _Start, original: nn.Module, input_shape: tuple[int, ...], options: DeployOptions,
+            copy_graph: bool) -> DeployResult:
+    ctx = PassContext(input_shape, options)
+    gm = copy.deepcopy(start.gm) if copy_graph else start.gm
+    plan = list(start.plan)
+    reference = start.reference
     for _ in range(MAX_ROUNDS):
         before = _signature(gm)
         for p in STRUCTURAL_PASSES:
@@ -136,19 +215,20 @@ def _deploy(original: nn.Module, input_shape: tuple[int, ...], options: DeployOp
     # take them out again
     plan += align_widths(gm, ctx)
 
-    verification = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance)
+    verification = verify_modules(start.checks, gm, input_shape, options.verify_batches, options.seed,
+                                  options.tolerance)
     if not verification.passed:
         against = "the thresholded original" if options.prune_threshold is not None else "the original"
         raise NumericMismatchError(f"deployed model differs from {against}: {verification.describe()}")
     gm.float()
     # What the user runs: both in float32. Reported, not judged: it includes float32 rounding of
     # the folded weights, as large as the original's own float32 error on ill-conditioned nets.
-    fp32 = verify_modules(reference, gm, input_shape, options.verify_batches, options.seed, options.tolerance,
+    fp32 = verify_modules(start.checks, gm, input_shape, options.verify_batches, options.seed, options.tolerance,
                           dtype=torch.float32)
     return DeployResult(module=gm, plan=plan,
-                        macs_before=count_macs(original, input_shape), macs_after=count_macs(gm, input_shape),
-                        params_before=count_params(original), params_after=count_params(gm),
-                        verification=verification, threshold_error=threshold_error, fp32_error=fp32,
+                        macs_before=start.macs_before, macs_after=count_macs(gm, input_shape),
+                        params_before=start.params_before, params_after=count_params(gm),
+                        verification=verification, threshold_error=start.threshold_error, fp32_error=fp32,
                         reference=original if reference is original else _float32_copy(reference),
                         kept_zeros=kept)
 

@@ -54,11 +54,17 @@ def find(gm: fx.GraphModule, pattern: Sequence[Step]) -> list[Match]:
     if not pattern:
         raise ValueError("a pattern needs at least one step")
     calls = call_counts(gm)
+    # One walk of the module tree instead of a get_submodule per node: fuse() calls find again
+    # after every rewrite (~60 times per ResNet-56 deploy), and the per-node lookups were most
+    # of its time. remove_duplicate=False keeps every path of a module registered twice.
+    by_name = dict(gm.named_modules(remove_duplicate=False))
 
     def once(node: fx.Node, step: Step) -> nn.Module | None:
         if node.op != "call_module" or calls[node.target] != 1:
             return None
-        m = gm.get_submodule(node.target)
+        m = by_name.get(node.target)
+        if m is None:  # a target named_modules does not list (not a registered submodule path)
+            m = gm.get_submodule(node.target)
         return m if fits(m, step) else None
 
     out = []
