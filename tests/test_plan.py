@@ -212,3 +212,26 @@ def test_equal_sites_and_equal_whole_models_are_timed_once(monkeypatch):
     assert len(timed[-1]) < len(search.VARIANTS) and "never" in timed[-1]
     assert {v.name for v in plan.variants} == set(search.VARIANTS)
     assert len(traced) == 1
+
+
+@pytest.mark.parametrize("fastest_ms, says", [
+    (0.8, None),  # faster than dense: nothing to say
+    (1.02, "no deployment beat dense by more than this run's noise (5%): 0.98x at batch 1"),
+    (1.3, "nothing beats dense at batch 1"),
+])
+def test_the_plan_says_when_nothing_beats_dense_and_when_it_cannot_tell(monkeypatch, fastest_ms, says):
+    """Dense 2% faster in one short plan run is a tie, not a verdict (identical models read 3-5%
+    apart here); 30% faster is."""
+    def fake(target, modules, input_shape, batches, cfg, rounds=1):
+        if "never" not in modules:  # sites: keep everything
+            return {n: {b: lut.Timing(1.0 if n == KEEP else 2.0, 0.0) for b in batches} for n in modules}
+        return {n: {b: lut.Timing(1.0 if n == "dense" else fastest_ms + 0.1 * (n != "never"), 0.0)
+                    for b in batches} for n in modules}
+
+    monkeypatch.setattr(search, "time_modules", fake)
+    plan = search.plan_latency(net(), SHAPE, cpu_target(), dense=net())
+    dense_notes = [n for n in plan.notes if "dense" in n]
+    if says is None:
+        assert dense_notes == []
+    else:
+        assert len(dense_notes) == 1 and says in dense_notes[0], plan.notes
