@@ -293,13 +293,21 @@ def plan_cmd(model: Annotated[str, typer.Argument(help="zoo name or checkpoint f
              baseline: Annotated[Optional[str], typer.Option("--baseline", help="dense model the plan is timed against (default: the known one)")] = None,
              baseline_arch: Annotated[Optional[str], typer.Option("--baseline-arch")] = None, strict: StrictOpt = False,
              save_lut: Annotated[Optional[Path], typer.Option("--save-lut", help="write the timings (a JSON LUT) for `--lut` on another machine")] = None,
-             batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes to plan for, e.g. 1,32 (default: the profile's); `export --batch` and `bench --batch` read a LUT only at batches it was made for")] = None) -> None:
+             batch: Annotated[Optional[str], typer.Option("--batch", help="batch sizes to plan for, e.g. 1,32 (default: the profile's); `export --batch` and `bench --batch` read a LUT only at batches it was made for")] = None,
+             engine: Annotated[Optional[str], typer.Option("--engine", help="the profile entry to plan for, by label or engine, e.g. trt-dla0 (default: its first)")] = None) -> None:
     """Make the latency plan on this machine (the target): time every site's candidates and the whole
     models, print the choice and, with --save-lut, write the timings so `export --lut` can use them elsewhere."""
     from gsdeploy.plan.stage import check_lut_target, save_lut as write_lut  # heavy: torch
 
     _check_deploy_flags(None, prune_threshold)
-    target = _targets(profile, input_shape=_shape(input_shape), batches=_batches(batch))[0]
+    if engine is not None and not engine.strip():
+        raise GsdeployError("--engine names no engine")
+    targets = _targets(profile, input_shape=_shape(input_shape), batches=_batches(batch),
+                       engines=(engine.strip(),) if engine is not None else ())
+    if engine is not None and len(targets) > 1:
+        raise GsdeployError(f"--engine {engine.strip()} names {len(targets)} entries of the profile "
+                            f"({', '.join(t.label for t in targets)}): a plan is for one; name it by its label")
+    target = targets[0]
     _check_plan("latency", None, target)
     inputs = [Path(p) for p in (model, baseline) if p is not None and Path(p).exists()]
     if save_lut is not None:

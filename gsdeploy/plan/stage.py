@@ -17,7 +17,7 @@ from gsdeploy.atomic import check_target, write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError, OutputPathError
 from gsdeploy.plan import cache as lut
 from gsdeploy.plan.search import LatencyPlan, plan_latency
-from gsdeploy.plan.timing import PLANNABLE_ENGINES, fingerprint, frozen_heap
+from gsdeploy.plan.timing import PLANNABLE_ENGINES, engine_options, fingerprint, frozen_heap
 from gsdeploy.target import Target
 from gsdeploy.transforms import DeployOptions, DeployResult, deploy
 
@@ -28,7 +28,7 @@ FUSE_MODES = ("flops", "latency", "always", "never")
 # What must agree between a LUT and the target it is used for. Where the target's engine runs
 # here, this machine IS the target, so its device and engine version must match too; elsewhere
 # (exporting for a Jetson from a laptop) only what the profile itself fixes can be compared.
-SETTINGS_FIELDS = ("engine", "precision", "providers", "graph_opt", "spinning", "threads_setting")
+SETTINGS_FIELDS = ("engine", "precision", "providers", "graph_opt", "spinning", "threads_setting", "engine_options")
 MACHINE_FIELDS = ("engine_version", "device", "isa", "threads")
 
 
@@ -132,7 +132,7 @@ def load_lut(path: Path, target: Target, here: bool | None = None) -> lut.Timing
 def _settings_fingerprint(target: Target) -> dict[str, Any]:
     return {"engine": target.engine, "precision": target.precision, "providers": ",".join(target.providers),
             "graph_opt": target.graph_optimization_level, "spinning": target.allow_spinning,
-            "threads_setting": target.threads}
+            "threads_setting": target.threads, "engine_options": engine_options(target)}
 
 
 def make_plan(module: nn.Module, input_shape: tuple[int, ...], target: Target, options: DeployOptions,

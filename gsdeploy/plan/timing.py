@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import importlib
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -40,7 +42,10 @@ SITE_CONFIG = MeasureConfig(warmup_s=0.02, min_iterations=20, min_duration_s=0.0
 MODEL_CONFIG = MeasureConfig(warmup_s=0.05, min_iterations=10, min_duration_s=0.25, settle_max_s=0.15)
 MODEL_ROUNDS = 2
 
-PLANNABLE_ENGINES = ("ort", "torch")
+# TensorRT candidates are built into engines with the target's own build options (the bench's
+# build_trt_engines) and timed by the bench's TensorRT runner: planned on the device, where
+# TensorRT is installed (never here: it cannot be installed on this project's CPU machines).
+PLANNABLE_ENGINES = ("ort", "torch", "trt")
 
 
 def engine_version(target: Target) -> str:
@@ -65,7 +70,26 @@ def fingerprint(target: Target) -> dict[str, Any]:
             "isa": cpu_isa() or "unknown", "threads": int(target.threads or usable_cpus()),
             "threads_setting": target.threads, "precision": target.precision,
             "providers": ",".join(target.providers), "graph_opt": target.graph_optimization_level,
-            "spinning": target.allow_spinning}
+            "spinning": target.allow_spinning, "engine_options": engine_options(target)}
+
+
+MAX_OPTIONS_CHARS = 120  # a fingerprint holds short strings (plan/cache.py); longer ones are hashed
+
+
+def engine_options(target: Target) -> str:
+    """The engine's own settings that change a timing, as one short string: ORT's provider
+    options (a TensorRT EP in fp16 or fp32), torch's CUDA graph and memory format, TensorRT's
+    DLA core, GPU fallback, workspace and builder level (a DLA engine is another target than the
+    GPU of the same board: their timings must never be mixed)."""
+    if target.engine == "ort":
+        opts: dict[str, Any] = {"provider_options": [dict(o) for o in target.provider_options]}
+    elif target.engine == "torch":
+        opts = {"cuda_graph": target.cuda_graph, "channels_last": target.channels_last}
+    else:
+        opts = {"dla_core": target.dla_core, "gpu_fallback": target.gpu_fallback, "workspace_mb": target.workspace_mb,
+                "builder_optimization_level": target.builder_optimization_level}
+    text = json.dumps(opts, sort_keys=True, default=str, separators=(",", ":"))
+    return text if len(text) <= MAX_OPTIONS_CHARS else "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def preferred_multiples(target: Target) -> tuple[int, ...]:
@@ -91,13 +115,21 @@ def input_multiple(target: Target) -> int:
 
 
 def _subject(target: Target, module: nn.Module, input_shape: tuple[int, ...], workdir: Path, name: str):
-    """What the bench's runner factory takes: the module, and its ONNX file for ORT targets."""
-    path = None
-    if target.engine == "ort":
+    """What the bench's runner factory takes: the module, its ONNX file for ORT and TensorRT
+    targets, and the TensorRT engines built from that file the way `gsdeploy bench` builds them."""
+    path, engines = None, {}
+    if target.engine in ("ort", "trt"):
         path = workdir / f"{name}.onnx"
         export_onnx(module, input_shape, path, exporters=("torchscript",))
+    if target.engine == "trt":
+        from gsdeploy.model import LoadedModel
+        from gsdeploy.pipeline import build_trt_engines  # the pipeline imports the plan stage
+
+        engines = build_trt_engines(LoadedModel(module=module, input_shape=tuple(input_shape), name=name), path,
+                                    workdir, name, (target,))
     return Subject(name=name, role="compressed", macs=None, params=None, max_rel_err=None, module=module,
-                   onnx_path=path, weights_bytes=None, artifact_bytes=None, input_shape=tuple(input_shape))
+                   onnx_path=path, weights_bytes=None, artifact_bytes=None, input_shape=tuple(input_shape),
+                   trt_engines=engines)
 
 
 def _float32():
