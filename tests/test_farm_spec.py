@@ -152,6 +152,21 @@ def test_a_bad_lut_fails_before_any_job(tmp_path):
     assert "plan.lut" in str(e.value) and "t.json" in str(e.value)
 
 
+@pytest.mark.parametrize("text", [MINIMAL + "plan: {lut: t.json, refresh: true}\n",
+                                  "plan: {lut: t.json}\nmodels: [{model: resnet20_hinge50, refresh: true}]\n"
+                                  "profiles: [cpu-ort]\n"])
+def test_a_lut_with_refresh_fails_before_any_job(tmp_path, text):
+    """A LUT says where the timings come from, refresh says measure them here: one of the two."""
+    from gsdeploy.plan.cache import TimingTable
+    from gsdeploy.plan.timing import fingerprint
+    from gsdeploy.profiles import load_profile
+
+    (tmp_path / "t.json").write_text(TimingTable(fingerprint(load_profile("cpu-ort").targets[0])).to_json())
+    with pytest.raises(SweepFileError) as e:
+        load_sweep(write(tmp_path, text))
+    assert "lut plans from timings measured elsewhere" in str(e.value) and "refresh" in str(e.value)
+
+
 def test_a_lut_of_another_target_fails_before_any_job(tmp_path):
     from gsdeploy.plan.cache import TimingTable
     from gsdeploy.plan.timing import fingerprint

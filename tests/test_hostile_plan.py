@@ -104,6 +104,18 @@ def test_bad_plan_flags_and_luts_fail_before_the_model_is_loaded(tmp_path, monke
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("cmd", [["inspect"], ["export", "-o", "{tmp}/x.onnx"], ["bench", "-o", "{tmp}/out"]])
+def test_a_lut_with_refresh_is_refused_before_the_model_is_loaded(tmp_path, monkeypatch, cmd):
+    """`--lut F.json --refresh` re-planned from the LUT and ignored --refresh: read the timings or
+    measure them, the user meant one of the two."""
+    lut = tmp_path / "good.json"
+    lut.write_text(lut_text())
+    never_loaded(monkeypatch)
+    fails("--lut plans from timings measured elsewhere, --refresh re-measures them here", cmd[0], MODEL,
+          *[a.format(tmp=tmp_path) for a in cmd[1:]], "--lut", str(lut), "--refresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json"]
+
+
 def test_lut_text_with_control_characters_is_refused():
     """Reasons, site names and the fingerprint are printed: an ANSI sequence in a LUT would drive
     the user's terminal (and rich markup in it was rendered)."""

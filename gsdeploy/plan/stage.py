@@ -80,8 +80,12 @@ def resolve_modes(plan: str, fuse: str | None, *, lut: bool = False, refresh: bo
     the sweep file (`names` are how the four settings are spelled where they came from). `fuse`
     None means not given; a fixed fuse mode implies the FLOP plan, `fuse latency` is the old
     spelling of the latency plan. A LUT or --refresh with the FLOP plan would be silently unused,
-    so that is refused: the user meant one of the two."""
+    and a LUT with --refresh contradict each other (read the timings, or measure them), so those
+    are refused: the user meant one of the two."""
     p, f, lut_name, refresh_name = names
+    if lut and refresh:
+        raise GsdeployError(f"{lut_name} plans from timings measured elsewhere, {refresh_name} re-measures them "
+                            "here: pass one of the two")
     if plan not in PLAN_MODES:
         raise GsdeployError(f"{p} must be one of {', '.join(PLAN_MODES)}, not {plan!r}")
     if fuse is not None and fuse not in FUSE_MODES:
