@@ -345,6 +345,31 @@ class Staged:
         self._temps.clear()
 
 
+# How `locked` opens its lock file: never through a link, never blocking (a FIFO opened read-only
+# would wait for a writer forever).
+_LOCK_FLAGS = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def lock_problem(path: PathLike) -> str | None:
+    """Why `locked` cannot use `path` as its lock file (one phrase, for a warning), or None when
+    it can (also when it does not exist yet: it is made then)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link (a lock file is never followed through a link)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"it is a {_kind(st.st_mode)}, not a regular file"
+    try:
+        os.close(os.open(path, _LOCK_FLAGS))
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 # How long `locked` waits for another process: a lock is held only while a file is read and
 # rewritten (milliseconds), so a holder this slow is hung, and waiting longer helps no one.
 LOCK_WAIT_S = 10.0
@@ -364,10 +389,13 @@ def locked(path: PathLike, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~umask())
+        fd = os.open(path, _LOCK_FLAGS | os.O_CREAT, 0o666 & ~umask())
     except OSError as e:
-        raise OutputPathError(f"cannot create lock file {path}: {e.strerror or e}") from None
+        raise OutputPathError(f"cannot use lock file {path}: {lock_problem(path) or e.strerror or e}") from None
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or a device node planted under the lock's name
+            raise OutputPathError(f"cannot use lock file {path}: it is a {_kind(mode)}, not a regular file")
         deadline = time.monotonic() + wait_s
         while True:
             try:

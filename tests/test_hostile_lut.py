@@ -103,6 +103,35 @@ def test_a_cache_dir_the_kernel_refuses_is_a_warning_not_an_error(tmp_path, monk
     assert cache.save_cached(TimingTable(fp)) is None
 
 
+@pytest.mark.parametrize("kind, words", [("directory", "it is a directory"), ("fifo", "it is a FIFO"),
+                                         ("symlink", "symbolic link"), ("unopenable", "ermission denied")])
+def test_a_lock_file_that_cannot_be_locked_is_a_warning_not_silence(tmp_path, monkeypatch, kind, words):
+    """A lock file that is a directory (or a FIFO, a link, a file we may not open) made every
+    save_cached give up without a word: the timings were silently never kept."""
+    import os
+
+    fp = fingerprint(make_target("ort", threads=1))
+    monkeypatch.setenv("GSDEPLOY_CACHE_DIR", str(tmp_path))
+    lock = cache.lock_path(fp)
+    if kind == "directory":
+        lock.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").write_text("")
+        lock.symlink_to(tmp_path / "elsewhere")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root opens any file")
+        lock.write_text("")
+        lock.chmod(0)
+    note = cache.cache_problem(fp)
+    assert note is not None and "lock file" in note and words in note and "not kept" in note, note
+    table = TimingTable(dict(fp))
+    table.put_site("s", "keep", 1, Timing(1.0, 0.1))
+    assert cache.save_cached(table) is None and not cache.cache_path(fp).exists()
+
+
 def test_two_plans_saving_into_one_cache_file_keep_both(tmp_path, monkeypatch):
     """Two plans on one target (two models, or two processes at once) each loaded the cache,
     added their model and wrote it whole: the second writer dropped the first one's timings."""

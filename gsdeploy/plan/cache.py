@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import platformdirs
 
-from gsdeploy.atomic import locked, write_text_atomic
+from gsdeploy.atomic import lock_problem, locked, write_text_atomic
 from gsdeploy.errors import GsdeployError
 from gsdeploy.limits import ALIGN_MULTIPLES, brief
 
@@ -288,6 +288,11 @@ def cache_path(fp: Mapping[str, Any]) -> Path:
     return cache_dir() / f"{fingerprint_key(fp)}.json"
 
 
+def lock_path(fp: Mapping[str, Any]) -> Path:
+    """The lock that serializes writers of this fingerprint's cache file (save_cached)."""
+    return cache_dir() / f"{fingerprint_key(fp)}.lock"
+
+
 def load_cached(fp: Mapping[str, Any]) -> TimingTable:
     """The cached table of this fingerprint; an empty one if there is none or it is unreadable
     (a cache is only a shortcut: a damaged one is re-measured, not an error)."""
@@ -301,7 +306,8 @@ def load_cached(fp: Mapping[str, Any]) -> TimingTable:
 def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
     """Why the cache will not serve this fingerprint as it should, for one warning line (the plan
     still works: a cache is a shortcut): its file is damaged or is not a file (`reading`; it is
-    re-measured), or the cache directory cannot be written (the timings are not kept). None when
+    re-measured), or the cache directory or its lock file cannot be written (the timings are not
+    kept). None when
     all is well, also when there is no cache file yet."""
     d = cache_dir()
     path = cache_path(fp)
@@ -332,6 +338,10 @@ def cache_problem(fp: Mapping[str, Any], reading: bool = True) -> str | None:
     if why is not None:
         return (f"timing cache directory {d} cannot be written ({why}): the timings are not kept (set "
                 "GSDEPLOY_CACHE_DIR to a writable directory)")
+    why = lock_problem(lock_path(fp))
+    if why is not None:
+        return (f"timing cache lock file {lock_path(fp)} cannot be used ({why}): the timings are not kept "
+                "(remove it)")
     return None
 
 
@@ -342,7 +352,7 @@ def save_cached(table: TimingTable) -> Path | None:
     d = cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
-        with locked(d / f"{fingerprint_key(table.fingerprint)}.lock"):
+        with locked(lock_path(table.fingerprint)):
             on_disk = load_cached(table.fingerprint)
             on_disk.update(table)
             return write_text_atomic(cache_path(table.fingerprint), on_disk.to_json())
