@@ -86,6 +86,16 @@ TEXT_DAMAGE = {
     "status junk": (set_cell("status", "done"), "status must be ok or failed"),
     "empty sweep_job": (set_cell("sweep_job", ""), "has no sweep_job"),
     "duplicate rows": (lambda t: t + "".join(t.splitlines(keepends=True)[1:3]), "every group has one baseline"),
+    # a whole job's rows moved to another job by hand: each group still has its two rows, and the
+    # job they claim would be skipped with another batch's timings
+    "sweep_job of another batch": (edit_rows(lambda df: df.assign(sweep_job=df["sweep_job"].str.replace(
+        "batch=2", "batch=1"))), "batch is 2, but its sweep_job names batch 1"),
+    "batch of another job": (edit_rows(lambda df: df.assign(batch=df["batch"].replace("2", "3"))),
+                             "batch is 3, but its sweep_job names batch 2"),
+    "profile of another job": (edit_rows(lambda df: df.assign(profile="cpu-b")),
+                               "profile is 'cpu-b', but its sweep_job names profile 'cpu-a'"),
+    "sweep_job not a key": (edit_rows(lambda df: df.assign(sweep_job=df["batch"].map(lambda b: f"job {b}"))),
+                            "sweep_job 'job 1' is not a job key gsdeploy writes"),
     "header only garbage": (lambda t: "a,b\n1,2\n", "not a sweep table"),
     "not CSV": (lambda t: '"unclosed\n' + t, "is not a readable CSV"),
 }

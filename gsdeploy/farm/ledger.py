@@ -9,8 +9,9 @@ for good is one row with status "failed" and its reason, so nothing is lost sile
 A table may have been edited by hand before `--resume`: its finished rows are checked as bench
 checks the rows it resumes (bench/results_file.py, per job), and anything it cannot trust (a row
 cut off, a foreign column, a number that is not finite, a job without exactly one baseline and one
-compressed row per engine, a status other than ok or failed, a file too big or not UTF-8, a
-directory or device in its place) is one error naming the line, with nothing written. Rows of jobs
+compressed row per engine, a status other than ok or failed, a row whose batch or profile is not
+the one its sweep_job names, a file too big or not UTF-8, a directory or device in its place) is
+one error naming the line, with nothing written. Rows of jobs
 that are not in the sweep file (it was edited since) are kept as they are.
 """
 
@@ -25,7 +26,8 @@ from gsdeploy.atomic import check_out_dir, check_targets, write_text_atomic
 from gsdeploy.bench.results_file import check_resumed_rows, parse_resumed, read_resumed_text, resume_error
 from gsdeploy.bench.rows import COLUMNS, to_csv_text, to_markdown
 from gsdeploy.errors import GsdeployError
-from gsdeploy.farm.spec import Job
+from gsdeploy.limits import short
+from gsdeploy.farm.spec import Job, job_key_fields
 
 # plan: the plan the job's compressed model was deployed with (latency | flops); warning: the plan
 # stage's reason for not measuring on the target, kept beside the rows it explains; plan_variant:
@@ -69,9 +71,27 @@ class Ledger:
             line = int(bad[bad].index[0]) + 2
             raise resume_error(self.csv_path, f"line {line} has no status (a row cut off, or not written by gsdeploy)"
                                if status.isna()[bad].iloc[0] else f"line {line}: status must be {OK} or {FAILED}")
-        ok = old[status == OK]
-        return check_resumed_rows(ok, self.csv_path, extra_columns=SWEEP_COLUMNS,
-                                  group_by=("sweep_job",)).reindex(columns=ALL_COLUMNS).reset_index(drop=True)
+        ok = check_resumed_rows(old[status == OK], self.csv_path, extra_columns=SWEEP_COLUMNS,
+                                group_by=("sweep_job",))
+        self._check_job_keys(ok)
+        return ok.reindex(columns=ALL_COLUMNS).reset_index(drop=True)
+
+    def _check_job_keys(self, ok: pd.DataFrame) -> None:
+        """Every finished row is timed at the batch and on the profile its sweep_job names: a row
+        moved to another job by hand would mark that job done with another job's timings."""
+        for i, r in zip(ok.index, ok.to_dict("records")):
+            fields = job_key_fields(str(r["sweep_job"]))
+            if fields is None:
+                raise resume_error(self.csv_path, f"line {int(i) + 2}: sweep_job {short(str(r['sweep_job']), 80)!r} "
+                                                  "is not a job key gsdeploy writes")
+            profile, batch = fields
+            if batch != r["batch"]:
+                raise resume_error(self.csv_path, f"line {int(i) + 2}: batch is {r['batch']}, but its sweep_job "
+                                                  f"names batch {batch}")
+            row_profile = r.get("profile")
+            if isinstance(row_profile, str) and row_profile and row_profile != profile:
+                raise resume_error(self.csv_path, f"line {int(i) + 2}: profile is {short(row_profile, 40)!r}, but "
+                                                  f"its sweep_job names profile {short(profile, 40)!r}")
 
     def _append(self, rows: pd.DataFrame) -> None:
         """The whole table is rewritten through a temp file (atomic): a sweep killed mid-write

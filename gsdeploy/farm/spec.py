@@ -104,6 +104,16 @@ class Job:
             f";precision={self.precision}" if self.precision else "")
 
 
+# The tail of Job.key (profile names cannot hold ';': profiles._NAME_RE)
+_JOB_KEY_TAIL = re.compile(r";profile=([^;]+);batch=([0-9]+)(?:;precision=[^;]+)?\Z")
+
+
+def job_key_fields(key: str) -> tuple[str, int] | None:
+    """(profile, batch) of a Job.key, or None when `key` is not one (a hand-edited ledger)."""
+    m = _JOB_KEY_TAIL.search(key)
+    return (m.group(1), int(m.group(2))) if m and key.startswith("model=") else None
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
