@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shlex
 import signal
@@ -22,7 +21,8 @@ from typer.exceptions import TyperException
 from gsdeploy.atomic import check_target, check_targets, files_in, write_text_atomic
 from gsdeploy.errors import GsdeployError
 from gsdeploy.export.artifact import check_output_path, manifest_path
-from gsdeploy.limits import MAX_BATCH, check_number, is_out_of_memory, short
+from gsdeploy.limits import (MAX_BATCH, MAX_PRUNE_THRESHOLD, check_number, comma_list, is_out_of_memory, parse_batches,
+                             short)
 from gsdeploy.plan.site_rows import one_per_site
 from gsdeploy.target import TargetFlags, require_available, resolve_targets
 
@@ -94,8 +94,8 @@ def _check_deploy_flags(fuse: str | None, prune_threshold: float | None, plan: s
     """(plan mode, fuse mode) from --plan and --fuse: one vocabulary, --fuse only as an override."""
     from gsdeploy.plan.stage import resolve_modes  # heavy: torch
 
-    if prune_threshold is not None and not (math.isfinite(prune_threshold) and prune_threshold >= 0):
-        raise GsdeployError(f"--prune-threshold must be a finite number >= 0, not {prune_threshold}")
+    if prune_threshold is not None:
+        check_number("--prune-threshold", prune_threshold, minimum=0, maximum=MAX_PRUNE_THRESHOLD)
     return resolve_modes(plan, fuse, lut=lut is not None, refresh=refresh)
 
 
@@ -170,7 +170,8 @@ def _targets(profile: str | None, **flags):
 def _shape(input_shape: str | None) -> tuple[int, ...] | None:
     from gsdeploy.load import parse_input_shape  # heavy: torch
 
-    return tuple(parse_input_shape(input_shape)) if input_shape else None
+    # '' is given (an unset shell variable), not the model's own shape: parse_input_shape refuses it
+    return tuple(parse_input_shape(input_shape)) if input_shape is not None else None
 
 
 def _load(model: str, arch: str | None, shape: tuple[int, ...] | None, trust: bool):
@@ -440,15 +441,7 @@ def _precision_lines(section) -> list[str]:
 
 def _batches(text: str | None) -> tuple[int, ...] | None:
     """--batch: None when not given; given (even as ''), it must list batch sizes."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise GsdeployError(f"--batch must be a comma-separated list of integers, not '{short(text)}'") from None
-    if not values or any(v <= 0 or v > MAX_BATCH for v in values):
-        raise GsdeployError(f"--batch must list integers 1..{MAX_BATCH}, not '{short(text)}'")
-    return values
+    return None if text is None else parse_batches(text)
 
 
 @app.command()
@@ -489,9 +482,7 @@ def bench(model: Annotated[Optional[str], typer.Argument(help="zoo name, checkpo
     from gsdeploy.zoo import DEFAULT_MODEL  # heavy: torch
 
     plan, fuse = _check_deploy_flags(fuse, prune_threshold, plan, lut, refresh)
-    engines = tuple(e.strip() for e in engine.split(",") if e.strip()) if engine is not None else ()
-    if engine is not None and not engines:
-        raise GsdeployError("--engine names no engine")
+    engines = tuple(comma_list(engine, "--engine", "profile entries or engines")) if engine is not None else ()
     flags = dict(engines=engines, batches=_batches(batch),
                  threads=threads, input_shape=_shape(input_shape), warmup_s=warmup_s,
                  min_iterations=min_iterations, min_duration_s=min_duration_s, max_cov=max_cov)

@@ -32,6 +32,9 @@ MAX_SECONDS = 24 * 3600.0
 MAX_ITERATIONS = 10**9
 MAX_SAMPLE_ELEMENTS = 1 << 28  # one input sample (1 GiB in fp32); 3x224x224 is 150k
 MAX_BATCH_ELEMENTS = 1 << 31  # a whole batch (8 GiB in fp32)
+# --prune-threshold / a sweep's prune_threshold: an L2 norm of a group of weights; above this
+# every group of any trained network goes, which is a typo, not a threshold
+MAX_PRUNE_THRESHOLD = 1e6
 # The multiples a deploy may align widths to (DeployOptions.align; 0: off): what targets' kernels want
 ALIGN_MULTIPLES = (0, 2, 4, 8, 16, 32)
 
@@ -96,6 +99,30 @@ def check_number(what: str, value: Any, *, integer: bool = False, minimum: float
         rng = f" {' and '.join(bounds)}" if bounds else ""
         raise error(f"{what} must be {kind}{rng}, not {brief(value)}")
     return int(value) if integer else value
+
+
+def comma_list(text: str, what: str, expected: str, error: type[GsdeployError] = GsdeployError) -> list[str]:
+    """The items of a comma-separated flag value, stripped. An empty item (`1,,2`, a trailing
+    comma, '' from an unset shell variable) is refused, not skipped: the user meant something
+    there."""
+    items = [p.strip() for p in str(text).split(",")]
+    if not all(items):
+        raise error(f"{what} must list {expected}, separated by single commas, not '{short(text)}'")
+    return items
+
+
+def parse_batches(text: str, what: str = "--batch", error: type[GsdeployError] = GsdeployError) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32): plain decimal integers 1..MAX_BATCH (no '1e3', '1_000', '+1',
+    non-ASCII digits, which int() would take)."""
+    expected = f"integers 1..{MAX_BATCH}"
+    items = comma_list(text, what, expected, error)
+    bad = [p for p in items if not re.fullmatch(r"[0-9]{1,12}", p)]
+    if bad:
+        raise error(f"{what} must be a comma-separated list of integers, not '{short(text)}'")
+    values = tuple(int(p) for p in items)
+    if any(v < 1 or v > MAX_BATCH for v in values):
+        raise error(f"{what} must list {expected}, not '{short(text)}'")
+    return values
 
 
 def check_readable(path: Path, what: str = "checkpoint file") -> None:

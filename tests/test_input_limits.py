@@ -62,6 +62,17 @@ def test_short_and_brief_bound_and_clean():
     (["--batch", "100000000"], "batch"), (["--batch", "0"], "batch"), (["--batch", "inf"], "batch"),
     (["--min-iterations", "0"], "min_iterations"), (["--prune-threshold", "nan"], "--prune-threshold"),
     (["--prune-threshold", "-1"], "--prune-threshold"), (["--prune-threshold", "inf"], "--prune-threshold"),
+    # a threshold every group of any network is under (the sweep file's bound, now the flag's too)
+    (["--prune-threshold", "1e308"], "--prune-threshold must be a finite number >= 0 and <= 1e+06"),
+    # an empty item in a list is a typo, not nothing: it was skipped and the rest ran
+    (["--batch", "1,,2"], "separated by single commas"), (["--batch", "1,"], "separated by single commas"),
+    (["--precision", "fp32,,int8"], "separated by single commas"), (["--precision", ""], "--precision must list"),
+    (["--engine", "ort,"], "separated by single commas"),
+    # int() takes these; a batch size is plain decimal digits
+    (["--batch", "1_0"], "--batch must be a comma-separated list of integers"),
+    (["--batch", "\u0661"], "--batch must be a comma-separated list of integers"),
+    # '' (an unset shell variable) ran at the model's own shape as if the flag were not given
+    (["--input-shape", ""], "is not of the form CxHxW"), (["--input-shape", "3x3_2x32"], "is not of the form CxHxW"),
 ])
 def test_bench_flags_out_of_range_fail_before_loading(tmp_path, flags, phrase):
     # a model that does not exist: a flag error must come first, before any load
@@ -74,7 +85,8 @@ def test_bench_flags_out_of_range_fail_before_loading(tmp_path, flags, phrase):
     (["--workspace-mb", "-5"], "--workspace-mb"), (["--min-batch", "0"], "--min-batch"),
     (["--max-batch", "1000000"], "--max-batch"), (["--dla-core", "-1"], "--dla-core"),
     (["--batch", "1,-2"], "--batch"), (["--prune-threshold", "nan"], "--prune-threshold"),
-    (["--input-shape", "3x100000x100000"], "values per sample"),
+    (["--input-shape", "3x100000x100000"], "values per sample"), (["--batch", "1,,2"], "separated by single commas"),
+    (["--input-shape", ""], "is not of the form CxHxW"), (["--prune-threshold", "2e6"], "<= 1e+06"),
 ])
 def test_export_flags_out_of_range_fail_before_loading(tmp_path, flags, phrase):
     r = run("export", str(tmp_path / "never-loaded.pt"), "-o", str(tmp_path / "m.onnx"), *flags)

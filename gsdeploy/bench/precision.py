@@ -13,6 +13,7 @@ from gsdeploy.accuracy import evaluate
 from gsdeploy.bench.sweep import Subject
 from gsdeploy.errors import GsdeployError
 from gsdeploy.export.quantize import Int8Scheme, convert_fp16, quantize_int8, scheme_for
+from gsdeploy.limits import comma_list
 from gsdeploy.sample_data import Samples
 
 REDUCED = ("fp16", "int8")
@@ -76,7 +77,9 @@ def bench_scheme(targets) -> Int8Scheme:
 
 def parse_precisions(text: str | None) -> list[str]:
     """`--precision fp32,int8` -> ["fp32", "int8"] (checked names, order kept, no repeats)."""
-    names = list(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
+    if text is None:
+        return []
+    names = list(dict.fromkeys(comma_list(text, "--precision", "fp32, fp16 or int8")))
     for p in names:
         if p not in ("fp32",) + REDUCED:
             raise GsdeployError(f"--precision takes fp32, fp16 and int8 (comma-separated), not '{p}'")

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.limits import MAX_PRUNE_THRESHOLD
 from gsdeploy.plan.cache import read_table
 from gsdeploy.profiles import ANY, Profile, check_keys, load_profile
 from gsdeploy.target import MAX_BATCH, PRECISIONS, Target, TargetFlags, apply_flags
@@ -271,7 +272,7 @@ def _plan(data: dict, what: str, defaults: dict, base_dir: Path) -> dict:
         elif k in ("plan", "fuse"):
             out[k] = _str(v, f"{what}.{k}", 20)
         elif k == "prune_threshold":
-            out[k] = float(_number(v, f"{what}.prune_threshold", "num", 0.0, 1e6))
+            out[k] = float(_number(v, f"{what}.prune_threshold", "num", 0.0, MAX_PRUNE_THRESHOLD))
         elif k == "refresh":
             if not isinstance(v, bool):
                 raise SweepFileError(f"{what}.refresh must be true or false, got {v!r}"[:300])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,10 +24,11 @@ __all__ = ["load_model", "parse_input_shape", "probe_input_shape", "ARCHS"]
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
     """'3x32x32' -> (3, 32, 32); at most MAX_SAMPLE_ELEMENTS values per sample."""
-    try:
-        dims = tuple(int(p) for p in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise InputShapeError(f"input shape '{short(text)}' is not of the form CxHxW, e.g. 3x32x32") from None
+    parts = text.lower().replace(",", "x").split("x")
+    # plain decimal sizes: int() would also take '3_2' and non-ASCII digits
+    if not all(re.fullmatch(r"\s*[+-]?[0-9]{1,12}\s*", p) for p in parts):
+        raise InputShapeError(f"input shape '{short(text)}' is not of the form CxHxW, e.g. 3x32x32")
+    dims = tuple(int(p) for p in parts)
     if not dims or any(d <= 0 for d in dims):
         raise InputShapeError(f"input shape '{short(text)}' must have positive sizes, e.g. 3x32x32")
     if math.prod(dims) > MAX_SAMPLE_ELEMENTS:

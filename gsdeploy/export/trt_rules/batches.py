@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from gsdeploy.errors import TrtConfigError
+from gsdeploy.limits import parse_batches
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,8 @@ def batch_range(batches: Sequence[int] | None, min_batch: int | None = None, opt
 
 
 def parse_batch_list(text: str) -> list[int]:
-    """'1,8,32' -> [1, 8, 32], for the CLI's --batch option."""
-    try:
-        return [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise TrtConfigError(f"--batch takes comma-separated integers like 1,8,32, got {text!r}") from None
+    """'1,8,32' -> [1, 8, 32], for the CLI's --batch option (checked as every --batch is)."""
+    return list(parse_batches(text, error=TrtConfigError))
 
 
 def check_sample_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
