@@ -367,6 +367,32 @@ def test_zero_stride_tensor_is_refused_before_it_is_expanded(tmp_path, hinge_fix
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB: far below 3.7 GB
 
 
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_legacy_pickle_protocols_are_one_line_and_never_run(tmp_path, hinge_fixtures, protocol):
+    """A legacy (non-zip) torch.save file in pickle protocol 3+ made torch print a two-line
+    UserWarning on stderr before the error; in protocol 4 and 5 (whose FRAME opcode torch's safe
+    loader cannot read) a plain state_dict was called 'pickled Python objects (such as a whole
+    nn.Module)'. A payload in the same protocols must still never run."""
+    import warnings
+
+    plain = tmp_path / "legacy.pt"
+    torch.save(_hinge20_state(hinge_fixtures), plain, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=protocol))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        if protocol == 3:  # the safe loader reads protocol 3
+            assert load_model(str(plain), arch="hinge_resnet20").module is not None
+        else:
+            with pytest.raises(LoadError, match=f"legacy .non-zip. PyTorch checkpoint in pickle protocol {protocol}"):
+                load_model(str(plain), arch="hinge_resnet20")
+        with pytest.raises(LoadError, match="--trust"):
+            load_model(str(evil))
+    assert not [w for w in seen if "pickle protocol" in str(w.message)], [str(w.message) for w in seen]
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool, torch.int8])
 def test_non_float_checkpoint_weights_are_refused(tmp_path, hinge_fixtures, dtype):
     state = _hinge20_state(hinge_fixtures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,11 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     """torch.load with weights_only=True; a refused pickle names --trust instead of a traceback."""
     check_readable(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a legacy (non-zip) file in pickle protocol 3+ makes torch warn on stderr before it
+            # fails or loads: the outcome is said below in one line, or not at all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise LoadError(f"cannot read {path}: {e.strerror or e}") from None
     except MemoryError:
@@ -34,6 +39,13 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise LoadError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
+        protocol = _legacy_protocol(path)
+        if not trust and "Unsupported operand" in str(e) and protocol is not None:
+            raise LoadError(
+                f"{path} is a legacy (non-zip) PyTorch checkpoint in pickle protocol {protocol}, which PyTorch's "
+                "safe loader cannot read, and unpickling it otherwise runs code from the file, so it is refused. "
+                "Re-save it with torch.save's default format, or re-run with --trust only if you trust where it "
+                "came from") from None
         if not trust:
             raise LoadError(
                 f"{path} holds pickled Python objects (such as a whole nn.Module); unpickling runs code "
@@ -47,6 +59,14 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a trusted pickle can fail in arbitrary ways (missing classes, ...)
         raise LoadError(f"{path} could not be unpickled even with --trust: {_first_line(e)}") from None
+
+
+def _legacy_protocol(path: Path) -> int | None:
+    """The pickle protocol of a legacy torch.save file (a bare pickle stream: PROTO, then the
+    protocol number), or None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
 
 
 def _is_cut_zip(path: Path) -> bool:
