@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import brief
+from gsdeploy.limits import MAX_SAMPLE_ELEMENTS, brief
 from gsdeploy.target import (DEVICE_KINDS, ENGINES, PRECISIONS, PowerSpec, Target, TargetError, engine_defaults,
                              validate)
 from gsdeploy.target import unavailable_reason as target_unavailable_reason
@@ -102,6 +102,9 @@ NONNEG_NUM = KeyType("a finite number >= 0", lambda v: _is_num(v) and math.isfin
 STR_LIST = KeyType("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))
 POS_INT_LIST = KeyType("a non-empty list of positive integers",
                   lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x > 0 for x in v))
+# a per-sample input shape: bounded as --input-shape is (a profile's [3, 100000, 100000] allocated 120 GB)
+INPUT_SHAPE = KeyType(f"a non-empty list of positive integers with at most {MAX_SAMPLE_ELEMENTS} values per sample",
+                      lambda v: POS_INT_LIST.check(v) and math.prod(v) <= MAX_SAMPLE_ELEMENTS)
 MAPPING = KeyType("a mapping (key: value)", lambda v: isinstance(v, dict))
 ANY = KeyType("", lambda v: True)  # a key whose value its reader checks (sweep files check theirs field by field)
 SCALAR_MAP_LIST = KeyType("a list of mappings of option name to a string, number or boolean",
@@ -129,7 +132,7 @@ TOP_KEYS: dict[str, KeyType] = {
     "device": _enum(*DEVICE_KINDS),
     "engines": KeyType("a non-empty list of engine entries", lambda v: isinstance(v, list) and len(v) > 0),
     "batches": POS_INT_LIST,
-    "input_shape": _nullable(POS_INT_LIST),
+    "input_shape": _nullable(INPUT_SHAPE),
     "warmup_s": NONNEG_NUM,
     "min_iterations": POS_INT,
     "min_duration_s": NONNEG_NUM,

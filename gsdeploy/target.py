@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gsdeploy.errors import GsdeployError, MissingDependencyError
-from gsdeploy.limits import MAX_BATCH, MAX_THREADS
+from gsdeploy.limits import MAX_BATCH, MAX_SAMPLE_ELEMENTS, MAX_THREADS
 
 # The engines the bench can run (each has a runner in bench/sweep.RUNNERS). One vocabulary:
 # profiles, the CLI's --engine, claims and rows all use these names (rows add the label).
@@ -210,6 +210,9 @@ def validate(t: Target) -> Target:
         raise bad(f"threads must be an integer 1..{MAX_THREADS}, got {t.threads!r}")
     if t.input_shape is not None and not (t.input_shape and all(_is_int(d) and d > 0 for d in t.input_shape)):
         raise bad(f"input_shape must be positive integers, got {t.input_shape!r}")
+    if t.input_shape and math.prod(t.input_shape) > MAX_SAMPLE_ELEMENTS:  # the bound --input-shape has
+        raise bad(f"input_shape {'x'.join(map(str, t.input_shape))} has {math.prod(t.input_shape):.3g} values per "
+                  f"sample; the limit is {MAX_SAMPLE_ELEMENTS:.3g}")
     for name in ("warmup_s", "min_duration_s"):
         v = getattr(t, name)
         if not (_finite(v) and 0 <= v <= 3600):

@@ -102,7 +102,9 @@ def _profile(tmp_path: Path, extra: str) -> Path:
 @pytest.mark.parametrize("extra,phrase", [("min_duration_s: .inf\n", "min_duration_s"),
                                           ("min_duration_s: .nan\n", "min_duration_s"),
                                           ("warmup_s: -.inf\n", "warmup_s"), ("threads: -1\n", "threads"),
-                                          ("batches: [1, 1e9]\n", "batches")])
+                                          ("batches: [1, 1e9]\n", "batches"),
+                                          # the bound --input-shape has: a profile allocated 120 GB
+                                          ("input_shape: [3, 100000, 100000]\n", "values per sample")])
 def test_profile_numbers_are_checked(tmp_path, extra, phrase):
     p = _profile(tmp_path, extra)
     if "batches" in extra:
@@ -123,6 +125,17 @@ def test_claim_numbers_are_checked(tmp_path, tolerance, claimed):
     """An infinite tolerance made every claim PASS."""
     key = "tolerance" if claimed == "0.5" else "claimed"
     one_error_line(run("validate", str(_claims(tmp_path, tolerance, claimed))), f"key 'claims[0].{key}' must be")
+
+
+@pytest.mark.parametrize("where", ["claims[0]", "defaults"])
+def test_a_claims_input_shape_is_bounded_like_the_flag(tmp_path, where):
+    """A flop_ratio claim at input_shape [3, 100000, 100000] ran the model on a 120 GB input (the
+    allocation failed here, as an ERROR row and exit 1; [3, 20000, 20000] would have taken 4.8 GB)."""
+    p = _claims(tmp_path, "{abs: 0.1}")
+    shape = "input_shape: [3, 100000, 100000]"
+    text = p.read_text()
+    p.write_text(text + f"    {shape}\n" if where == "claims[0]" else text.replace("claims:\n", f"defaults: {{{shape}}}\nclaims:\n"))
+    one_error_line(run("validate", str(p)), "input_shape' must be a non-empty list of positive integers with at most")
 
 
 # ---- YAML alias bombs ------------------------------------------------------------------
