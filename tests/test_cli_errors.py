@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -69,6 +70,16 @@ def test_malformed_input_shape(tmp_path):
 def test_output_path_that_cannot_be_written(tmp_path):
     r = run("export", "resnet20", "--output", str(tmp_path / "no" / "such" / "dir" / "m.onnx"))
     assert_clean_failure(r, "does not exist")
+
+
+@pytest.mark.parametrize("output", ["", "/"])
+def test_an_output_without_a_file_name_is_a_directory_not_an_internal_error(tmp_path, monkeypatch, output):
+    """`-o ''` (an unset shell variable) ended in 'internal error (ValueError: PosixPath('.') has
+    an empty name)': the manifest's name was made from it before the path was checked."""
+    monkeypatch.chdir(tmp_path)
+    r = run("export", "resnet20", "--plan", "flops", "-o", output)
+    assert_clean_failure(r, "it is a directory; give a file name", tmp_path)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_untrusted_pickle_is_refused(tmp_path):

@@ -27,6 +27,8 @@ def artifact_inputs(loaded) -> list[Path]:
 
 def check_output_path(output: Path, inputs: Iterable[Path] = ()) -> None:
     """Fail before any work if OUT or OUT.manifest.json cannot be written or would replace an input."""
+    inputs = list(inputs)
+    check_targets([output], inputs)  # first: '' or '/' name a directory and have no manifest name
     check_targets([output, manifest_path(output)], inputs)
 
 
