@@ -32,6 +32,42 @@ MAX_SECONDS = 24 * 3600.0
 MAX_ITERATIONS = 10**9
 MAX_SAMPLE_ELEMENTS = 1 << 28  # one input sample (1 GiB in fp32); 3x224x224 is 150k
 MAX_BATCH_ELEMENTS = 1 << 31  # a whole batch (8 GiB in fp32)
+# A timing under a nanosecond or over ~3 hours is not a timing; with both bounds every ratio of
+# two timings (speedups, geometric means) stays a finite, non-zero float. Timing caches, LUTs and
+# result tables share them.
+MIN_TIMING_MS = 1e-6
+MAX_TIMING_MS = 1e7
+MAX_BYTES = 1 << 50
+# What each number of a results table (bench/rows.py COLUMNS) may be: (lowest, highest), both
+# inclusive, highest None for no bound but finiteness. A hand-edited row of 1e300 ms or 1e300
+# MACs made the report print speedups of 1e300; 1e-320 ms made one of 0.
+RESULT_RANGES: dict[str, tuple[float, float | None]] = {
+    **dict.fromkeys(("latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
+                     "latency_ms_min", "latency_ms_max"), (MIN_TIMING_MS, MAX_TIMING_MS)),
+    "latency_cov": (0, 100.0), "batch": (1, MAX_BATCH), "threads": (0, MAX_THREADS), "cores": (0, 1 << 20),
+    "iterations": (1, MAX_ITERATIONS), "throughput_per_s": (0, 1e15),
+    **dict.fromkeys(("speedup_vs_baseline", "flop_speedup", "efficiency"), (0, 1e9)),
+    "macs": (0, 1e16), "params": (0, 1e13), "max_rel_err": (0, None),
+    **dict.fromkeys(("weights_bytes", "artifact_bytes", "activation_bytes", "peak_rss_bytes", "cuda_peak_bytes"),
+                    (0, MAX_BYTES)),
+    "avg_power_w": (0, 1e5), "energy_per_inference_mj": (0, 1e12), "max_cov": (0, 10.0),
+    "top1": (0, 100.0), "top1_agreement": (0, 100.0),
+    **dict.fromkeys(("gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_max_sm_clock_mhz"), (0, 1e6)),
+}
+INTEGER_RESULTS = frozenset({"batch", "threads", "iterations"})
+
+
+def result_range_problem(col: str, value: float) -> str | None:
+    """Why `value` cannot be column `col` of a results table ("must be ..."), or None."""
+    low, high = RESULT_RANGES.get(col, (0, None))
+    integer = col in INTEGER_RESULTS
+    ok = math.isfinite(value) and low <= value and (high is None or value <= high)
+    if ok and (not integer or float(value).is_integer()):
+        return None
+    kind = "an integer" if integer else "a finite number"
+    return f"must be {kind} >= {low:g}" + (f" and <= {high:g}" if high is not None else "")
+
+
 # --prune-threshold / a sweep's prune_threshold: an L2 norm of a group of weights; above this
 # every group of any trained network goes, which is a typo, not a threshold
 MAX_PRUNE_THRESHOLD = 1e6

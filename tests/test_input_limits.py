@@ -224,9 +224,14 @@ ROW = {"model": "m", "role": "baseline", "engine": "ort", "precision": "fp32", "
 @pytest.mark.parametrize("col,value", [("batch", "inf"), ("batch", "1e30"), ("batch", "-1"), ("batch", "1.5"),
                                        ("latency_ms_median", "nan"), ("latency_ms_median", "inf"),
                                        ("latency_ms_median", "0"), ("speedup_vs_baseline", "inf"),
-                                       ("speedup_vs_baseline", "-2"), ("speedup_vs_baseline", "abc")])
+                                       ("speedup_vs_baseline", "-2"), ("speedup_vs_baseline", "abc"),
+                                       # finite but no timing or model: speedups of 1e300 (or 0) with exit 0
+                                       ("latency_ms_median", "1e300"), ("latency_ms_median", "1e-320"),
+                                       ("macs", "1e300"), ("params", "1e300"), ("top1", "101"),
+                                       ("latency_ms_p90", "-1"), ("iterations", "0.5")])
 def test_report_refuses_non_finite_or_out_of_range_numbers(tmp_path, col, value):
-    """batch=inf was an internal error; a NaN median made a NaN speedup with exit 0."""
+    """batch=inf was an internal error; a NaN median made a NaN speedup with exit 0; 1e300 MACs a
+    FLOP speedup of 1e300."""
     rows = [dict(ROW), dict(ROW, role="compressed", model="c", latency_ms_median=0.5, speedup_vs_baseline=2.0)]
     df = pd.DataFrame(rows).astype(object)
     df.loc[1, col] = value

@@ -23,7 +23,7 @@ import pandas as pd
 from gsdeploy.atomic import check_targets, umask
 from gsdeploy.bench.rows import COLUMNS, GROUP_KEYS, ROLES, write_results
 from gsdeploy.errors import GsdeployError, OutputPathError
-from gsdeploy.limits import MAX_CSV_BYTES, short
+from gsdeploy.limits import MAX_CSV_BYTES, RESULT_RANGES, result_range_problem, short
 
 MAX_STEM = 200
 # Files a run writes beside DIR/<stem>.csv (plan, per-layer profile): an earlier run's go when the
@@ -39,10 +39,6 @@ TEXT_VALUES = frozenset({"model", "role", "engine", "provider", "precision", "de
                          "gsdeploy_version", "torch_version", "ort_version", "gpu", "gpu_driver", "cuda_version",
                          "cudnn_version", "tensorrt_version", "ort_package", "power_skipped", "jetson_module",
                          "power_mode", "profile"})
-# Numbers that may be empty (ONNX files have no MACs, CPU rows no GPU memory) but never inf or junk.
-OPTIONAL_NUMBERS = ("macs", "params", "speedup_vs_baseline", "flop_speedup", "efficiency", "max_rel_err",
-                    "weights_bytes", "artifact_bytes", "cores", "activation_bytes", "peak_rss_bytes", "avg_power_w",
-                    "energy_per_inference_mj", "cuda_peak_bytes")
 
 
 def check_stem(stem: str) -> str:
@@ -194,21 +190,14 @@ def check_resumed_rows(df: pd.DataFrame, csv_path: Path, models: dict[str, str] 
     if not df["role"].isin(ROLES).all():
         bad = df.loc[~df["role"].isin(ROLES), "role"].iloc[0]
         raise resume_error(csv_path, f"has role {short(bad, 40)!r}; rows are baseline or compressed")
-    for col in ("batch", "threads", "iterations"):
-        v = _numbers(df, col)
-        bad = v.isna() | ~v.map(lambda x: math.isfinite(x) and x == int(x) and x >= (0 if col == "threads" else 1))
-        if bad.any():
-            raise resume_error(csv_path, f"line {line(bad)}: {col} must be a whole number "
-                                         f"{'>= 0' if col == 'threads' else '>= 1'}, not {short(df[col][bad].iloc[0], 40)!r}")
-    for col in (*TIMING_COLUMNS, *(c for c in OPTIONAL_NUMBERS if c in df.columns)):
+    required = {*TIMING_COLUMNS, "batch", "threads", "iterations"}
+    for col in (c for c in RESULT_RANGES if c in df.columns):  # finite and in the column's range
         raw = df[col]
         v = _numbers(df, col)
-        required = col in TIMING_COLUMNS
-        bad = (v.isna() & raw.notna()) | v.map(lambda x: not math.isnan(x) and not math.isfinite(x))
-        if required:
-            bad |= v.isna() | (v < 0)
+        problems = v.map(lambda x, col=col: result_range_problem(col, x))
+        bad = problems.notna() & (raw.notna() | (col in required))
         if bad.any():
-            raise resume_error(csv_path, f"line {line(bad)}: {col} must be a finite number, "
+            raise resume_error(csv_path, f"line {line(bad)}: {col} {problems[bad].iloc[0]}, "
                                          f"not {short(str(raw[bad].iloc[0]), 40)!r}")
     keys = [*group_by, *(k for k in GROUP_KEYS if k in df.columns)]
     for key, g in df.groupby(keys, dropna=False, sort=False):

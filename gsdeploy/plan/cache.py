@@ -27,17 +27,16 @@ import platformdirs
 
 from gsdeploy.atomic import lock_problem, locked, write_text_atomic
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import ALIGN_MULTIPLES, brief
+from gsdeploy.limits import ALIGN_MULTIPLES, MAX_TIMING_MS, MIN_TIMING_MS, brief
 
 FORMAT = "gsdeploy-timing-lut"
 VERSION = 1
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_ENTRIES = 100_000
 MAX_KEY_CHARS = 200
-MAX_MS = 1e7  # a timing over ~3 hours is not a timing
-# nor is one under a nanosecond; and with both bounds every ratio of two timings (speedups, the
-# geometric mean over batches) stays a finite, non-zero float (5e-324 / 1e7 is 0: log(0) failed)
-MIN_MS = 1e-6
+# limits' bounds on a timing (5e-324 / 1e7 is 0: log(0) failed)
+MAX_MS = MAX_TIMING_MS
+MIN_MS = MIN_TIMING_MS
 MAX_COV = 100.0
 MAX_BATCH = 1 << 20
 MAX_BATCHES = 64

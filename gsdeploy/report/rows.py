@@ -9,7 +9,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import MAX_BATCH, MAX_CSV_BYTES, brief, check_number, check_readable, short
+from gsdeploy.limits import MAX_CSV_BYTES, RESULT_RANGES, brief, check_readable, result_range_problem, short
 
 # A file is a gsdeploy results CSV when it has at least these columns (bench/rows.py COLUMNS
 # is the full schema); everything else is optional so older or partial files still load.
@@ -65,20 +65,20 @@ def _read_one(path: Path) -> pd.DataFrame:
 
 
 def check_numbers(df: pd.DataFrame, path: Path | str) -> None:
-    """Every number in a results table is finite and in range: a batch is an integer
-    1..MAX_BATCH and the median latency a positive number (both required); other numeric
-    columns may be empty, otherwise finite and >= 0 (a batch of inf crashed the report, a NaN
-    median made a speedup out of nothing)."""
-    for col in (c for c in NUMERIC if c in df.columns):
+    """Every number in a results table is finite and in its column's range (limits.RESULT_RANGES:
+    a batch an integer 1..MAX_BATCH, a latency 1 ns..~3 h, MACs, bytes, ratios bounded). batch and
+    the median latency are required; other numeric columns may be empty (a batch of inf crashed
+    the report, a NaN median made a speedup out of nothing, 1e300 MACs a FLOP speedup of 1e300)."""
+    for col in (c for c in RESULT_RANGES if c in df.columns):
+        required = col in ("batch", "latency_ms_median")
         values = pd.to_numeric(df[col], errors="coerce")
         for i, (raw, v) in enumerate(zip(df[col], values)):
-            what = f"{path}: column '{col}' (line {i + 2})"  # +1 header, +1 one-based
-            if col == "batch":
-                check_number(what, v, integer=True, minimum=1, maximum=MAX_BATCH, error=NotResultsError)
-            elif col == "latency_ms_median":
-                check_number(what, v, above=0, error=NotResultsError)
-            elif not pd.isna(raw) and str(raw).strip():
-                check_number(what, raw if pd.isna(v) else v, minimum=0, error=NotResultsError)
+            if not required and (pd.isna(raw) or not str(raw).strip()):
+                continue
+            problem = result_range_problem(col, float(v))
+            if problem is not None:
+                raise NotResultsError(f"{path}: column '{col}' (line {i + 2}) {problem}, "  # +1 header, +1 one-based
+                                      f"not {brief(raw if pd.isna(v) else v)}")
 
 
 def _expand(paths: Iterable[str | os.PathLike], exclude: set[Path]) -> tuple[list[Path], list[Path]]:
