@@ -11,6 +11,7 @@ itself huge.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import re
@@ -159,6 +160,51 @@ def parse_batches(text: str, what: str = "--batch", error: type[GsdeployError] =
     if any(v < 1 or v > MAX_BATCH for v in values):
         raise error(f"{what} must list {expected}, not '{short(text)}'")
     return values
+
+
+def parse_json(text: str | bytes, source: str, error: type[GsdeployError] = GsdeployError) -> Any:
+    """JSON from a file gsdeploy did not write itself: NaN/Infinity (which json accepts) and a key
+    written twice in one object (json keeps the last) are refused, and nesting deep enough to
+    exhaust the stack is an error, not a crash."""
+    def no_constants(name: str) -> None:
+        raise error(f"{source}: {name} is not a number")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise error(f"{source}: key {brief(k)} is written twice in one object")
+            out[k] = v
+        return out
+
+    try:
+        return json.loads(text, parse_constant=no_constants, object_pairs_hook=no_duplicates)
+    except RecursionError:
+        raise error(f"{source} is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError of bytes, an integer of 5000 digits
+        raise error(f"{source} is not valid JSON: {short(str(e))}") from None
+
+
+def read_json(path: Path, what: str, error: type[GsdeployError] = GsdeployError,
+              max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file that must be a regular file (not a FIFO or device) of at most `max_bytes`,
+    UTF-8, parsed by parse_json; every problem is `error` naming the file."""
+    try:
+        check_readable(path, what)
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{path} is {size} bytes; a {what} is at most {max_bytes} bytes")
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except GsdeployError as e:
+        raise error(str(e)) from None
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 JSON") from None
+    return parse_json(text, str(path), error)
 
 
 def check_readable(path: Path, what: str = "checkpoint file") -> None:

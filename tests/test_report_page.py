@@ -147,6 +147,31 @@ def test_unreadable_side_files_are_listed_not_dropped(tmp_path):
     assert "broken.plan.json" in page and "x.layers.csv" in page
 
 
+@pytest.mark.parametrize("edit, words", [
+    (lambda p: {**p, "verification": {"max_rel_err": "abc"}}, "verification.max_rel_err must be a number"),
+    (lambda p: {**p, "verification": [1]}, "verification must be an object"),
+    (lambda p: {**p, "options": "fast"}, "options must be an object"),
+    (lambda p: {**p, "macs_after": 1e300}, "macs_after must be a finite number >= 0 and <= 1e+16"),
+    (lambda p: {**p, "decisions": p["decisions"] + [7]}, "decisions[2] must be an object"),
+    (lambda p: {**p, "decisions": [{**p["decisions"][0], "macs_before": "many"}]}, "decisions[0].macs_before"),
+    (lambda p: {**p, "model": ["x"]}, "model must be text"),
+    (lambda p: "[" * 100_000, "nested too deeply"),
+    (lambda p: json.dumps(p).replace('"params_before": 1', '"params_before": NaN'), "NaN is not a number"),
+])
+def test_a_hand_edited_plan_file_is_skipped_and_named(tmp_path, edit, words):
+    """A plan file beside the rows is shown on the page: one with a string where a number goes (or
+    a list where an object goes, or nested 100000 deep) ended `report --format html` in an
+    internal error instead of being listed as skipped."""
+    d = sweep_dir(tmp_path)
+    path = d / "cpu" / "bench_resnet56_hinge50.plan.json"
+    changed = edit(json.loads(path.read_text()))
+    path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    r = CliRunner().invoke(app, ["report", str(d), "--format", "html", "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert words in r.stderr and str(path) in r.stderr, r.stderr
+    assert str(path) in (tmp_path / "r.html").read_text()
+
+
 def test_cli_report_html(tmp_path):
     d = sweep_dir(tmp_path)
     out = tmp_path / "report.html"

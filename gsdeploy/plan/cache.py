@@ -27,7 +27,7 @@ import platformdirs
 
 from gsdeploy.atomic import lock_problem, locked, write_text_atomic
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import ALIGN_MULTIPLES, MAX_TIMING_MS, MIN_TIMING_MS, brief
+from gsdeploy.limits import ALIGN_MULTIPLES, MAX_TIMING_MS, MIN_TIMING_MS, brief, parse_json
 
 FORMAT = "gsdeploy-timing-lut"
 VERSION = 1
@@ -202,24 +202,7 @@ TOP_KEYS = {"format", "version", "fingerprint", "sites", "models", "plans"}
 
 
 def parse_table(text: str, source: str) -> TimingTable:
-    def no_constants(name: str):  # json accepts NaN/Infinity by default; a LUT may not
-        raise LutError(f"{source}: {name} is not a number")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        # json keeps the last of two equal keys: a file saying two things is refused, not half-read
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise LutError(f"{source}: key {brief(k)} is written twice in one object")
-            out[k] = v
-        return out
-
-    try:
-        data = json.loads(text, parse_constant=no_constants, object_pairs_hook=no_duplicates)
-    except LutError:
-        raise
-    except (ValueError, RecursionError) as e:
-        raise LutError(f"{source} is not valid JSON: {e}") from None
+    data = parse_json(text, source, LutError)  # no NaN/Infinity, no key twice
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LutError(f"{source} is not a gsdeploy timing LUT (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:

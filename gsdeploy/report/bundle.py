@@ -10,7 +10,6 @@ These are recognised by name or columns, so they are neither read as rows nor re
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Iterable
 import pandas as pd
 
 from gsdeploy.errors import GsdeployError
+from gsdeploy.limits import MAX_CSV_BYTES, brief, read_json, result_range_problem
 from gsdeploy.report.rows import load_rows
 
 PLAN_SUFFIX = ".plan.json"
@@ -47,19 +47,56 @@ def _walk(paths: Iterable[Path]) -> list[Path]:
 
 
 def _read_plan(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GsdeployError(f"{path}: not a gsdeploy plan file ({type(e).__name__}: {e})") from None
+    data = read_json(path, "plan file")  # bounded, no NaN, not nested past the stack
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND or not isinstance(data.get("decisions"), list):
         raise GsdeployError(f"{path}: not a gsdeploy plan file (no kind: {PLAN_KIND} with a decisions list)")
+    problem = _plan_problem(data)
+    if problem is not None:
+        raise GsdeployError(f"{path}: not a gsdeploy plan file ({problem})")
     data["source"] = str(path)
     return data
+
+
+# What the report reads from a plan file, and the results column whose range each number has
+_PLAN_NUMBERS = {"macs_before": "macs", "macs_after": "macs", "params_before": "params", "params_after": "params"}
+_PLAN_TEXTS = ("model", "summary", "command", "timestamp")
+
+
+def _plan_problem(data: dict) -> str | None:
+    """What is wrong with the parts of a plan file the page shows (a hand-edited one made the
+    report fail with an internal error), or None."""
+    def number(where: str, v: object, col: str) -> str | None:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"{where} must be a number, not {brief(v)}"
+        why = result_range_problem(col, float(v))
+        return f"{where} {why}, not {brief(v)}" if why else None
+
+    for k in _PLAN_TEXTS:
+        if data.get(k) is not None and not isinstance(data[k], str):
+            return f"{k} must be text, not {brief(data[k])}"
+    for k in ("options", "verification"):
+        if data.get(k) is not None and not isinstance(data[k], dict):
+            return f"{k} must be an object, not {brief(data[k])}"
+    checks = [(k, data.get(k), col) for k, col in _PLAN_NUMBERS.items()]
+    checks.append(("verification.max_rel_err", (data.get("verification") or {}).get("max_rel_err"), "max_rel_err"))
+    for i, d in enumerate(data["decisions"]):
+        if not isinstance(d, dict):
+            return f"decisions[{i}] must be an object, not {brief(d)}"
+        checks += [(f"decisions[{i}].{k}", d.get(k), "macs") for k in ("macs_before", "macs_after")]
+    for where, v, col in checks:
+        why = number(where, v, col)
+        if why is not None:
+            return why
+    return None
 
 
 def _read_side_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame | None:
     """The CSV when it has `columns`, else None (an unreadable CSV is None too: the caller says so)."""
     try:
+        if path.stat().st_size > MAX_CSV_BYTES:  # as for result CSVs: never read a huge file whole
+            return None
         df = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
