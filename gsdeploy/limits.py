@@ -187,19 +187,18 @@ def parse_json(text: str | bytes, source: str, error: type[GsdeployError] = Gsde
 
 def read_json(path: Path, what: str, error: type[GsdeployError] = GsdeployError,
               max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """A JSON file that must be a regular file (not a FIFO or device) of at most `max_bytes`,
-    UTF-8, parsed by parse_json; every problem is `error` naming the file."""
+    """A JSON file that must be a regular file (a FIFO or device is never opened) of at most
+    `max_bytes`, UTF-8, parsed by parse_json; every problem is `error` naming the file."""
     try:
-        check_readable(path, what)
         size = path.stat().st_size
         if size > max_bytes:
-            raise error(f"{path} is {size} bytes; a {what} is at most {max_bytes} bytes")
+            raise error(f"{path} is {size} bytes; a {what} may be at most {max_bytes} bytes")
+        if not path.is_file():
+            raise error(f"{path} is not a regular file")
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
-    except GsdeployError as e:
-        raise error(str(e)) from None
     except OSError as e:
-        raise error(f"cannot read {path}: {e.strerror or e}") from None
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -27,7 +27,7 @@ import platformdirs
 
 from gsdeploy.atomic import lock_problem, locked, write_text_atomic
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import ALIGN_MULTIPLES, MAX_TIMING_MS, MIN_TIMING_MS, brief, parse_json
+from gsdeploy.limits import ALIGN_MULTIPLES, MAX_TIMING_MS, MIN_TIMING_MS, brief, parse_json, read_json
 
 FORMAT = "gsdeploy-timing-lut"
 VERSION = 1
@@ -202,7 +202,11 @@ TOP_KEYS = {"format", "version", "fingerprint", "sites", "models", "plans"}
 
 
 def parse_table(text: str, source: str) -> TimingTable:
-    data = parse_json(text, source, LutError)  # no NaN/Infinity, no key twice
+    return table_from_json(parse_json(text, source, LutError), source)  # no NaN/Infinity, no key twice
+
+
+def table_from_json(data: Any, source: str) -> TimingTable:
+    """The table a parsed LUT holds, every key and number checked."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LutError(f"{source} is not a gsdeploy timing LUT (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
@@ -229,21 +233,7 @@ def parse_table(text: str, source: str) -> TimingTable:
 
 
 def read_table(path: Path) -> TimingTable:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise LutError(f"{path} is {size} bytes; a LUT may be at most {MAX_FILE_BYTES} bytes")
-        if not path.is_file():
-            raise LutError(f"{path} is not a regular file")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise LutError(f"cannot read LUT {path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LutError(f"{path} is not UTF-8 JSON") from None
-    return parse_table(text, str(path))
+    return table_from_json(read_json(path, "LUT", LutError, MAX_FILE_BYTES), str(path))
 
 
 def check_matches(table: TimingTable, fp: Mapping[str, Any], source: str, compare: tuple[str, ...]) -> None:
