@@ -75,6 +75,12 @@ def test_checkpoint_paths_resolve_against_the_sweep_file(tmp_path):
     ("models: [{model: no_such_model}]\nprofiles: [cpu-ort]\n", "neither a zoo model"),
     ("models: [{model: m.onnx}]\nprofiles: [cpu-ort]\n", "ONNX"),
     ("models: [{model: resnet20_hinge50, input_shape: 3x0x32}]\nprofiles: [cpu-ort]\n", "input_shape"),
+    # a list's items are integers, not text or floats spelled into a shape string
+    ("models: [{model: resnet20_hinge50, input_shape: [3, '32', 32]}]\nprofiles: [cpu-ort]\n",
+     "models[0].input_shape[1] must be an integer"),
+    ("models: [{model: resnet20_hinge50, input_shape: [3, 32.0, 32]}]\nprofiles: [cpu-ort]\n",
+     "models[0].input_shape[1] must be an integer"),
+    (MINIMAL + "description: {a: 1}\n", "description must be a non-empty string"),
     ("models: [{model: resnet20_hinge50}, {model: resnet20_hinge50}]\nprofiles: [cpu-ort]\n", "twice"),
     ("models: []\nprofiles: [cpu-ort]\n", "non-empty"),
     ("models: [{model: resnet20_hinge50}]\n", "missing key 'profiles'"),

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import MAX_PRUNE_THRESHOLD
+from gsdeploy.limits import MAX_PRUNE_THRESHOLD, brief
 from gsdeploy.plan.cache import read_table
 from gsdeploy.profiles import ANY, Profile, check_keys, load_profile
 from gsdeploy.target import MAX_BATCH, PRECISIONS, Target, TargetFlags, apply_flags
@@ -181,22 +181,22 @@ def _number(value: Any, what: str, kind: str, low: float, high: float) -> int | 
     ok_type = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         words = "an integer" if kind == "int" else "a number"
-        raise SweepFileError(f"{what} must be {words} in [{low:g}, {high:g}], got {value!r}")
+        raise SweepFileError(f"{what} must be {words} in [{low:g}, {high:g}], got {brief(value)}")
     # ints are compared exactly (math.isfinite overflows on 10**400); floats must be finite first
     if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
-        raise SweepFileError(f"{what} must be finite and in [{low:g}, {high:g}], got {value!r}")
+        raise SweepFileError(f"{what} must be finite and in [{low:g}, {high:g}], got {brief(value)}")
     return value
 
 
 def _str(value: Any, what: str, max_len: int = 1000) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > max_len or "\x00" in value:
-        raise SweepFileError(f"{what} must be a non-empty string of at most {max_len} characters, got {value!r}")
+        raise SweepFileError(f"{what} must be a non-empty string of at most {max_len} characters, got {brief(value)}")
     return value.strip()
 
 
 def _list(value: Any, what: str, max_len: int) -> list:
     if not isinstance(value, list) or not value:
-        raise SweepFileError(f"{what} must be a non-empty list, got {type(value).__name__} {value!r}"[:300])
+        raise SweepFileError(f"{what} must be a non-empty list, got {type(value).__name__} {brief(value)}")
     if len(value) > max_len:
         raise SweepFileError(f"{what} lists {len(value)} items; at most {max_len}")
     return value
@@ -249,6 +249,8 @@ def _arch(value: Any, what: str, model: str | None) -> str:
 def _input_shape(value: Any, what: str) -> str:
     from gsdeploy.load import parse_input_shape  # heavy: torch
 
+    if isinstance(value, list):  # [3, 32, 32]: integers, not '32' or 32.0 spelled into a shape
+        value = [_number(v, f"{what}[{i}]", "int", 1, 16384) for i, v in enumerate(value[:8])] + value[8:]
     text = "x".join(str(v) for v in value) if isinstance(value, list) else _str(value, what, 64)
     try:
         dims = parse_input_shape(text)
@@ -332,7 +334,10 @@ def parse_sweep(data: Any, source: Path, timing_flags: Timing | None = None, ret
     data = _keys(data, where, TOP_KEYS, ("models", "profiles"))
     name = data.get("name", source.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SweepFileError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the CSV), got {name!r}")
+        raise SweepFileError(f"{where}: name must be letters, digits, '.', '_' or '-' (it names the CSV), "
+                             f"got {brief(name)}")
+    if data.get("description") is not None:
+        _str(data["description"], f"{where}: description")
     base_dir = source.resolve().parent
     # `plan: latency` is short for `plan: {plan: latency}`; the mapping sets every model's defaults
     raw_plan = data.get("plan")
