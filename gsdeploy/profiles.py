@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gsdeploy.errors import GsdeployError
-from gsdeploy.limits import MAX_SAMPLE_ELEMENTS, brief
+from gsdeploy.limits import MAX_BATCH, MAX_SAMPLE_ELEMENTS, brief
 from gsdeploy.target import (DEVICE_KINDS, ENGINES, PRECISIONS, PowerSpec, Target, TargetError, engine_defaults,
                              validate)
 from gsdeploy.target import unavailable_reason as target_unavailable_reason
@@ -97,6 +97,7 @@ def _is_num(v: Any) -> bool:
 STR = KeyType("a string", lambda v: isinstance(v, str) and v.strip() != "")
 BOOL = KeyType("true or false", lambda v: isinstance(v, bool))
 POS_INT = KeyType("a positive integer", lambda v: _is_int(v) and v > 0)
+BATCH = KeyType(f"a positive integer up to {MAX_BATCH}", lambda v: _is_int(v) and 1 <= v <= MAX_BATCH)
 NONNEG_INT = KeyType("an integer >= 0", lambda v: _is_int(v) and v >= 0)
 NONNEG_NUM = KeyType("a finite number >= 0", lambda v: _is_num(v) and math.isfinite(v) and v >= 0)
 STR_LIST = KeyType("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v))

@@ -127,6 +127,15 @@ def test_claim_numbers_are_checked(tmp_path, tolerance, claimed):
     one_error_line(run("validate", str(_claims(tmp_path, tolerance, claimed))), f"key 'claims[0].{key}' must be")
 
 
+def test_a_claims_batch_is_bounded_before_any_work(tmp_path):
+    """A speedup claim at batch 100000 loaded the profile and ended as an ERROR row with exit 1;
+    a number from the file out of range is the file's error (exit 2) before any claim runs."""
+    p = tmp_path / "c.yaml"
+    p.write_text("paper: x\nclaims:\n  - id: c\n    model: resnet20_hinge50\n    baseline: resnet20\n"
+                 "    metric: speedup\n    claimed: 2\n    tolerance: {rel: 0.1}\n    source: T\n    batch: 100000\n")
+    one_error_line(run("validate", str(p)), "key 'claims[0].batch' must be a positive integer up to 65536")
+
+
 @pytest.mark.parametrize("where", ["claims[0]", "defaults"])
 def test_a_claims_input_shape_is_bounded_like_the_flag(tmp_path, where):
     """A flop_ratio claim at input_shape [3, 100000, 100000] ran the model on a 120 GB input (the

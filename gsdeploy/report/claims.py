@@ -57,7 +57,7 @@ from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.load import load_model
 from gsdeploy.metrics import count_macs, count_params, paper_flops
-from gsdeploy.profiles import (DEFAULT_PROFILE, INPUT_SHAPE, MAPPING, POS_INT, STR, KeyType, Profile, check_keys,
+from gsdeploy.profiles import (BATCH, DEFAULT_PROFILE, INPUT_SHAPE, MAPPING, STR, KeyType, Profile, check_keys,
                                load_profile, unavailable_reason)
 from gsdeploy.target import Target, validate
 from gsdeploy.yaml_file import read_yaml
@@ -143,7 +143,7 @@ CLAIM_KEYS: dict[str, KeyType] = {
     "metric": KeyType("one of " + ", ".join(METRICS), lambda v: v in METRICS),
     "claimed": _NUM, "tolerance": _TOL,
     "direction": KeyType("one of " + ", ".join(DIRECTIONS), lambda v: v in DIRECTIONS),
-    "batch": POS_INT, "engine": STR, "precision": STR, "profile": STR, "input_shape": INPUT_SHAPE,
+    "batch": BATCH, "engine": STR, "precision": STR, "profile": STR, "input_shape": INPUT_SHAPE,
     "note": STR, "source": STR,
     "counting": KeyType("one of " + ", ".join(COUNTINGS), lambda v: v in COUNTINGS),
     "eval_data": STR, "paper_target": STR,
