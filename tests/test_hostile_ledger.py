@@ -195,3 +195,21 @@ def test_a_ledger_written_before_the_plan_variant_column_resumes(sweep):
     assert r.exit_code == 0 and "2 of 2 jobs done (1 from an earlier run)" in r.output, r.output
     after = pd.read_csv(csv)
     assert len(after) == 4 and set(after["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize("case", ["sweep file", "checkpoint"])
+def test_a_sweep_never_writes_over_its_own_files(tmp_path, hinge_fixtures, case):
+    """`gsdeploy sweep s.md -o .` ran every job and then wrote its Markdown table over the sweep
+    file s.md; a checkpoint that happens to be named <sweep>.csv was deleted before the first job."""
+    (tmp_path / "cpu-a.yaml").write_text("name: cpu-a\ndescription: test device\ndevice: cpu\n"
+                                         "engines: [{name: ort, precisions: [fp32]}]\nbatches: [1]\nthreads: 1\n")
+    if case == "sweep file":
+        sweep, model = tmp_path / "s.md", "{model: resnet20_pruned50, plan: flops}"
+    else:
+        sweep, model = tmp_path / "s.yaml", "{model: s.csv, arch: hinge_resnet20, plan: flops}"
+        shutil.copy(hinge_fixtures / "hinge_resnet20_cifar10.pt", tmp_path / "s.csv")
+    sweep.write_text(f"name: s\nmodels: [{model}]\nprofiles: [{tmp_path / 'cpu-a.yaml'}]\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    r = runner.invoke(app, ["sweep", str(sweep), "--output", str(tmp_path), *FAST])
+    one_error_line(r, "it is the same file as the input")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

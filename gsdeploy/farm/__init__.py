@@ -44,7 +44,7 @@ def run_sweep_spec(spec: SweepSpec, out_dir: Path, cluster: str | None = None, r
     if cluster is not None:
         ray = connect(cluster)  # before the ledger touches DIR: a wrong address changes nothing
     try:
-        ledger = Ledger(out_dir, spec.name, resume)
+        ledger = Ledger(out_dir, spec.name, resume, spec.input_files())
         all_jobs = spec.jobs()
         jobs = [j for j in all_jobs if j.key not in ledger.done]
         counts = {p: sum(1 for j in jobs if j.profile == p) for p in spec.profiles}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -40,9 +41,10 @@ OK, FAILED = "ok", "failed"
 
 
 class Ledger:
-    def __init__(self, out_dir: Path, sweep: str, resume: bool) -> None:
+    def __init__(self, out_dir: Path, sweep: str, resume: bool, inputs: Iterable[Path] = ()) -> None:
         """Fresh: an existing <sweep>.csv/.md is replaced. Resume: its finished jobs are kept (and
-        listed in `done`), its failed ones dropped so they run again."""
+        listed in `done`), its failed ones dropped so they run again. Neither may be one of
+        `inputs` (the sweep's own files: `sweep s.md -o .` replaced the sweep file s.md)."""
         out_dir = Path(out_dir)
         check_out_dir(out_dir)
         self.sweep = sweep
@@ -50,7 +52,9 @@ class Ledger:
         self.md_path = out_dir / f"{sweep}.md"
         self.done: set[str] = set()
         self.rows = pd.DataFrame(columns=ALL_COLUMNS)
-        check_targets([self.csv_path, self.md_path])  # a directory or device in their place fails before any job
+        self.inputs = list(inputs)
+        # a directory or device in their place, or an input of the sweep, fails before any job
+        check_targets([self.csv_path, self.md_path], self.inputs)
         text = read_resumed_text(self.csv_path) if resume else ""
         if text.strip():
             self.rows = self._finished(parse_resumed(text, self.csv_path))
@@ -101,7 +105,7 @@ class Ledger:
         self._write()
 
     def _write(self) -> None:
-        write_text_atomic(self.csv_path, to_csv_text(self.rows))
+        write_text_atomic(self.csv_path, to_csv_text(self.rows), self.inputs)
 
     def add_rows(self, job: Job, rows: pd.DataFrame, attempts: int, node: str, start: str, end: str,
                  plan: str = "", warnings: tuple[str, ...] = (), variant: str = "") -> None:
@@ -148,7 +152,7 @@ class Ledger:
             text += "\n## failed jobs\n\n| job | attempts | reason |\n|---|---:|---|\n"
             for r in failed.to_dict("records"):
                 text += f"| {r['sweep_job']} | {r['attempts']} | {str(r['error']).replace('|', '/')} |\n"
-        write_text_atomic(self.md_path, text)
+        write_text_atomic(self.md_path, text, self.inputs)
         return self.md_path
 
 

@@ -136,6 +136,13 @@ class SweepSpec:
         prof = self.profiles[job.profile]
         return apply_flags(prof.targets, flags, prof.name)
 
+    def input_files(self) -> list[Path]:
+        """Every file the sweep reads (the sweep file, profile files, checkpoints, LUTs): what its
+        outputs must never replace."""
+        names = [self.source, *(p.source for p in self.profiles.values())]
+        names += [v for e in self.models for v in (e.model, e.baseline, e.lut)]
+        return [Path(n) for n in names if n is not None and Path(n).is_file()]
+
     def jobs(self) -> list[Job]:
         out = []
         for entry in self.models:
