@@ -269,3 +269,17 @@ def test_depthwise_channel_with_a_bn_shift_is_kept_and_reported():
     r = deploy(net, (3, 32, 32))
     [k] = r.kept_zeros
     assert k.site == "features.2.conv.3" and k.channels == 3 and "not zero" in k.why
+
+
+def test_pt2_in_half_or_double_loads_as_float32(tmp_path):
+    """A program exported in float16 or float64 is loaded as the float32 model gsdeploy runs (as a
+    trusted pickle is), not refused because a float32 input met its weights."""
+    for dtype in (torch.float16, torch.float64):
+        net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 2, 1)).eval().to(dtype)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.export.export(net, (torch.randn(2, 3, 6, 6, dtype=dtype),), dynamic_shapes=({0: batch},))
+        path = tmp_path / f"net_{dtype}.pt2".replace("torch.", "")
+        torch.export.save(program, str(path))
+        loaded = load_model(str(path))
+        assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+        assert deploy(loaded.module, loaded.input_shape).verification.passed
