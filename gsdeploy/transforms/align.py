@@ -277,8 +277,10 @@ def align_widths(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
             continue
         decisions.append(_pad(gm, site, width, shapes, reason))
     gm.recompile()
+    now = {ctx.origin(n.target): n.target for n in gm.graph.nodes if n.op == "call_module"}
     for name in sorted(set(wanted) - met):
-        decisions.append(Decision(name, "keep", [name], "", "", 0, 0,
+        shape = describe(gm.get_submodule(now[name])) if name in now else ""
+        decisions.append(Decision(name, "keep", [name], shape, shape, 0, 0,
                                   f"plan chose {wanted[name]}, but {name} is no width site of this deployment "
                                   f"(its output reaches something other than convs and linears): width kept"))
     return decisions
