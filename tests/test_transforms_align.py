@@ -208,3 +208,19 @@ def test_align_must_be_a_known_multiple():
     for bad in (3, -4, 64, 1):
         with pytest.raises(ValueError):
             DeployOptions(align=bad)
+
+
+def test_a_pad_choice_that_names_no_width_site_is_said_not_dropped():
+    class Summed(nn.Module):  # a's output also feeds a channel sum: not a width site
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Conv2d(4, 5, 3, padding=1), nn.Conv2d(5, 3, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.c(y) + y.sum(1, keepdim=True)
+
+    r = deploy(Summed().eval(), (4, 6, 6), DeployOptions(choices={"a": "pad:8"}))
+    [d] = [d for d in r.plan if d.layers == ["a"]]
+    assert d.action == "keep" and d.reason.startswith("plan chose pad:8") and d.shape_before == "3x3 4->5"
+    assert r.module.get_submodule("a").out_channels == 5

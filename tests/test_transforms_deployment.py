@@ -129,3 +129,20 @@ def test_threshold_result_reports_both_errors():
     assert r.module.get_submodule("3").in_channels == 3
     assert r.threshold_error is not None and r.threshold_error.max_rel_err > 0
     assert r.verification.passed
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_a_model_in_another_float_type_deploys_as_float32(dtype):
+    """Weights in float64/float16/bfloat16 are deployed as the float32 model every deployment is,
+    not refused as an input shape the model 'cannot take' (the float32 input met other weights)."""
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1))
+    init(net, 0)
+    with torch.no_grad():
+        net[0].weight[2] = 0
+        net[0].bias[2] = 0
+        net[1].weight[2] = net[1].bias[2] = 0
+    net = net.eval().to(dtype)
+    r = deploy(net, (3, 5, 7))
+    assert r.verification.passed and all(p.dtype == torch.float32 for p in r.module.parameters())
+    assert r.module.get_submodule("0").out_channels == 5
+    assert all(p.dtype == dtype for p in net.parameters()) and not net.training  # the caller's module as it was

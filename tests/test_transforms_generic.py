@@ -269,3 +269,35 @@ def test_depthwise_channel_with_a_bn_shift_is_kept_and_reported():
     r = deploy(net, (3, 32, 32))
     [k] = r.kept_zeros
     assert k.site == "features.2.conv.3" and k.channels == 3 and "not zero" in k.why
+
+
+def test_pt2_in_half_or_double_loads_as_float32(tmp_path):
+    """A program exported in float16 or float64 is loaded as the float32 model gsdeploy runs (as a
+    trusted pickle is), not refused because a float32 input met its weights."""
+    for dtype in (torch.float16, torch.float64):
+        net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 2, 1)).eval().to(dtype)
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.export.export(net, (torch.randn(2, 3, 6, 6, dtype=dtype),), dynamic_shapes=({0: batch},))
+        path = tmp_path / f"net_{dtype}.pt2".replace("torch.", "")
+        torch.export.save(program, str(path))
+        loaded = load_model(str(path))
+        assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+        assert deploy(loaded.module, loaded.input_shape).verification.passed
+
+
+def test_pt2_with_adaptive_max_pool_loses_its_zero_channels(tmp_path):
+    """torch.export writes AdaptiveMaxPool2d as aten.adaptive_max_pool2d (values, indices), like
+    max_pool2d_with_indices: the values keep channels apart, so a zero channel before it goes."""
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                        nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        net[0].weight[[1, 4]] = 0
+        net[0].bias[[1, 4]] = 0
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(net, (torch.randn(2, 3, 6, 6),), dynamic_shapes=({0: batch},))
+    assert "aten.adaptive_max_pool2d.default" in {str(n.target) for n in program.graph.nodes}
+    torch.export.save(program, str(tmp_path / "amp.pt2"))
+    loaded = load_model(str(tmp_path / "amp.pt2"))
+    r = deploy(loaded.module, loaded.input_shape)
+    assert r.verification.passed and not r.kept_zeros
+    assert [m.out_channels for m in r.module.modules() if isinstance(m, nn.Conv2d)] == [4]

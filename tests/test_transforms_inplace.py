@@ -187,3 +187,46 @@ def test_zeros_behind_an_inplace_op_on_a_view_are_reported():
     assert r.verification.passed and r.macs_after == r.macs_before
     (k,) = r.kept_zeros
     assert k.op == "Tensor.relu_" and k.channels == 2 and "share storage" in k.why
+
+
+class PassThrough(nn.Module):
+    """conv -> Identity (a disabled norm_layer) -> ReLU(inplace=True): the ReLU writes into the conv's
+    output through the Identity. `shared`: the conv's output is read again after that, elsewhere."""
+
+    def __init__(self, shared: bool) -> None:
+        super().__init__()
+        self.shared = shared
+        self.conv, self.norm, self.relu = nn.Conv2d(3, 4, 3, padding=1), nn.Identity(), nn.ReLU(inplace=True)
+        self.fc, self.fc2 = nn.Linear(4 * 5 * 5, 2), nn.Linear(4 * 5 * 5, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.relu(self.norm(y))
+        out = self.fc(z.flatten(1))
+        return out + self.fc2(y.flatten(1)) if self.shared else out  # y is rectified too, in place
+
+
+def _pass_through(shared: bool) -> nn.Module:
+    net = PassThrough(shared).eval()
+    with torch.no_grad():
+        net.conv.weight[1] = 0
+        net.conv.bias[1] = 0
+    return net
+
+
+def test_inplace_through_an_identity_of_a_private_tensor_prunes():
+    """Nothing else reads the conv's output: the in-place ReLU behind an Identity is made
+    out-of-place like any other, and the zero channel goes instead of being reported as kept."""
+    r = deploy(_pass_through(False), (3, 5, 5))
+    assert r.verification.passed and not r.kept_zeros
+    assert r.module.get_submodule("conv").out_channels == 3
+
+
+def test_inplace_whose_alias_is_flattened_after_it_stays_exact():
+    """The fence that makes the write an edge of the graph goes after the tensors it fences: the
+    flatten of the ReLU's result is made after the ReLU (it was put before it: 'referenced
+    nonexistent value flatten')."""
+    net = _pass_through(True)
+    r = deploy(net, (3, 5, 5))
+    assert r.verification.passed
+    assert [k.channels for k in r.kept_zeros] == [1]  # the shared, mutated tensor is opaque: said, not cut

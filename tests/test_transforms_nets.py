@@ -204,8 +204,9 @@ def init(net: nn.Module, seed: int) -> None:
                 if m.affine:
                     m.weight.copy_(torch.rand(c, generator=g) + 0.5)
                     m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                if m.track_running_stats:
+                    m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
 
 
 def zero_groups(net: nn.Module, seed: int, rate: float) -> None:
@@ -224,7 +225,7 @@ def zero_groups(net: nn.Module, seed: int, rate: float) -> None:
                 if m.bias is not None:
                     m.bias[rows] = 0
                 nxt = mods[i + 1] if i + 1 < len(mods) else None
-                if isinstance(nxt, nn.BatchNorm2d) and torch.rand((), generator=g) < 0.8:
+                if isinstance(nxt, nn.BatchNorm2d) and nxt.affine and torch.rand((), generator=g) < 0.8:
                     nxt.weight[rows] = 0
                     nxt.bias[rows] = 0
             else:

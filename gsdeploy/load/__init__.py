@@ -67,6 +67,8 @@ def load_model(source: str, arch: str | None = None, trust: bool = False,
     elif path.suffix == ".pt2":
         check_readable(path)
         module, shape = load_exported(path, trust=trust)
+        # a program exported in float16/bfloat16/float64 runs here in float32, as every model does
+        module = module.float()
         loaded = LoadedModel(module=module, input_shape=shape or (), name=path.stem, arch="exported-program",
                              source=str(path), sha256=sha256_file(path))
     else:

@@ -242,7 +242,8 @@ def _pad(gm: fx.GraphModule, site: WidthSite, width: int, shapes: dict, reason: 
 def align_widths(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     """Pad the sites that options.choices marks "pad:N" (N the new width); with options.align, also
     every site that only a whole-model timing can judge (a concat or flatten on the way, so no
-    choice names it) to a multiple of options.align."""
+    choice names it) to a multiple of options.align. A "pad:N" choice that names no width site of
+    this graph is said in a "keep" decision, not dropped silently."""
     wanted = {k: v for k, v in ctx.options.choices.items() if v.startswith("pad:")}
     align = ctx.options.align
     if not wanted and not align:
@@ -250,21 +251,24 @@ def align_widths(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
     shapes = dict(ctx.shapes(gm))
     calls = call_counts(gm)
     decisions = []
+    met: set[str] = set()
     for node in [n for n in gm.graph.nodes if n.op == "call_module"]:
         site = width_site(gm, node, calls, shapes)  # after the pads before it: offsets are current
         if site is None:
             continue
-        choice = wanted.get(site.producer)
+        origin = ctx.origin(site.producer)  # a fused pair's site is its 1 x 1's in the plan
+        choice = wanted.get(origin)
         if choice is not None:
+            met.add(origin)
             width = int(choice.split(":", 1)[1])
             if width <= site.width:
                 continue
             if width > site.width + MAX_PAD:
                 # a plan proposes the next multiple of at most 32; more comes from a hand-edited or
                 # hostile LUT/cache, and would allocate weights of any size
-                raise GsdeployError(f"plan choice {choice!r} for {site.producer} (width {site.width}) pads by "
+                raise GsdeployError(f"plan choice {choice!r} for {origin} (width {site.width}) pads by "
                                     f"more than {MAX_PAD} channels, which no plan proposes")
-            reason = ctx.options.reasons.get(site.producer, f"width {site.width} -> {width}")
+            reason = ctx.options.reasons.get(origin, f"width {site.width} -> {width}")
         elif align and not site.local and site.width % align:
             width = site.padded(align)
             reason = (f"width {site.width} -> {width}: read through a concat or flatten by {len(site.consumers)} "
@@ -273,4 +277,10 @@ def align_widths(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
             continue
         decisions.append(_pad(gm, site, width, shapes, reason))
     gm.recompile()
+    now = {ctx.origin(n.target): n.target for n in gm.graph.nodes if n.op == "call_module"}
+    for name in sorted(set(wanted) - met):
+        shape = describe(gm.get_submodule(now[name])) if name in now else ""
+        decisions.append(Decision(name, "keep", [name], shape, shape, 0, 0,
+                                  f"plan chose {wanted[name]}, but {name} is no width site of this deployment "
+                                  f"(its output reaches something other than convs and linears): width kept"))
     return decisions

@@ -22,10 +22,22 @@ REAL_SHAPES_BUDGET_S = 0.25
 class PassContext:
     input_shape: tuple[int, ...]
     options: DeployOptions = field(default_factory=DeployOptions)
+    # module name -> the module of the graph the passes started from whose output it computes now:
+    # a fused pair lives on under its k x k's name but computes its 1 x 1's output, and a plan's
+    # choices name the layers of that starting graph
+    computes: dict[str, str] = field(default_factory=dict)
     _fake_mode: Any = field(default=None, repr=False)
 
     def example(self) -> torch.Tensor:
         return torch.zeros((1, *self.input_shape))
+
+    def origin(self, name: str) -> str:
+        """The module of the starting graph whose output the module `name` computes now."""
+        return self.computes.get(name, name)
+
+    def choice(self, name: str) -> str | None:
+        """The plan's choice for the site whose producer is the module `name` now."""
+        return self.options.choices.get(self.origin(name))
 
     def shapes(self, gm: fx.GraphModule) -> dict[fx.Node, torch.Size]:
         """Fresh shapes of every tensor node (the graph may have changed since the last call)."""

@@ -113,9 +113,12 @@ class Deployer:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.options = options
         with _deploying(module):
-            check_input_shape(module, self.input_shape)
+            # weights in float16/bfloat16/float64: deployed (and verified) as the float32 model every
+            # deployment is, not refused as an input shape the model "cannot take" (a float32 input)
+            self.original = module if _is_float32(module) else _float32_copy(module)
+            check_input_shape(self.original, self.input_shape)
             with _float64_default():
-                self._start: _Start | None = _start(module, self.input_shape, options)
+                self._start: _Start | None = _start(self.original, self.input_shape, options)
 
     def deploy(self, options: DeployOptions | None = None, *, last: bool = False) -> DeployResult:
         """Deploy with `options` (default: the constructor's). `last`: no deploy follows, so the
@@ -132,7 +135,7 @@ class Deployer:
         if last:
             self._start = None
         with _deploying(self.module), _float64_default():
-            return _finish(start, self.module, self.input_shape, options, copy_graph=not last)
+            return _finish(start, self.original, self.input_shape, options, copy_graph=not last)
 
 
 @contextlib.contextmanager
@@ -231,6 +234,11 @@ def _finish(start: _Start, original: nn.Module, input_shape: tuple[int, ...], op
                         verification=verification, threshold_error=start.threshold_error, fp32_error=fp32,
                         reference=original if reference is original else _float32_copy(reference),
                         kept_zeros=kept)
+
+
+def _is_float32(module: nn.Module) -> bool:
+    tensors = [*module.parameters(), *module.buffers()]
+    return all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
 
 
 def _float32_copy(module: nn.Module) -> nn.Module:

@@ -62,14 +62,16 @@ def fuse_pairs(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
         fuse_it = mode == "always" or (mode == "flops" and fused < pair)
         reason = f"by FLOPs: {fmt_macs(pair)} -> {fmt_macs(fused)}" if mode == "flops" else \
             f"fuse={mode} (FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)})"
-        choice = ctx.options.choices.get(an.target)
+        # a fused pair computes its 1 x 1's output: its pair with the next 1 x 1 is that 1 x 1's site
+        origin = ctx.origin(an.target)
+        choice = ctx.choice(an.target)
         if choice in ("keep", "fuse"):
             fuse_it = choice == "fuse"
-            reason = ctx.options.reasons.get(an.target, f"plan: {choice}") + \
+            reason = ctx.options.reasons.get(origin, f"plan: {choice}") + \
                 f"; FLOPs {fmt_macs(pair)} -> {fmt_macs(fused)}"
         elif choice is not None:  # padded later by align_widths: the pair stays a pair
             fuse_it = False
-            reason = ctx.options.reasons.get(an.target, f"plan: {choice}")
+            reason = ctx.options.reasons.get(origin, f"plan: {choice}")
         site = common_prefix([an.target, bn.target])
         before = f"{describe(a)} + {describe(b)}"
         if not fuse_it:
@@ -79,6 +81,7 @@ def fuse_pairs(gm: fx.GraphModule, ctx: PassContext) -> list[Decision]:
         decisions.append(Decision(site, "fuse pair", [an.target, bn.target], before, describe(f), pair, fused,
                                   reason))
         shapes[an] = shapes.pop(bn)  # A's node computes B's output from now on
+        ctx.computes[an.target] = ctx.origin(bn.target)
         return f
 
     fuse(gm, PATTERN, build)

@@ -116,11 +116,27 @@ def _inplace_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
 
 def _safe_target(gm: fx.GraphModule, node: fx.Node, target: fx.Node, order: dict[fx.Node, int],
                  explicit: set[fx.Node]) -> bool:
-    """The mutated tensor is a private intermediate: made by a non-aliasing op, and nothing read
-    before the mutation holds a view of it."""
-    if _aliases(gm, target, explicit):
+    """The mutated tensor is a private intermediate: made by a non-aliasing op (or a chain of views
+    and pass-through modules of one that nothing else reads), and nothing read before the
+    mutation holds a view of it."""
+    if _aliases(gm, target, explicit) and not _private_chain(gm, target, explicit):
         return False
     return all(not _aliases(gm, u, explicit) for u in target.users if u is not node and order[u] < order[node])
+
+
+def _private_chain(gm: fx.GraphModule, target: fx.Node, explicit: set[fx.Node]) -> bool:
+    """`target` is a view (or an Identity, an eval Dropout) of a view ... of a tensor made by a
+    non-aliasing op, each link the only reader of the one before: writing into `target` changes
+    no tensor that anything but this chain reads (`norm_layer=nn.Identity` before ReLU(inplace=True))."""
+    node = target
+    while _aliases(gm, node, explicit):
+        if node.op not in ("call_function", "call_method", "call_module") or not node.args:
+            return False
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or len(source.users) != 1:
+            return False
+        node = source
+    return node.op not in ("placeholder", "get_attr")
 
 
 def after_inplace(x: torch.Tensor, op: object) -> torch.Tensor:
@@ -150,7 +166,8 @@ def _fence(gm: fx.GraphModule, node: fx.Node, family: list[fx.Node], order: dict
         late = [u for u in member.users if order.get(u, -1) > order[node] and u not in family]
         if not late:
             continue
-        with gm.graph.inserting_after(node):
+        # after both: a member may be made after the in-place op (a flatten of its result)
+        with gm.graph.inserting_after(member if order[member] > order[node] else node):
             fenced = gm.graph.call_function(after_inplace, (member, node))
         for u in late:
             u.replace_input_with(member, fenced)

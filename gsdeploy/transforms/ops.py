@@ -42,7 +42,7 @@ ZERO_PRESERVING_FNS |= {torch.relu_, F.relu_, aten.relu_.default, F.hardtanh_, a
                         aten.hardswish_.default, aten.tanh_.default, aten.neg_.default}
 ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous", "clone", "float", "neg", "relu_", "tanh_", "neg_"}
 # return (values, indices); element 0 is channel-wise and zero-preserving
-POOL_WITH_INDICES_FNS = {aten.max_pool2d_with_indices.default}
+POOL_WITH_INDICES_FNS = {aten.max_pool2d_with_indices.default, aten.adaptive_max_pool2d.default}
 # element-wise ops that keep channels separate but do not map 0 to 0
 NOT_ZERO_PRESERVING_FNS = {torch.sigmoid, aten.sigmoid.default, F.sigmoid, torch.exp, aten.exp.default,
                            F.hardsigmoid, aten.hardsigmoid.default}
