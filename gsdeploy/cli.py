@@ -375,7 +375,9 @@ def export(model: Annotated[str, typer.Argument(help="zoo name or checkpoint fil
                                allow_slower=allow_slower)
     if engine != "torch-trt":
         wants.check()  # flag errors before anything is loaded
-    check_output_path(output, [p for p in (Path(model), calib_data, eval_data) if p is not None and p.exists()])
+    # never over a file the export reads (`--lut F.json -o F.json` replaced the LUT with the ONNX)
+    check_output_path(output, files_in(p for p in (model, calib_data, eval_data, lut, profile, timing_cache)
+                                       if p is not None))
     if engine != "onnx":
         from gsdeploy.export.tensorrt import require_tensorrt  # fails fast, before any work
         if engine == "trt":

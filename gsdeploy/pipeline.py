@@ -12,7 +12,7 @@ import onnx
 import pandas as pd
 
 from gsdeploy import zoo
-from gsdeploy.atomic import check_out_dir, scratch_dir, write_text_atomic
+from gsdeploy.atomic import check_out_dir, files_in, scratch_dir, write_text_atomic
 from gsdeploy.bench import stats
 from gsdeploy.bench.layers import can_profile, decisions_of, layers_markdown, profile_pair
 from gsdeploy.bench.memory import artifact_bytes
@@ -297,7 +297,8 @@ def run_bench_job(req: BenchRequest) -> BenchResult:
         _variant_name(name, "compressed", deploy_options(req, "compressed"), req.plan)
     results = ResultsFile(req.out_dir, req.name or default_stem(name), resume=req.resume,
                           models={"baseline": base_name, "compressed": comp_name},
-                          inputs=[Path(p) for p in (req.model, req.baseline) if p and Path(p).exists()])
+                          inputs=files_in(p for p in (req.model, req.baseline, req.lut, req.calib_data, req.eval_data)
+                                          if p))  # everything the run reads: never replaced by its tables
     with results:
         return _bench_into(results, req, loaded, base, comp_subject, base_subject, samples)
 

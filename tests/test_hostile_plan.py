@@ -116,6 +116,30 @@ def test_a_lut_with_refresh_is_refused_before_the_model_is_loaded(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json"]
 
 
+@pytest.mark.parametrize("flag", ["--lut", "--profile"])
+def test_export_never_writes_over_a_file_it_reads(tmp_path, monkeypatch, flag):
+    """`export --lut F.json -o F.json` planned from the LUT and then replaced it with the ONNX
+    (only the model and the calibration/eval data were counted as inputs)."""
+    path = tmp_path / "in.json"
+    path.write_text(lut_text() if flag == "--lut" else (Path(__file__).parents[1] / "profiles" / "cpu-ort.yaml").read_text())
+    before = path.read_bytes()
+    never_loaded(monkeypatch)
+    fails("same file as the input", "export", MODEL, flag, str(path), "-o", str(path))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.json"]
+
+
+def test_bench_never_writes_over_a_file_it_reads(tmp_path):
+    """A LUT that happens to be named like one of bench's side files (DIR/<stem>.plan.json) was
+    replaced by the plan file: only the model and the baseline were counted as inputs."""
+    lut = tmp_path / "r.plan.json"
+    r = runner.invoke(app, ["plan", MODEL, "--batch", "1", "--save-lut", str(lut)])
+    assert r.exit_code == 0, r.output
+    before = lut.read_bytes()
+    fails("same file as the input", "bench", MODEL, "--lut", str(lut), "-o", str(tmp_path), "--name", "r",
+          "--batch", "1", "--warmup-s", "0.01", "--min-iterations", "3", "--min-duration-s", "0.01")
+    assert lut.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.plan.json"]
+
+
 def test_lut_text_with_control_characters_is_refused():
     """Reasons, site names and the fingerprint are printed: an ANSI sequence in a LUT would drive
     the user's terminal (and rich markup in it was rendered)."""
