@@ -1,7 +1,7 @@
 """Random CNNs of the kinds users bring and gsdeploy has no template for (hypothesis builds them):
 depthwise and grouped convs, dilation, stride, 'same'/reflect/circular padding, bias-less convs,
 BN without affine or running statistics, GroupNorm, SiLU/GELU/Hardswish/Sigmoid/Tanh, in-place
-ReLU and `x += y`, SE gates, channel shuffle, split/chunk on channels, concats of a tensor with
+ReLU and `x += y`, SE gates (also made of the tensor itself), spatial attention, channel shuffle, split/chunk on channels, concats of a tensor with
 itself, a tensor read by a conv and by a flatten -> linear, two outputs, non-square inputs.
 
 `odd_nets()` draws (net, input_shape): a net is a list of blocks drawn one after another (each
@@ -67,6 +67,12 @@ class Block(nn.Module):
         if kind == "se":  # squeeze-and-excitation: a per-channel gate broadcast over the plane
             y = p["body"](x)
             return y * torch.sigmoid(p["fc2"](torch.relu(p["fc1"](F.adaptive_avg_pool2d(y, 1)))))
+        if kind == "gate_self":  # a gate made of the tensor itself, per channel (SE without fcs)
+            y = p["body"](x)
+            return y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+        if kind == "spatial":  # spatial attention (CBAM): one map over every channel
+            y = p["body"](x)
+            return y * torch.sigmoid(y.mean(1, keepdim=True))
         if kind == "shuffle":  # ShuffleNet's channel shuffle: a view, a transpose, a reshape
             n, c, h, w = x.shape
             g = self.meta["groups"]
@@ -141,7 +147,7 @@ def conv_unit(draw, cin: int, plane: tuple[int, int], cout: int | None = None, d
 @st.composite
 def block(draw, cin: int, plane: tuple[int, int]):
     """One block; returns (Block, cout, plane)."""
-    kinds = ["conv", "pair", "res", "dense", "self_cat", "se", "pool"]
+    kinds = ["conv", "pair", "res", "dense", "self_cat", "se", "gate_self", "spatial", "pool"]
     if cin % 2 == 0:
         kinds += ["shuffle", "split"]
     kind = draw(st.sampled_from(kinds))
@@ -171,6 +177,9 @@ def block(draw, cin: int, plane: tuple[int, int]):
         squeeze = draw(st.integers(1, 4))
         return Block("se", {"body": m, "fc1": nn.Conv2d(cout, squeeze, 1), "fc2": nn.Conv2d(squeeze, cout, 1)}), \
             cout, plane
+    if kind in ("gate_self", "spatial"):
+        m, cout, plane = draw(conv_unit(cin, plane))
+        return Block(kind, {"body": m}), cout, plane
     if kind == "pool":
         return Block("pool", {}), cin, tuple(math.ceil(s / 2) for s in plane)
     if kind == "shuffle":

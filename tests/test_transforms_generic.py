@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -301,3 +302,51 @@ def test_pt2_with_adaptive_max_pool_loses_its_zero_channels(tmp_path):
     r = deploy(loaded.module, loaded.input_shape)
     assert r.verification.passed and not r.kept_zeros
     assert [m.out_channels for m in r.module.modules() if isinstance(m, nn.Conv2d)] == [4]
+
+
+class SqueezeExcite(nn.Module):
+    """conv -> ReLU -> x * gate(x), gate = act(fc2(relu(fc1(pool(x))))) broadcast over the plane
+    (MobileNetV3 with hardsigmoid, EfficientNet with sigmoid). `leak`: the gate is an output too."""
+
+    def __init__(self, act: nn.Module, leak: bool = False) -> None:
+        super().__init__()
+        self.leak = leak
+        self.conv, self.fc1, self.fc2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 1), nn.Conv2d(3, 8, 1)
+        self.act, self.out = act, nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        g = self.act(self.fc2(torch.relu(self.fc1(F.adaptive_avg_pool2d(y, 1)))))
+        out = self.out(y * g)
+        return (out, g) if self.leak else out
+
+
+def _se(act: nn.Module, leak: bool = False) -> nn.Module:
+    net = SqueezeExcite(act, leak)
+    init(net, 3)
+    with torch.no_grad():
+        net.conv.weight[[2, 5]] = 0
+        net.conv.bias[[2, 5]] = 0
+    return net.eval()
+
+
+@pytest.mark.parametrize("act", [nn.Sigmoid(), nn.Hardsigmoid()])
+def test_squeeze_excitation_loses_the_zero_channels_it_gates(act, tmp_path):
+    """y * g: a zero channel of y is a zero channel of the product whatever g is, and g's channel
+    (fc2's filter) matters only through it: both go, as a module and as a .pt2 (aten.mul.Tensor)."""
+    net = _se(act)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(net, (torch.randn(2, 3, 6, 5),), dynamic_shapes=({0: batch},)),
+                      str(tmp_path / "se.pt2"))
+    for module in (net, load_model(str(tmp_path / "se.pt2")).module):
+        r = deploy(module, (3, 6, 5))
+        assert r.verification.passed and not r.kept_zeros, [k.describe() for k in r.kept_zeros]
+        widths = sorted((m.in_channels, m.out_channels) for m in r.module.modules() if isinstance(m, nn.Conv2d))
+        assert widths == [(3, 6), (3, 6), (6, 3), (6, 4)]  # conv, fc2 lose 2 rows; fc1, out 2 columns
+
+
+def test_a_gate_read_elsewhere_keeps_the_channel_and_says_why():
+    r = deploy(_se(nn.Sigmoid(), leak=True), (3, 6, 5))
+    assert r.verification.passed
+    [k] = r.kept_zeros
+    assert k.channels == 2 and "gate" in k.why

@@ -13,7 +13,8 @@ channel. Rules, one small function per kind of op, say how elements relate:
 A class (a set of unioned elements) is removable iff it is not pinned and either nothing in
 it is non-zero (every producer writes zero and every op keeps zero: removing it changes no
 value) or nothing in it is used (every consumer ignores it). Grouped convs and GroupNorm add
-one more constraint: a group goes only as a whole. What each layer type writes, reads and
+one more constraint: a group goes only as a whole; so does a gate's pair (x * g with g broadcast
+over the plane, an SE block: output channel c is x's, and g's channel c goes with it). What each layer type writes, reads and
 groups is said by its class in layer_channels. The DWGL intersection rule across a residual
 add falls out of the union: the class is zero only if every addend's producer is zero.
 
@@ -56,11 +57,16 @@ class ChannelGraph:
     nonzero: list[bool] = field(default_factory=list)
     used: list[bool] = field(default_factory=list)
     groups: list[np.ndarray] = field(default_factory=list)  # element ids that go only together
-    group_owner: list[fx.Node] = field(default_factory=list)  # the grouped conv of each entry of `groups`
+    # the node of each entry of `groups`: a grouped conv, a GroupNorm, a gate's multiply
+    group_owner: list[fx.Node] = field(default_factory=list)
     # element -> the opaque node that pinned it (graph inputs/outputs pin without a blocker)
     blockers: dict[int, fx.Node] = field(default_factory=dict)
     blocker_why: dict[fx.Node, str] = field(default_factory=dict)
     io: set[int] = field(default_factory=set)  # elements pinned as graph inputs, outputs or constants
+    # elements of a gate read only by its multiply (x * g): what they hold reaches nothing but a
+    # product that is zero wherever x is, so they do not make their class non-zero (SE's
+    # sigmoid(mean(x)) is 0.5 where x is zero, yet x * 0.5 is zero)
+    absorbed: set[int] = field(default_factory=set)
 
     # ---- building -------------------------------------------------------------------------
     def add_tensor(self, node: fx.Node, width: int) -> None:
@@ -252,8 +258,10 @@ def _binary(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, k
     a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
     a, b = (a if cg.tracked(a) else _scalar(gm, a)), (b if cg.tracked(b) else _scalar(gm, b))
     if cg.tracked(a) and cg.tracked(b):
+        if kind == "mul" and _gate(cg, node, a, b, shapes):
+            return True
         if kind == "div" or not (shapes[a] == shapes[b] == shapes.get(node)):
-            return False  # broadcasting (e.g. SE attention) or 0/0: not understood here
+            return False  # other broadcasting, or 0/0: not understood here
         cg.union_channels(a, node)
         cg.union_channels(b, node)
         return True
@@ -266,6 +274,30 @@ def _binary(cg: ChannelGraph, gm: fx.GraphModule, node: fx.Node, shapes: dict, k
     if kind == "add" and v != 0:  # x + v, x - v, v - x: zero stays zero only for v == 0
         cg.mark(cg.nonzero, node, True)
     return True
+
+
+GATE_WHY = ("a per-channel gate (x * g, g broadcast over the plane: squeeze-and-excitation) drops a channel of x "
+            "and of g together, and one of the two stays")
+
+
+def _gate(cg: ChannelGraph, node: fx.Node, a: fx.Node, b: fx.Node, shapes: dict) -> bool:
+    """x * g with g of shape (N, C, 1, 1) broadcast over x's (N, C, H, W) plane (an SE block's gate):
+    output channel c is x_c * g_c. It is x_c's channel (zero where x_c is zero, read where x_c is
+    read); g_c matters only through it, so g's channel c goes exactly when the output's does."""
+    out = shapes.get(node)
+    for x, g in ((a, b), (b, a)):
+        sx, sg = shapes[x], shapes[g]
+        if len(sx) >= 3 and sx == out and len(sg) == len(sx) and sg[:2] == sx[:2] and sg[2:] != sx[2:] \
+                and all(int(d) == 1 for d in sg[2:]):
+            cg.union_channels(x, node)
+            if list(g.users) == [node] and node.args.count(g) == 1:
+                cg.absorbed.update(cg.ids(g))
+            for eg, eo in zip(cg.ids(g), cg.ids(node)):
+                cg.groups.append(np.array([eg, eo]))
+                cg.group_owner.append(node)
+            cg.blocker_why.setdefault(node, GATE_WHY)
+            return True
+    return False
 
 
 def _cat(cg: ChannelGraph, node: fx.Node, shapes: dict) -> bool:
@@ -453,7 +485,9 @@ def decide(cg: ChannelGraph) -> Analysis:
     nonzero = np.zeros(n, dtype=bool)
     used = np.zeros(n, dtype=bool)
     np.logical_or.at(pinned, roots, np.asarray(cg.pinned, dtype=bool))
-    np.logical_or.at(nonzero, roots, np.asarray(cg.nonzero, dtype=bool))
+    writes = np.asarray(cg.nonzero, dtype=bool)
+    writes[list(cg.absorbed)] = False
+    np.logical_or.at(nonzero, roots, writes)
     np.logical_or.at(used, roots, np.asarray(cg.used, dtype=bool))
     zero = ~nonzero
     removable = ~pinned & (zero | ~used)
