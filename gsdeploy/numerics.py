@@ -34,16 +34,16 @@ class Verification:
                 f"(max abs {self.max_abs_err:.1e})")
 
 
-def _flatten(out: Any) -> list[np.ndarray]:
+def output_arrays(out: Any) -> list[np.ndarray]:
     """Tensors/arrays of a (possibly nested) output, in order, as float64 numpy arrays."""
     if isinstance(out, torch.Tensor):
         return [out.detach().cpu().double().numpy()]
     if isinstance(out, np.ndarray):
         return [out.astype(np.float64)]
     if isinstance(out, dict):
-        return [a for k in out for a in _flatten(out[k])]
+        return [a for k in out for a in output_arrays(out[k])]
     if isinstance(out, (list, tuple)):
-        return [a for o in out for a in _flatten(o)]
+        return [a for o in out for a in output_arrays(o)]
     if isinstance(out, (int, float)):
         return [np.asarray(out, dtype=np.float64)]
     raise TypeError(f"cannot compare output of type {type(out).__name__}")
@@ -51,7 +51,7 @@ def _flatten(out: Any) -> list[np.ndarray]:
 
 def compare_outputs(reference: Any, candidate: Any, tolerance: float) -> Verification:
     """Max abs and max relative (to max|reference|) error between two outputs of the same structure."""
-    refs, cands = _flatten(reference), _flatten(candidate)
+    refs, cands = output_arrays(reference), output_arrays(candidate)
     if len(refs) != len(cands):
         raise OutputMismatchError(f"reference has {len(refs)} outputs, candidate {len(cands)}")
     max_abs = max_rel = 0.0

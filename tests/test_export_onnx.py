@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from gsdeploy.export.onnx import check_onnx, export_onnx
 from gsdeploy.loaders import ort_session
@@ -65,3 +66,33 @@ def test_hinge_resnet56_onnx_has_no_foldable_constant_nodes(tmp_path):
     assert nodes["after_folding"] == len(graph.node) < nodes["exported"]
     assert nodes["folding"].startswith("onnxslim")
     assert manifest["onnx_vs_original"]["passed"]  # ORT checked the folded file
+
+
+class _Shuffle(torch.nn.Module):
+    """A ShuffleNet channel shuffle (view -> transpose -> reshape by the batch size), two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = self.b(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
+        return y, y.flatten(1).sum(1, keepdim=True)
+
+
+def test_pt2_channel_shuffle_with_two_outputs_exports_at_any_batch(tmp_path):
+    """torch.export writes the shuffle's batch as aten.sym_size feeding aten.view, which the TorchScript
+    exporter baked in as the example's batch (ORT: 'cannot be reshaped' at batch 1): such a file now
+    falls through to the torch.export exporter. Both outputs are exported and checked."""
+    net = _Shuffle().eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(net, (torch.randn(2, 3, 5, 6),), dynamic_shapes=({0: batch},)).module()
+    r = deploy(program, (3, 5, 6))
+    path = tmp_path / "shuffle.onnx"
+    written = export_onnx(r.module, (3, 5, 6), path)
+    assert written.exporter == "torch.export"
+    check = check_onnx(path, r.reference, (3, 5, 6))
+    assert check.verification.passed
+    assert [o.name for o in ort_session(path).get_outputs()] == ["output", "output_1"]

@@ -17,11 +17,12 @@ import torch.nn as nn
 from gsdeploy.errors import GsdeployError
 from gsdeploy.inputs import sample_inputs
 from gsdeploy.loaders import ort_session
-from gsdeploy.numerics import Verification, compare_outputs
+from gsdeploy.numerics import Verification, compare_outputs, output_arrays
 from gsdeploy.target import Target
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+ORT_LOG_FATAL_ONLY = 4
 
 
 EXPORTERS = ("torchscript", "torch.export")
@@ -48,6 +49,8 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
     """
     example = (torch.zeros((2, *input_shape)),)
     module = module.eval()
+    with torch.no_grad():
+        outputs = output_names(len(output_arrays(module(*example))))  # a model may return several
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
     errors = []
@@ -57,12 +60,16 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
                 warnings.simplefilter("ignore")
                 if exporter == "torchscript":
                     torch.onnx.export(module, example, str(path), dynamo=False, opset_version=min(opset, 17),
-                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                                      input_names=[INPUT_NAME], output_names=outputs,
+                                      dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *outputs)})
+                    # The tracer bakes a batch size it reads through an op it does not trace
+                    # (torch.export's aten.sym_size feeding aten.view: a ShuffleNet's channel
+                    # shuffle) into the graph; such a file fails at any other batch.
+                    _run_at_batch(path, input_shape, 1)
                 else:
                     batch = torch.export.Dim("batch", min=1, max=65536)
                     torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset,
-                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                      input_names=[INPUT_NAME], output_names=outputs,
                                       dynamic_shapes=({0: batch},), external_data=False, verbose=False)
             break
         except Exception as e:  # noqa: BLE001 - any failure of one exporter falls through to the next
@@ -73,6 +80,20 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path, ops
         n = len(_load_graph(path).node)
         return OnnxExport(exporter, n, n, "not folded (fold=False)")
     return OnnxExport(exporter, *fold_onnx(path))
+
+
+def output_names(count: int) -> list[str]:
+    """"output", then "output_1", "output_2", ... for a model with several outputs."""
+    return [OUTPUT_NAME] + [f"{OUTPUT_NAME}_{i}" for i in range(1, count)]
+
+
+def _run_at_batch(path: Path, input_shape: tuple[int, ...], batch: int) -> None:
+    """Run the file once in ORT at `batch`; raises if it cannot (a batch baked in)."""
+    # quiet: ORT would log the failing node on stderr before the exception says it
+    session = ort_session(path, tune=lambda so: setattr(so, "log_severity_level", ORT_LOG_FATAL_ONLY))
+    for out in session.run(None, {session.get_inputs()[0].name: np.zeros((batch, *input_shape), np.float32)}):
+        if out.ndim and out.shape[0] != batch:
+            raise GsdeployError(f"the exported graph returns batch {out.shape[0]} for an input of batch {batch}")
 
 
 def _load_graph(path: Path):
@@ -131,15 +152,22 @@ def check_onnx(path: Path, reference: nn.Module, input_shape: tuple[int, ...], b
     onnx.checker.check_model(str(path))
     session = ort_session(path, target)
     ref64 = copy.deepcopy(reference).double().eval()
-    exact, fp32, outs = [], [], []
+    exact, fp32, outs = [], [], []  # per run: one array per output of the model, (batch, -1)
     for b in batches:
         for x in sample_inputs(input_shape, b, seed + b):
             with torch.no_grad():
-                exact.append(ref64(x.double()).numpy().reshape(b, -1))
-                fp32.append(reference(x).detach().numpy().reshape(b, -1))
-            outs.append(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].reshape(b, -1))
-    exact_all = np.concatenate(exact)
-    own = compare_outputs(exact_all, np.concatenate(fp32), tolerance=tolerance).max_rel_err
+                exact.append([a.reshape(b, -1) for a in output_arrays(ref64(x.double()))])
+                fp32.append([a.reshape(b, -1) for a in output_arrays(reference(x))])
+            got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+            if len(got) != len(exact[-1]):
+                raise GsdeployError(f"the ONNX model has {len(got)} outputs, the original {len(exact[-1])}")
+            outs.append([o.reshape(b, -1).astype(np.float64) for o in got])
+
+    def by_output(runs: list[list[np.ndarray]]) -> list[np.ndarray]:
+        return [np.concatenate(per_output) for per_output in zip(*runs)]
+
+    exact_all = by_output(exact)
+    own = compare_outputs(exact_all, by_output(fp32), tolerance=tolerance).max_rel_err
     allowed = max(tolerance, 4 * own)
     rule = f"max({tolerance:g}, 4 x original's own float32 error {own:.2e})"
-    return OnnxCheck(compare_outputs(exact_all, np.concatenate(outs).astype(np.float64), tolerance=allowed), own, rule)
+    return OnnxCheck(compare_outputs(exact_all, by_output(outs), tolerance=allowed), own, rule)

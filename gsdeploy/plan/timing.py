@@ -120,7 +120,7 @@ def _subject(target: Target, module: nn.Module, input_shape: tuple[int, ...], wo
     path, engines = None, {}
     if target.engine in ("ort", "trt"):
         path = workdir / f"{name}.onnx"
-        export_onnx(module, input_shape, path, exporters=("torchscript",))
+        export_onnx(module, input_shape, path)  # TorchScript first; torch.export where that fails
     if target.engine == "trt":
         from gsdeploy.model import LoadedModel
         from gsdeploy.pipeline import build_trt_engines  # the pipeline imports the plan stage
