@@ -74,7 +74,8 @@ def onnx_logits(path: Path, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarra
     return np.concatenate(outs)
 
 
-def _top1(logits: np.ndarray, what: str) -> np.ndarray:
+def top1_predictions(logits: np.ndarray, what: str) -> np.ndarray:
+    """The top-1 class of each row of class scores (N, classes)."""
     if logits.ndim != 2:
         raise GsdeployError(f"accuracy needs class scores of shape (N, classes); {what} gives {logits.shape}")
     return logits.argmax(axis=1)
@@ -87,7 +88,7 @@ def _percent(mask: np.ndarray) -> float:
 def evaluate(original: nn.Module, artifacts: dict[str, Path], samples: Samples) -> AccuracyReport:
     """Top-1 of the original module and of each ONNX artifact on `samples`."""
     ref_logits = torch_logits(original, samples.x)
-    ref = _top1(ref_logits, "the original model")
+    ref = top1_predictions(ref_logits, "the original model")
     y = samples.y
     if y is not None and len(y) and int(y.max()) >= ref_logits.shape[1]:
         raise SampleDataError(f"{samples.source}: labels go up to {int(y.max())} but the model has "
@@ -99,7 +100,7 @@ def evaluate(original: nn.Module, artifacts: dict[str, Path], samples: Samples) 
     report = AccuracyReport(samples.source, len(samples), y is not None,
                             ModelAccuracy("original", top1(ref), 100.0))
     for name, path in artifacts.items():
-        pred = _top1(onnx_logits(path, samples.x), name)
+        pred = top1_predictions(onnx_logits(path, samples.x), name)
         report.artifacts.append(ModelAccuracy(name, top1(pred), _percent(pred == ref)))
     return report
 

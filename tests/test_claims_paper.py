@@ -83,6 +83,30 @@ def test_checkpoint_paths_are_relative_to_the_claim_file_and_missing_ones_skip(t
     assert v.status == "FAIL"  # the measurement decides, not the file's presence
 
 
+@pytest.mark.parametrize("case, words", [("bomb", "decodes to"), ("no labels", "has no labels 'y'"),
+                                         ("wrong shape", "array 'x'"), ("nan", "array 'x'")])
+def test_top1_error_reads_eval_data_as_untrusted(tmp_path, monkeypatch, case, words):
+    """top1_error read eval_data with a bare np.load: a .npz of a few MB that inflates to GB was
+    decoded whole (the bound every other evaluation file has was skipped), and a wrong shape or a
+    NaN reached the model."""
+    import gsdeploy.sample_data as sample_data
+
+    model = create_model("resnet20").module
+    ckpt = tmp_path / "r20.pt"
+    torch.save(model.state_dict(), ckpt)
+    x = np.zeros((4, *CIFAR), dtype=np.float32)
+    arrays = {"bomb": {"x": x, "y": np.zeros(4, dtype=np.int64)}, "no labels": {"x": x},
+              "wrong shape": {"x": np.zeros((4, 3, 8, 8), dtype=np.float32), "y": np.zeros(4, dtype=np.int64)},
+              "nan": {"x": np.full_like(x, np.nan), "y": np.zeros(4, dtype=np.int64)}}[case]
+    np.savez_compressed(tmp_path / "eval.npz", **arrays)
+    if case == "bomb":  # the decoded-size bound (2 GiB) made smaller than this file, to stand for a real bomb
+        monkeypatch.setattr(sample_data.load_samples, "__kwdefaults__", {"labels": False, "max_bytes": x.nbytes // 2})
+    path = _claim_file(tmp_path, model=str(ckpt), arch="resnet20", metric="top1_error", claimed=0.0,
+                       eval_data=str(tmp_path / "eval.npz"), tolerance={"abs": 0.5}, baseline=None, counting=None)
+    [v] = evaluate_claims(load_claims(path), None)
+    assert v.status == "ERROR" and words in v.reason, v.reason
+
+
 def test_top1_error_on_eval_data(tmp_path):
     """Labels equal to the model's own predictions give 0% error; shifted labels give 100%."""
     model = create_model("resnet20").module

@@ -47,18 +47,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
 from gsdeploy import transforms
+from gsdeploy.accuracy import top1_predictions, torch_logits
 from gsdeploy.atomic import write_text_atomic
 from gsdeploy.errors import GsdeployError, MissingDependencyError
 from gsdeploy.load import load_model
 from gsdeploy.metrics import count_macs, count_params, paper_flops
 from gsdeploy.profiles import (BATCH, DEFAULT_PROFILE, INPUT_SHAPE, MAPPING, STR, KeyType, Profile, check_keys,
                                load_profile, unavailable_reason)
+from gsdeploy.sample_data import load_samples
 from gsdeploy.target import Target, validate
 from gsdeploy.yaml_file import read_yaml
 
@@ -387,21 +388,15 @@ def evaluate_claims(claims: Iterable[Claim], measure_fn: Callable[[Claim], float
     return verdicts
 
 
-def top1_error(module: nn.Module, eval_data: str, batch: int = 256) -> float:
-    """Top-1 error in % of `module` on a .npz of inputs `x` (N,C,H,W) and integer labels `y`."""
-    try:
-        with np.load(eval_data, allow_pickle=False) as data:
-            x, y = data["x"], data["y"]
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
-        raise GsdeployError(f"eval data {eval_data} is not a .npz with arrays x and y: {e}") from None
-    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(y) == 0 or not np.isfinite(x).all():
-        raise GsdeployError(f"eval data {eval_data}: x must be finite N,C,H,W and y N labels (got {x.shape}, {y.shape})")
-    wrong = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch):
-            pred = module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], dtype=np.float32))).argmax(1)
-            wrong += int((pred.numpy() != y[i:i + batch]).sum())
-    return 100.0 * wrong / len(y)
+def top1_error(module: nn.Module, eval_data: str, input_shape: tuple[int, ...]) -> float:
+    """Top-1 error in % of `module` on a .npz of inputs `x` (N,C,H,W) and integer labels `y`, read
+    as every evaluation file is (sample_data: no pickles, decoded size bounded before decoding,
+    finite values of the model's input shape); a bare np.load inflated any .npz whole."""
+    samples = load_samples(Path(eval_data), input_shape, labels=True)
+    if samples.y is None:
+        raise GsdeployError(f"eval data {eval_data} has no labels 'y'; top1_error needs them")
+    pred = top1_predictions(torch_logits(module, samples.x), "the model")
+    return 100.0 * float((pred != samples.y).mean())
 
 
 def _missing_file(claim: Claim) -> str | None:
@@ -419,7 +414,7 @@ def _evaluate_one(claim: Claim, measure_fn: Callable[[Claim], float] | None, pro
         return Verdict(claim, "SKIP", None, missing)
     if claim.metric == "top1_error":
         loaded = ratios.load(claim.model, claim.arch, claim.input_shape)
-        measured = top1_error(loaded.module, claim.eval_data)
+        measured = top1_error(loaded.module, claim.eval_data, tuple(loaded.input_shape))
         status, reason = judge(claim, measured)
         return Verdict(claim, status, measured, reason)
     if claim.metric in TIMED:
