@@ -17,7 +17,7 @@ from gsdeploy.transforms import DeployOptions, deploy, verify_modules
 from odd_nets import ACTS, make_act, odd_nets
 from test_transforms_nets import init, removable_left
 
-FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 def _wide_enough(net: nn.Module, shape: tuple[int, ...]) -> bool:
