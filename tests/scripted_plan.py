@@ -32,7 +32,7 @@ def split_site_ms(candidate: str, in_shape: tuple[int, ...]) -> float:
 
 
 def split_time_modules(target, modules, input_shape, batches, cfg, rounds=1):  # noqa: ANN001, ANN201 - search.time_modules
-    if "never" in modules:  # whole models
+    if set(modules) & set(search.VARIANTS):  # whole models (also the two a split batch is confirmed with)
         return {n: {b: Timing(split_ms(b, n), 0.01) for b in batches} for n in modules}
     return {n: {b: Timing(split_site_ms(n, tuple(input_shape)), 0.01) for b in batches} for n in modules}
 
