@@ -39,12 +39,19 @@ def sweep_file(tmp_path: Path, models: list[str], profiles: list[str], batches: 
     return p
 
 
-def test_local_sweep_writes_every_job_then_resume_runs_none(tmp_path):
+def run_local_sweep(tmp_path: Path, models: list[str], batches: list[int]) -> tuple[Path, Path, str]:
+    """A sweep of `models` on one CPU "device" (cpu-a), run here and green: (sweep file, output
+    dir, what it printed)."""
     profile(tmp_path, "cpu-a")
-    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1, 2])
+    spec_path = sweep_file(tmp_path, models, ["cpu-a.yaml"], batches)
     out = tmp_path / "out"
     r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
     assert r.exit_code == 0, r.output
+    return spec_path, out, r.output
+
+
+def test_local_sweep_writes_every_job_then_resume_runs_none(tmp_path):
+    spec_path, out, _ = run_local_sweep(tmp_path, ["resnet20_pruned50"], [1, 2])
     df = pd.read_csv(out / "tiny.csv")
     assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["profile"]) == {"cpu-a"}
     assert sorted(set(zip(df["model"], df["batch"]))) == [
@@ -133,11 +140,7 @@ def test_farm_deploys_with_the_latency_plan_made_on_the_target(tmp_path, monkeyp
         return plan
 
     monkeypatch.setattr(stage, "plan_latency", spy)
-    profile(tmp_path, "cpu-a")
-    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1, 2])
-    out = tmp_path / "out"
-    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
-    assert r.exit_code == 0, r.output
+    _, out, _ = run_local_sweep(tmp_path, ["resnet20_pruned50"], [1, 2])
     assert len(planned) == 1, "the farm did not make the latency plan (or made it once per job)"
     target, plan = planned[0]
     assert (target.profile, target.batches, target.threads) == ("cpu-a", (1, 2), 1)
@@ -159,11 +162,7 @@ def test_farm_times_each_batch_with_the_model_the_plan_chose_for_it(tmp_path, mo
     from tests.scripted_plan import script_split_winners
 
     script_split_winners(monkeypatch, tmp_path / "cache")
-    profile(tmp_path, "cpu-a")
-    spec_path = sweep_file(tmp_path, ["resnet20_hinge50"], ["cpu-a.yaml"], [1, 2])
-    out = tmp_path / "out"
-    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
-    assert r.exit_code == 0, r.output
+    _, out, _ = run_local_sweep(tmp_path, ["resnet20_hinge50"], [1, 2])
     df = pd.read_csv(out / "tiny.csv")
     assert set(df["status"]) == {"ok"} and sorted(df["batch"]) == [1, 1, 2, 2]
     comp = df[df["role"] == "compressed"].set_index("batch")
@@ -185,15 +184,11 @@ def test_farm_falls_back_to_the_flop_plan_with_its_warning_in_the_ledger(tmp_pat
     from gsdeploy.plan import stage
 
     monkeypatch.setattr(stage, "why_not_latency", lambda target: f"engine of {target.label} is elsewhere (test)")
-    profile(tmp_path, "cpu-a")
-    spec_path = sweep_file(tmp_path, ["resnet20_pruned50"], ["cpu-a.yaml"], [1])
-    out = tmp_path / "out"
-    r = runner.invoke(app, ["sweep", str(spec_path), "--output", str(out), *FAST])
-    assert r.exit_code == 0, r.output
+    _, out, output = run_local_sweep(tmp_path, ["resnet20_pruned50"], [1])
     df = pd.read_csv(out / "tiny.csv")
     assert set(df["plan"]) == {"flops"}
     assert df["warning"].str.contains("FLOP plan, not measured: engine of ort is elsewhere").all()
-    assert "warning: FLOP plan, not measured" in r.output and "model=resnet20_pruned50" in r.output
+    assert "warning: FLOP plan, not measured" in output and "model=resnet20_pruned50" in output
     assert "## warnings" in (out / "tiny.md").read_text()
     assert len(load_rows([out])) == 2  # report reads the new columns
 
